@@ -1,0 +1,35 @@
+# The two commands a user needs: `make demo` and `make test` (both run `make setup` first).
+VENV   := .venv
+NLPERF := $(VENV)/bin/nlperf
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: setup demo test test-host test-vm lint bench soak clean
+
+setup:
+	@bash scripts/setup.sh
+
+# The headline scenario through the lab; prints the report path.
+demo: setup
+	$(NLPERF) run scenarios/processing-models.yaml
+
+# Pure-Python tests and the end-to-end run on the host, then everything that needs the
+# module or probes inside one lab VM boot.
+test: setup lint test-host test-vm
+
+lint:
+	$(VENV)/bin/ruff check nlperf tests
+
+test-host:
+	$(PYTEST) -q tests --ignore=tests/vm
+
+test-vm:
+	$(NLPERF) vm exec --timeout 1200 -- $(abspath $(PYTEST)) -q -p no:cacheprovider tests/vm
+
+bench: setup
+	$(NLPERF) vm exec --timeout 1800 -- $(abspath $(VENV)/bin/python) -m nlperf.bench
+
+soak: setup
+	$(NLPERF) run scenarios/multicast-overrun.yaml --timeout 7200
+
+clean:
+	rm -rf build

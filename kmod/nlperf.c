@@ -1,0 +1,983 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * nlperf - netlink performance lab module.
+ *
+ * Serves one netlink protocol with a choice of processing models
+ * (callback, kthread, workqueue), echoes, relays to multicast groups,
+ * runs a multicast generator and keeps counters. The wire format is
+ * defined in nlperf_uapi.h.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/capability.h>
+#include <linux/delay.h>
+#include <linux/errno.h>
+#include <linux/hrtimer.h>
+#include <linux/kthread.h>
+#include <linux/ktime.h>
+#include <linux/list.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/netlink.h>
+#include <linux/sched.h>
+#include <linux/skbuff.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <net/net_namespace.h>
+#include <net/netlink.h>
+#include <net/sock.h>
+
+#include "nlperf_uapi.h"
+
+#define NLPERF_PROTO_MIN	16
+#define NLPERF_PROTO_MAX	31
+#define NLPERF_QUEUE_LEN_MAX	1048576U
+#define NLPERF_GEN_SIZE_MAX	65536U
+#define NLPERF_WQ_NAME		"nlperf_wq"
+
+/* Handler results besides a negative errno. */
+#define NLPERF_DONE		0	/* no reply of its own: ack on NLM_F_ACK */
+#define NLPERF_REPLIED		1	/* sent a data reply */
+#define NLPERF_ACK		2	/* always acknowledge with error 0 */
+
+/* ---- parameters ---- */
+
+static int proto = NLPERF_PROTO_DEFAULT;
+module_param(proto, int, 0444);
+MODULE_PARM_DESC(proto, "netlink protocol number, 16..31 (default 31)");
+
+static char *mode = "callback";
+module_param(mode, charp, 0444);
+MODULE_PARM_DESC(mode, "processing model: callback, kthread or workqueue");
+
+static unsigned int queue_len = 1024;
+module_param(queue_len, uint, 0444);
+MODULE_PARM_DESC(queue_len, "deferred queue bound, 1..1048576 (default 1024)");
+
+static unsigned long work_ns;
+module_param(work_ns, ulong, 0444);
+MODULE_PARM_DESC(work_ns, "busy-wait per message in ns, max 1 s (default 0)");
+
+static unsigned int work_sleep_us;
+module_param(work_sleep_us, uint, 0444);
+MODULE_PARM_DESC(work_sleep_us, "sleep per message in us, max 1 s (default 0)");
+
+static bool allow_unpriv;
+module_param(allow_unpriv, bool, 0444);
+MODULE_PARM_DESC(allow_unpriv, "serve senders without CAP_NET_ADMIN and open groups to all");
+
+/* ---- state ---- */
+
+/* One netlink message to process; on the stack or queued. */
+struct nlperf_msg {
+	struct list_head node;
+	struct sk_buff *skb;		/* our reference (deferred modes) */
+	const struct nlmsghdr *nlh;	/* inside skb's data */
+	u64 recv_ns;			/* input() entry */
+	u64 proc_ns;			/* processing start */
+	u32 portid;			/* sender, from NETLINK_CB in input() */
+	bool capable;			/* sender may be served */
+};
+
+/* Module-wide counters, see struct nlperf_stats. */
+enum nlperf_ctr {
+	C_RECEIVED,
+	C_PROCESSED,
+	C_REPLIED,
+	C_QUEUE_OVERFLOWS,
+	C_ERR_PERM,
+	C_ERR_INVAL,
+	C_ERR_NOTSUPP,
+	C_ERR_TRUNCATED,
+	C_ERR_NOMEM,
+	C_ERR_REPLY,
+	C_GEN_RUNS,
+	C_NUM
+};
+
+/* Per group counters, same order as struct nlperf_group_stats. */
+enum nlperf_gctr {
+	G_RELAY_SENT,
+	G_GEN_SENT,
+	G_BCAST_OK,
+	G_BCAST_ESRCH,
+	G_BCAST_ENOBUFS,
+	G_BCAST_OTHER,
+	G_NUM
+};
+
+struct nlperf_queue {
+	spinlock_t lock;		/* protects list, depth, hwm */
+	struct list_head list;
+	unsigned int depth;
+	unsigned int hwm;
+};
+
+struct nlperf_gen {
+	struct task_struct *task;
+	struct nlperf_gen_req req;
+	u64 seq[NLPERF_MAX_GROUPS];
+	bool done;			/* stream over, waiting to be reaped */
+};
+
+static struct sock *nlperf_sk;
+static enum nlperf_mode nlperf_mode;
+static bool nlperf_stopping;
+
+static atomic64_t nlperf_cnt[C_NUM];
+static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][G_NUM];
+static atomic64_t nlperf_skbs_held;
+
+static struct nlperf_queue nlperf_q;
+static DECLARE_WAIT_QUEUE_HEAD(nlperf_worker_wait);
+static struct task_struct *nlperf_worker;
+static struct workqueue_struct *nlperf_wq;
+static struct work_struct nlperf_work;
+
+static DEFINE_MUTEX(nlperf_gen_lock);	/* protects nlperf_gen_cur */
+static struct nlperf_gen *nlperf_gen_cur;
+static u32 nlperf_gen_pid;
+
+/* ---- counters ---- */
+
+static void nlperf_count_bcast(unsigned int group, int err)
+{
+	enum nlperf_gctr c;
+
+	if (!err)
+		c = G_BCAST_OK;
+	else if (err == -ESRCH)
+		c = G_BCAST_ESRCH;
+	else if (err == -ENOBUFS)
+		c = G_BCAST_ENOBUFS;
+	else
+		c = G_BCAST_OTHER;
+	atomic64_inc(&nlperf_gcnt[group - 1][c]);
+}
+
+static void nlperf_count_error(int err)
+{
+	switch (err) {
+	case -EPERM:
+		atomic64_inc(&nlperf_cnt[C_ERR_PERM]);
+		break;
+	case -EINVAL:
+		atomic64_inc(&nlperf_cnt[C_ERR_INVAL]);
+		break;
+	case -EOPNOTSUPP:
+		atomic64_inc(&nlperf_cnt[C_ERR_NOTSUPP]);
+		break;
+	default:
+		break;
+	}
+}
+
+static void nlperf_reset_counters(void)
+{
+	unsigned int i, g;
+
+	for (i = 0; i < C_NUM; i++)
+		atomic64_set(&nlperf_cnt[i], 0);
+	for (g = 0; g < NLPERF_MAX_GROUPS; g++)
+		for (i = 0; i < G_NUM; i++)
+			atomic64_set(&nlperf_gcnt[g][i], 0);
+
+	spin_lock_bh(&nlperf_q.lock);
+	nlperf_q.hwm = nlperf_q.depth;
+	spin_unlock_bh(&nlperf_q.lock);
+}
+
+/* ---- sending ---- */
+
+/* Hands a reply to the sender; consumes @skb whatever happens. */
+static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
+{
+	if (nlmsg_unicast(nlperf_sk, skb, m->portid) < 0)
+		atomic64_inc(&nlperf_cnt[C_ERR_REPLY]);
+	else
+		atomic64_inc(&nlperf_cnt[C_REPLIED]);
+}
+
+/* Allocates a reply of @type with @len payload bytes addressed to @m. */
+static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
+					size_t len, u16 flags, void **data)
+{
+	struct nlmsghdr *rep;
+	struct sk_buff *skb;
+
+	skb = nlmsg_new(len, GFP_KERNEL);
+	if (!skb)
+		goto err_nomem;
+	rep = nlmsg_put(skb, m->portid, m->nlh->nlmsg_seq, type, len, flags);
+	if (!rep) {
+		nlmsg_free(skb);
+		goto err_nomem;
+	}
+	*data = nlmsg_data(rep);
+	return skb;
+
+err_nomem:
+	atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+	return NULL;
+}
+
+/*
+ * NLMSG_ERROR reply carrying @err and a copy of the request header (no
+ * payload, hence NLM_F_CAPPED), like netlink_ack() but built only from
+ * what was captured in input(). @err 0 acknowledges.
+ */
+static void nlperf_send_error(const struct nlperf_msg *m, int err)
+{
+	struct nlmsgerr *e;
+	struct sk_buff *skb;
+
+	skb = nlperf_reply_new(m, NLMSG_ERROR, sizeof(*e), NLM_F_CAPPED,
+			       (void **)&e);
+	if (!skb)
+		return;
+	e->error = err;
+	e->msg = *m->nlh;
+	nlperf_unicast(m, skb);
+}
+
+/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
+static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
+			     gfp_t gfp)
+{
+	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
+						  gfp));
+}
+
+/* ---- message handlers ---- */
+
+static bool nlperf_stamp_ok(const struct nlperf_stamp *st)
+{
+	return st->size == sizeof(*st) && st->version == NLPERF_WIRE_VERSION;
+}
+
+static int nlperf_do_echo(const struct nlperf_msg *m)
+{
+	size_t len = nlmsg_len(m->nlh);
+	struct sk_buff *skb;
+	void *data;
+
+	skb = nlperf_reply_new(m, m->nlh->nlmsg_type, len, 0, &data);
+	if (!skb)
+		return -ENOMEM;
+	memcpy(data, nlmsg_data(m->nlh), len);
+	nlperf_unicast(m, skb);
+	return NLPERF_REPLIED;
+}
+
+static int nlperf_do_timed_echo(const struct nlperf_msg *m)
+{
+	size_t len = nlmsg_len(m->nlh);
+	struct nlperf_stamp st;
+	struct sk_buff *skb;
+	void *data;
+
+	if (len < sizeof(st))
+		return -EINVAL;
+	memcpy(&st, nlmsg_data(m->nlh), sizeof(st));
+	if (!nlperf_stamp_ok(&st))
+		return -EINVAL;
+
+	skb = nlperf_reply_new(m, m->nlh->nlmsg_type, len, 0, &data);
+	if (!skb)
+		return -ENOMEM;
+	memcpy(data, nlmsg_data(m->nlh), len);
+	st.kern_recv_ns = m->recv_ns;
+	st.proc_start_ns = m->proc_ns;
+	st.kern_send_ns = ktime_get_ns();
+	memcpy(data, &st, sizeof(st));
+	nlperf_unicast(m, skb);
+	return NLPERF_REPLIED;
+}
+
+static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
+			     const void *payload, size_t len)
+{
+	struct nlperf_stamp st;
+	struct sk_buff *skb;
+	struct nlmsghdr *nlh;
+
+	atomic64_inc(&nlperf_gcnt[group - 1][G_RELAY_SENT]);
+	skb = nlmsg_new(len, GFP_KERNEL);
+	if (!skb)
+		goto err_alloc;
+	nlh = nlmsg_put(skb, 0, m->nlh->nlmsg_seq, NLPERF_MSG_MCAST_DATA, len, 0);
+	if (!nlh) {
+		nlmsg_free(skb);
+		goto err_alloc;
+	}
+	memcpy(nlmsg_data(nlh), payload, len);
+	memcpy(&st, payload, sizeof(st));
+	st.group = group;
+	st.kern_recv_ns = m->recv_ns;
+	st.proc_start_ns = m->proc_ns;
+	st.kern_send_ns = ktime_get_ns();
+	memcpy(nlmsg_data(nlh), &st, sizeof(st));
+	nlperf_multicast(skb, group, GFP_KERNEL);
+	return;
+
+err_alloc:
+	nlperf_count_bcast(group, -ENOMEM);
+}
+
+static int nlperf_do_relay(const struct nlperf_msg *m)
+{
+	size_t len = nlmsg_len(m->nlh);
+	struct nlperf_relay_req req;
+	struct nlperf_stamp st;
+	const u8 *payload;
+	unsigned int g;
+
+	if (len < sizeof(req) + sizeof(st))
+		return -EINVAL;
+	payload = nlmsg_data(m->nlh);
+	memcpy(&req, payload, sizeof(req));
+	memcpy(&st, payload + sizeof(req), sizeof(st));
+	if (!req.groups || req.reserved || !nlperf_stamp_ok(&st))
+		return -EINVAL;
+
+	for (g = 1; g <= NLPERF_MAX_GROUPS; g++)
+		if (req.groups & BIT(g - 1))
+			nlperf_relay_one(m, g, payload + sizeof(req),
+					 len - sizeof(req));
+	return NLPERF_DONE;
+}
+
+static void nlperf_fill_group(struct nlperf_group_stats *gs,
+			      const atomic64_t *c)
+{
+	gs->relay_sent = atomic64_read(&c[G_RELAY_SENT]);
+	gs->gen_sent = atomic64_read(&c[G_GEN_SENT]);
+	gs->bcast_ok = atomic64_read(&c[G_BCAST_OK]);
+	gs->bcast_esrch = atomic64_read(&c[G_BCAST_ESRCH]);
+	gs->bcast_enobufs = atomic64_read(&c[G_BCAST_ENOBUFS]);
+	gs->bcast_other = atomic64_read(&c[G_BCAST_OTHER]);
+}
+
+/* @m is the STATS_GET request being answered. */
+static void nlperf_fill_stats(struct nlperf_stats *s,
+			      const struct nlperf_msg *m)
+{
+	unsigned int g;
+
+	memset(s, 0, sizeof(*s));
+	s->version = NLPERF_WIRE_VERSION;
+	s->size = sizeof(*s);
+	s->mode = nlperf_mode;
+	s->proto = proto;
+	if (nlperf_worker)
+		s->kthread_pid = task_pid_nr(nlperf_worker);
+	s->gen_pid = READ_ONCE(nlperf_gen_pid);
+	s->queue_len = queue_len;
+	spin_lock_bh(&nlperf_q.lock);
+	s->queue_depth = nlperf_q.depth;
+	s->queue_hwm = nlperf_q.hwm;
+	spin_unlock_bh(&nlperf_q.lock);
+
+	s->received = atomic64_read(&nlperf_cnt[C_RECEIVED]);
+	s->processed = atomic64_read(&nlperf_cnt[C_PROCESSED]);
+	s->replied = atomic64_read(&nlperf_cnt[C_REPLIED]);
+	s->queue_overflows = atomic64_read(&nlperf_cnt[C_QUEUE_OVERFLOWS]);
+	s->err_perm = atomic64_read(&nlperf_cnt[C_ERR_PERM]);
+	s->err_inval = atomic64_read(&nlperf_cnt[C_ERR_INVAL]);
+	s->err_notsupp = atomic64_read(&nlperf_cnt[C_ERR_NOTSUPP]);
+	s->err_truncated = atomic64_read(&nlperf_cnt[C_ERR_TRUNCATED]);
+	s->err_nomem = atomic64_read(&nlperf_cnt[C_ERR_NOMEM]);
+	s->err_reply = atomic64_read(&nlperf_cnt[C_ERR_REPLY]);
+	/* not counting the reference on the request being answered */
+	s->skbs_held = atomic64_read(&nlperf_skbs_held) - (m->skb ? 1 : 0);
+	s->gen_runs = atomic64_read(&nlperf_cnt[C_GEN_RUNS]);
+	if (nlperf_mode == NLPERF_MODE_WORKQUEUE)
+		strscpy(s->wq_name, NLPERF_WQ_NAME, sizeof(s->wq_name));
+
+	for (g = 0; g < NLPERF_MAX_GROUPS; g++)
+		nlperf_fill_group(&s->groups[g], nlperf_gcnt[g]);
+}
+
+static int nlperf_do_stats_get(const struct nlperf_msg *m)
+{
+	struct nlperf_stats *s;
+	struct sk_buff *skb;
+
+	skb = nlperf_reply_new(m, NLPERF_MSG_STATS_GET, sizeof(*s), 0,
+			       (void **)&s);
+	if (!skb)
+		return -ENOMEM;
+	nlperf_fill_stats(s, m);
+	nlperf_unicast(m, skb);
+	return NLPERF_REPLIED;
+}
+
+/* ---- generator ---- */
+
+/* Emits one generator message to @group; @flags go into the stamp. */
+static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
+			    u16 flags)
+{
+	gfp_t gfp = gen->req.alloc == NLPERF_ALLOC_ATOMIC ? GFP_ATOMIC :
+							      GFP_KERNEL;
+	size_t len = gen->req.size;
+	struct nlperf_stamp st = {
+		.version = NLPERF_WIRE_VERSION,
+		.size = sizeof(st),
+		.flags = flags,
+		.group = group,
+		.seq = gen->seq[group - 1]++,
+	};
+	struct nlmsghdr *nlh;
+	struct sk_buff *skb;
+
+	atomic64_inc(&nlperf_gcnt[group - 1][G_GEN_SENT]);
+	skb = nlmsg_new(len, gfp);
+	if (!skb)
+		goto err_alloc;
+	nlh = nlmsg_put(skb, 0, (u32)st.seq, NLPERF_MSG_MCAST_DATA, len, 0);
+	if (!nlh) {
+		nlmsg_free(skb);
+		goto err_alloc;
+	}
+	memset(nlmsg_data(nlh) + sizeof(st), 0, len - sizeof(st));
+	st.kern_send_ns = ktime_get_ns();
+	memcpy(nlmsg_data(nlh), &st, sizeof(st));
+	nlperf_multicast(skb, group, gfp);
+	return;
+
+err_alloc:
+	nlperf_count_bcast(group, -ENOMEM);
+}
+
+static void nlperf_gen_round(struct nlperf_gen *gen, u16 flags)
+{
+	unsigned int g;
+
+	for (g = 1; g <= NLPERF_MAX_GROUPS; g++)
+		if (gen->req.groups & BIT(g - 1))
+			nlperf_gen_emit(gen, g, flags);
+}
+
+/* Sleeps until @when (CLOCK_MONOTONIC ns) or until told to stop. */
+static void nlperf_gen_sleep_until(u64 when, u64 slack)
+{
+	ktime_t expires = ns_to_ktime(when);
+
+	set_current_state(TASK_INTERRUPTIBLE);
+	if (kthread_should_stop()) {
+		__set_current_state(TASK_RUNNING);
+		return;
+	}
+	schedule_hrtimeout_range(&expires, slack, HRTIMER_MODE_ABS);
+	__set_current_state(TASK_RUNNING);
+}
+
+static void nlperf_gen_stream(struct nlperf_gen *gen)
+{
+	const struct nlperf_gen_req *req = &gen->req;
+	u64 interval = req->rate ? div_u64(NSEC_PER_SEC, req->rate) : 0;
+	u64 slack = min_t(u64, interval / 10, 50 * NSEC_PER_USEC);
+	u64 start = ktime_get_ns();
+	u64 round;
+
+	for (round = 0; !req->count || round < req->count; round++) {
+		if (kthread_should_stop())
+			break;
+		if (interval)
+			nlperf_gen_sleep_until(start + round * interval, slack);
+		/* the sleep does not schedule when behind schedule */
+		cond_resched();
+		if (kthread_should_stop())
+			break;
+		if (req->duration_ns && ktime_get_ns() - start >= req->duration_ns)
+			break;
+		nlperf_gen_round(gen, 0);
+	}
+}
+
+static int nlperf_gen_thread(void *data)
+{
+	struct nlperf_gen *gen = data;
+
+	nlperf_gen_stream(gen);
+	nlperf_gen_round(gen, NLPERF_STAMP_F_END);
+	WRITE_ONCE(nlperf_gen_pid, 0);
+	WRITE_ONCE(gen->done, true);
+
+	/* Stay until reaped so kthread_stop() never sees a dead task. */
+	set_current_state(TASK_INTERRUPTIBLE);
+	while (!kthread_should_stop()) {
+		schedule();
+		set_current_state(TASK_INTERRUPTIBLE);
+	}
+	__set_current_state(TASK_RUNNING);
+	return 0;
+}
+
+/* Stops and frees the current generator. Caller holds nlperf_gen_lock. */
+static void nlperf_gen_reap(void)
+{
+	struct nlperf_gen *gen = nlperf_gen_cur;
+
+	if (!gen)
+		return;
+	kthread_stop(gen->task);
+	WRITE_ONCE(nlperf_gen_pid, 0);
+	WRITE_ONCE(nlperf_gen_cur, NULL);
+	kfree(gen);
+}
+
+static int nlperf_gen_check(const struct nlperf_gen_req *req)
+{
+	if (!req->groups)
+		return -EINVAL;
+	if (req->size < sizeof(struct nlperf_stamp) ||
+	    req->size > NLPERF_GEN_SIZE_MAX)
+		return -EINVAL;
+	if (!req->count && !req->duration_ns)
+		return -EINVAL;
+	if (req->alloc != NLPERF_ALLOC_KERNEL &&
+	    req->alloc != NLPERF_ALLOC_ATOMIC)
+		return -EINVAL;
+	return 0;
+}
+
+/* Creates and starts a generator. Caller holds nlperf_gen_lock. */
+static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
+{
+	struct task_struct *task;
+	struct nlperf_gen *gen;
+
+	gen = kzalloc(sizeof(*gen), GFP_KERNEL);
+	if (!gen) {
+		atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+		return -ENOMEM;
+	}
+	gen->req = *req;
+	task = kthread_create(nlperf_gen_thread, gen, "nlperf_gen");
+	if (IS_ERR(task)) {
+		kfree(gen);
+		return PTR_ERR(task);
+	}
+	gen->task = task;
+	WRITE_ONCE(nlperf_gen_cur, gen);
+	WRITE_ONCE(nlperf_gen_pid, task_pid_nr(task));
+	atomic64_inc(&nlperf_cnt[C_GEN_RUNS]);
+	wake_up_process(task);
+	return 0;
+}
+
+static int nlperf_do_gen_start(const struct nlperf_msg *m)
+{
+	struct nlperf_gen_req req;
+	int err;
+
+	if (nlmsg_len(m->nlh) < sizeof(req))
+		return -EINVAL;
+	memcpy(&req, nlmsg_data(m->nlh), sizeof(req));
+	err = nlperf_gen_check(&req);
+	if (err)
+		return err;
+
+	mutex_lock(&nlperf_gen_lock);
+	if (READ_ONCE(nlperf_stopping)) {
+		err = -ESHUTDOWN;
+	} else if (nlperf_gen_cur && !READ_ONCE(nlperf_gen_cur->done)) {
+		err = -EBUSY;
+	} else {
+		nlperf_gen_reap();
+		err = nlperf_gen_spawn(&req);
+	}
+	mutex_unlock(&nlperf_gen_lock);
+	return err ? err : NLPERF_ACK;
+}
+
+static void nlperf_gen_stop(void)
+{
+	mutex_lock(&nlperf_gen_lock);
+	nlperf_gen_reap();
+	mutex_unlock(&nlperf_gen_lock);
+}
+
+static int nlperf_do_gen_stop(const struct nlperf_msg *m)
+{
+	nlperf_gen_stop();
+	return NLPERF_ACK;
+}
+
+/* ---- processing ---- */
+
+static void nlperf_simulate_work(void)
+{
+	if (work_ns) {
+		u64 end = ktime_get_ns() + work_ns;
+
+		while (ktime_get_ns() < end)
+			cpu_relax();
+	}
+	if (work_sleep_us)
+		usleep_range(work_sleep_us, work_sleep_us + work_sleep_us / 16);
+}
+
+static int nlperf_dispatch(const struct nlperf_msg *m)
+{
+	if (!m->capable)
+		return -EPERM;
+
+	switch (m->nlh->nlmsg_type) {
+	case NLPERF_MSG_ECHO:
+		return nlperf_do_echo(m);
+	case NLPERF_MSG_TIMED_ECHO:
+		return nlperf_do_timed_echo(m);
+	case NLPERF_MSG_SINK:
+		return NLPERF_DONE;
+	case NLPERF_MSG_RELAY:
+		return nlperf_do_relay(m);
+	case NLPERF_MSG_GEN_START:
+		return nlperf_do_gen_start(m);
+	case NLPERF_MSG_GEN_STOP:
+		return nlperf_do_gen_stop(m);
+	case NLPERF_MSG_STATS_GET:
+		return nlperf_do_stats_get(m);
+	case NLPERF_MSG_STATS_RESET:
+		nlperf_reset_counters();
+		return NLPERF_ACK;
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+/* Processes one message in the context of the processing model. */
+static noinline void nlperf_process(struct nlperf_msg *m)
+{
+	int ret;
+
+	m->proc_ns = ktime_get_ns();
+	atomic64_inc(&nlperf_cnt[C_PROCESSED]);
+	nlperf_simulate_work();
+
+	ret = nlperf_dispatch(m);
+	if (ret < 0) {
+		nlperf_count_error(ret);
+		nlperf_send_error(m, ret);
+	} else if (ret == NLPERF_ACK ||
+		   (ret == NLPERF_DONE && (m->nlh->nlmsg_flags & NLM_F_ACK))) {
+		nlperf_send_error(m, 0);
+	}
+}
+
+/* ---- deferred queue ---- */
+
+static struct nlperf_msg *nlperf_dequeue(void)
+{
+	struct nlperf_msg *m;
+
+	spin_lock_bh(&nlperf_q.lock);
+	m = list_first_entry_or_null(&nlperf_q.list, struct nlperf_msg, node);
+	if (m) {
+		list_del(&m->node);
+		nlperf_q.depth--;
+	}
+	spin_unlock_bh(&nlperf_q.lock);
+	return m;
+}
+
+static bool nlperf_queue_pending(void)
+{
+	bool pending;
+
+	spin_lock_bh(&nlperf_q.lock);
+	pending = !list_empty(&nlperf_q.list);
+	spin_unlock_bh(&nlperf_q.lock);
+	return pending;
+}
+
+/* Drops a queued entry and the skb reference it holds. */
+static void nlperf_msg_free(struct nlperf_msg *m, bool processed)
+{
+	if (processed)
+		consume_skb(m->skb);
+	else
+		kfree_skb(m->skb);
+	atomic64_dec(&nlperf_skbs_held);
+	kfree(m);
+}
+
+/* Drops every queued message; returns how many there were. */
+static unsigned int nlperf_purge(void)
+{
+	unsigned int purged = 0;
+	struct nlperf_msg *m;
+
+	while ((m = nlperf_dequeue())) {
+		nlperf_msg_free(m, false);
+		purged++;
+	}
+	return purged;
+}
+
+static void nlperf_kick(void)
+{
+	if (nlperf_mode == NLPERF_MODE_KTHREAD)
+		wake_up(&nlperf_worker_wait);
+	else
+		queue_work(nlperf_wq, &nlperf_work);
+}
+
+/* Queues a copy of @tmpl holding a reference on @skb; replies on failure. */
+static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
+{
+	struct nlperf_msg *m;
+
+	m = kmalloc(sizeof(*m), GFP_KERNEL);
+	if (!m) {
+		atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+		nlperf_send_error(tmpl, -ENOMEM);
+		return;
+	}
+	*m = *tmpl;
+
+	spin_lock_bh(&nlperf_q.lock);
+	if (nlperf_q.depth >= queue_len) {
+		spin_unlock_bh(&nlperf_q.lock);
+		kfree(m);
+		atomic64_inc(&nlperf_cnt[C_QUEUE_OVERFLOWS]);
+		nlperf_send_error(tmpl, -ENOBUFS);
+		return;
+	}
+	m->skb = skb_get(skb);
+	atomic64_inc(&nlperf_skbs_held);
+	list_add_tail(&m->node, &nlperf_q.list);
+	if (++nlperf_q.depth > nlperf_q.hwm)
+		nlperf_q.hwm = nlperf_q.depth;
+	spin_unlock_bh(&nlperf_q.lock);
+
+	nlperf_kick();
+}
+
+/* Processes queued messages until the queue is empty or @stop says so. */
+static void nlperf_drain(bool (*stop)(void))
+{
+	struct nlperf_msg *m;
+
+	while (!stop() && (m = nlperf_dequeue())) {
+		nlperf_process(m);
+		nlperf_msg_free(m, true);
+		cond_resched();
+	}
+}
+
+static bool nlperf_worker_stop(void)
+{
+	return kthread_should_stop();
+}
+
+static int nlperf_worker_fn(void *unused)
+{
+	while (!kthread_should_stop()) {
+		wait_event_interruptible(nlperf_worker_wait,
+					 nlperf_queue_pending() ||
+					 kthread_should_stop());
+		nlperf_drain(nlperf_worker_stop);
+	}
+	return 0;
+}
+
+static bool nlperf_work_stop(void)
+{
+	return READ_ONCE(nlperf_stopping);
+}
+
+static void nlperf_work_fn(struct work_struct *work)
+{
+	nlperf_drain(nlperf_work_stop);
+}
+
+/* ---- input ---- */
+
+/* Walks one datagram; runs in the sender's sendmsg() context. */
+static void nlperf_input(struct sk_buff *skb)
+{
+	struct nlperf_msg m = {
+		.recv_ns = ktime_get_ns(),
+		.portid = NETLINK_CB(skb).portid,
+	};
+	const u8 *pos = skb->data;
+	unsigned int rem = skb->len;
+
+	if (READ_ONCE(nlperf_stopping))
+		return;
+	m.capable = allow_unpriv || netlink_capable(skb, CAP_NET_ADMIN);
+
+	while (rem) {
+		const struct nlmsghdr *nlh = (const struct nlmsghdr *)pos;
+		unsigned int adv;
+
+		if (rem < NLMSG_HDRLEN || nlh->nlmsg_len < NLMSG_HDRLEN ||
+		    nlh->nlmsg_len > rem) {
+			atomic64_inc(&nlperf_cnt[C_ERR_TRUNCATED]);
+			break;
+		}
+		atomic64_inc(&nlperf_cnt[C_RECEIVED]);
+		m.nlh = nlh;
+		if (nlperf_mode == NLPERF_MODE_CALLBACK)
+			nlperf_process(&m);
+		else
+			nlperf_enqueue(&m, skb);
+
+		adv = NLMSG_ALIGN(nlh->nlmsg_len);
+		if (adv >= rem)
+			break;
+		pos += adv;
+		rem -= adv;
+	}
+}
+
+/* ---- load and unload ---- */
+
+static int nlperf_parse_params(void)
+{
+	if (proto < NLPERF_PROTO_MIN || proto > NLPERF_PROTO_MAX) {
+		pr_err("invalid proto=%d (allowed %d..%d)\n", proto,
+		       NLPERF_PROTO_MIN, NLPERF_PROTO_MAX);
+		return -EINVAL;
+	}
+	if (mode && sysfs_streq(mode, "callback")) {
+		nlperf_mode = NLPERF_MODE_CALLBACK;
+	} else if (mode && sysfs_streq(mode, "kthread")) {
+		nlperf_mode = NLPERF_MODE_KTHREAD;
+	} else if (mode && sysfs_streq(mode, "workqueue")) {
+		nlperf_mode = NLPERF_MODE_WORKQUEUE;
+	} else {
+		pr_err("invalid mode=%s (callback, kthread or workqueue)\n",
+		       mode ? mode : "");
+		return -EINVAL;
+	}
+	if (queue_len < 1 || queue_len > NLPERF_QUEUE_LEN_MAX) {
+		pr_err("invalid queue_len=%u (allowed 1..%u)\n", queue_len,
+		       NLPERF_QUEUE_LEN_MAX);
+		return -EINVAL;
+	}
+	if (work_ns > NSEC_PER_SEC) {
+		pr_err("invalid work_ns=%lu (max %lu)\n", work_ns, NSEC_PER_SEC);
+		return -EINVAL;
+	}
+	if (work_sleep_us > USEC_PER_SEC) {
+		pr_err("invalid work_sleep_us=%u (max %lu)\n", work_sleep_us,
+		       USEC_PER_SEC);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const char *nlperf_mode_name(void)
+{
+	switch (nlperf_mode) {
+	case NLPERF_MODE_KTHREAD:
+		return "kthread";
+	case NLPERF_MODE_WORKQUEUE:
+		return "workqueue";
+	default:
+		return "callback";
+	}
+}
+
+static int nlperf_start_model(void)
+{
+	switch (nlperf_mode) {
+	case NLPERF_MODE_KTHREAD:
+		nlperf_worker = kthread_run(nlperf_worker_fn, NULL,
+					    "nlperf_worker");
+		if (IS_ERR(nlperf_worker)) {
+			int err = PTR_ERR(nlperf_worker);
+
+			nlperf_worker = NULL;
+			return err;
+		}
+		return 0;
+	case NLPERF_MODE_WORKQUEUE:
+		nlperf_wq = alloc_ordered_workqueue(NLPERF_WQ_NAME, 0);
+		return nlperf_wq ? 0 : -ENOMEM;
+	default:
+		return 0;
+	}
+}
+
+static void nlperf_stop_model(void)
+{
+	if (nlperf_worker) {
+		kthread_stop(nlperf_worker);
+		nlperf_worker = NULL;
+	}
+	if (nlperf_wq) {
+		flush_workqueue(nlperf_wq);
+		destroy_workqueue(nlperf_wq);
+		nlperf_wq = NULL;
+	}
+}
+
+static int __init nlperf_init(void)
+{
+	struct netlink_kernel_cfg cfg = {
+		.groups = NLPERF_MAX_GROUPS,
+		.input = nlperf_input,
+	};
+	int err;
+
+	err = nlperf_parse_params();
+	if (err)
+		return err;
+	if (allow_unpriv)
+		cfg.flags = NL_CFG_F_NONROOT_RECV | NL_CFG_F_NONROOT_SEND;
+
+	spin_lock_init(&nlperf_q.lock);
+	INIT_LIST_HEAD(&nlperf_q.list);
+	INIT_WORK(&nlperf_work, nlperf_work_fn);
+
+	err = nlperf_start_model();
+	if (err)
+		return err;
+
+	nlperf_sk = netlink_kernel_create(&init_net, proto, &cfg);
+	if (!nlperf_sk) {
+		pr_err("invalid proto=%d: in use or cannot be registered\n",
+		       proto);
+		nlperf_stop_model();
+		return -EINVAL;
+	}
+
+	pr_info("loaded: mode=%s proto=%d queue_len=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
+		nlperf_mode_name(), proto, queue_len, work_ns, work_sleep_us,
+		allow_unpriv);
+	return 0;
+}
+
+static void __exit nlperf_exit(void)
+{
+	unsigned int purged;
+
+	WRITE_ONCE(nlperf_stopping, true);
+	nlperf_gen_stop();
+	nlperf_stop_model();
+	purged = nlperf_purge();
+	if (atomic64_read(&nlperf_skbs_held))
+		pr_err("skbs_held=%lld after purge\n",
+		       (long long)atomic64_read(&nlperf_skbs_held));
+	netlink_kernel_release(nlperf_sk);
+	pr_info("unloaded: proto=%d, %u queued messages dropped\n", proto,
+		purged);
+}
+
+module_init(nlperf_init);
+module_exit(nlperf_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("nlperf: netlink performance lab module");
+MODULE_AUTHOR("nlperf authors");

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * nlperf wire format, version 1.
+ *
+ * The one definition of what crosses the netlink socket between the
+ * nlperf module and user space. nlperf/wire.py mirrors it; a test compiles
+ * a program that prints every size and offset below and compares them with
+ * the Python mirror, so change both together and bump NLPERF_WIRE_VERSION.
+ *
+ * Every message is a struct nlmsghdr followed by a type-specific payload.
+ * All integers are in host byte order; all times are CLOCK_MONOTONIC in
+ * nanoseconds (what ktime_get_ns() and Python's time.monotonic_ns() read).
+ */
+#ifndef _UAPI_NLPERF_H
+#define _UAPI_NLPERF_H
+
+#include <linux/types.h>
+
+#define NLPERF_WIRE_VERSION	1
+#define NLPERF_PROTO_DEFAULT	31	/* 23..31 are unused by mainline */
+#define NLPERF_MAX_GROUPS	32
+
+/* Message types; all >= NLMSG_MIN_TYPE (0x10). */
+enum nlperf_msg_type {
+	NLPERF_MSG_ECHO		= 0x10,	/* payload returned verbatim */
+	NLPERF_MSG_TIMED_ECHO	= 0x11,	/* nlperf_stamp [+ pad], stamped */
+	NLPERF_MSG_SINK		= 0x12,	/* consumed, no reply */
+	NLPERF_MSG_RELAY	= 0x13,	/* nlperf_relay_req + stamp [+ pad] */
+	NLPERF_MSG_GEN_START	= 0x14,	/* nlperf_gen_req */
+	NLPERF_MSG_GEN_STOP	= 0x15,	/* no payload */
+	NLPERF_MSG_STATS_GET	= 0x16,	/* reply carries nlperf_stats */
+	NLPERF_MSG_STATS_RESET	= 0x17,	/* no payload */
+	NLPERF_MSG_MCAST_DATA	= 0x18,	/* kernel->user: stamp [+ pad] */
+	NLPERF_MSG_MAX		= NLPERF_MSG_MCAST_DATA,
+};
+
+/* nlperf_stamp.flags */
+#define NLPERF_STAMP_F_END	0x0001	/* last message of a stream */
+
+/*
+ * Timestamps carried by timed echoes, relays and multicast data. User
+ * space fills version, size, seq and user_send_ns; the module fills the
+ * kernel times at the points named, whatever the processing model.
+ */
+struct nlperf_stamp {
+	__u16	version;	/* NLPERF_WIRE_VERSION */
+	__u16	size;		/* sizeof(struct nlperf_stamp) */
+	__u16	flags;		/* NLPERF_STAMP_F_* */
+	__u16	group;		/* multicast group number 1..32, 0: unicast */
+	__u64	seq;		/* sender's sequence (generator: per group) */
+	__u64	user_send_ns;	/* user space, just before sendmsg() */
+	__u64	kern_recv_ns;	/* module input() callback entry */
+	__u64	proc_start_ns;	/* processing starts (after any queueing) */
+	__u64	kern_send_ns;	/* just before nlmsg_unicast/multicast */
+};
+
+/* NLPERF_MSG_RELAY payload: this header, then the stamp to multicast. */
+struct nlperf_relay_req {
+	__u32	groups;		/* bitmask: bit (g - 1) selects group g */
+	__u32	reserved;	/* must be 0 */
+};
+
+/* nlperf_gen_req.alloc: the only allocation modes user space may ask for */
+enum nlperf_gen_alloc {
+	NLPERF_ALLOC_KERNEL	= 0,
+	NLPERF_ALLOC_ATOMIC	= 1,
+};
+
+/* NLPERF_MSG_GEN_START payload. The stream ends at count or duration. */
+struct nlperf_gen_req {
+	__u32	groups;		/* bitmask: bit (g - 1) selects group g */
+	__u32	size;		/* payload bytes per message, >= stamp */
+	__u64	count;		/* messages per group, 0: no limit */
+	__u64	duration_ns;	/* 0: no limit (then count must be set) */
+	__u32	rate;		/* messages/s per group, 0: as fast as possible */
+	__u32	alloc;		/* enum nlperf_gen_alloc */
+};
+
+/* Processing models, nlperf_stats.mode */
+enum nlperf_mode {
+	NLPERF_MODE_CALLBACK	= 0,
+	NLPERF_MODE_KTHREAD	= 1,
+	NLPERF_MODE_WORKQUEUE	= 2,
+};
+
+/* Per multicast group counters; index g - 1 for group g. */
+struct nlperf_group_stats {
+	__u64	relay_sent;	/* relay broadcasts issued */
+	__u64	gen_sent;	/* generator broadcasts issued */
+	__u64	bcast_ok;	/* netlink_broadcast() returned 0 */
+	__u64	bcast_esrch;	/* -ESRCH: no listener, or all overran */
+	__u64	bcast_enobufs;	/* -ENOBUFS: a BROADCAST_ERROR listener */
+	__u64	bcast_other;	/* any other error, allocation included */
+};
+
+/* NLPERF_MSG_STATS_GET reply payload. Counters since load or reset. */
+struct nlperf_stats {
+	__u16	version;	/* NLPERF_WIRE_VERSION */
+	__u16	size;		/* sizeof(struct nlperf_stats) */
+	__u32	mode;		/* enum nlperf_mode */
+	__u32	proto;		/* netlink protocol number served */
+	__u32	kthread_pid;	/* worker kthread (kthread mode), else 0 */
+	__u32	gen_pid;	/* generator kthread while it runs, else 0 */
+	__u32	queue_len;	/* queue bound (deferred modes) */
+	__u32	queue_depth;	/* messages queued now */
+	__u32	queue_hwm;	/* queue depth high-water mark */
+	__u64	received;	/* messages accepted by input() */
+	__u64	processed;	/* messages the processing function ran on */
+	__u64	replied;	/* replies and acks handed to netlink */
+	__u64	queue_overflows; /* refused with -ENOBUFS: queue full */
+	__u64	err_perm;	/* sender lacks CAP_NET_ADMIN */
+	__u64	err_inval;	/* intact header, inconsistent payload */
+	__u64	err_notsupp;	/* unknown message type */
+	__u64	err_truncated;	/* datagrams cut short by a bad header */
+	__u64	err_nomem;	/* reply allocation failed */
+	__u64	err_reply;	/* nlmsg_unicast() to the sender failed */
+	__s64	skbs_held;	/* skb references the module holds now */
+	__u64	gen_runs;	/* generator streams started */
+	char	wq_name[32];	/* workqueue name (workqueue mode), else "" */
+	struct nlperf_group_stats groups[NLPERF_MAX_GROUPS];
+};
+
+#endif /* _UAPI_NLPERF_H */

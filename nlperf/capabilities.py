@@ -1,0 +1,630 @@
+"""What this machine can do, found by trying: host target, lab VM, or neither.
+
+Feature flags lie here (BCC's ``support_kfunc()`` says True on a kernel that refuses every fentry
+load with EPERM), so the probe checks load a trivial BPF program through the raw ``bpf(2)``
+syscall and attach it to ``netlink_unicast``, the function the lab traces. Every ``check_*``
+returns a :class:`Check` and never raises; only :func:`pick_lab_kernel` and :func:`pick_target`
+raise, because they answer a user's request.
+
+The same code runs inside the lab VM guest, so nothing here may assume the host's PATH, kernel or
+mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import platform
+import re
+import shutil
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlperf.errors import BadInput, RunFailed
+
+PROBE_FUNC = "netlink_unicast"
+TRACEFS = Path("/sys/kernel/tracing")
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+KPROBE_PMU_TYPE = Path("/sys/bus/event_source/devices/kprobe/type")
+SETUP_HINT = "make setup installs linux-image-amd64 and linux-headers-amd64"
+VM_HINT = "use --target vm"
+TARGETS = ("auto", "host", "vm")
+
+# What the host target needs, in the order the reason line names them. kprobes and fentry are
+# alternatives: the probes fall back from one to the other.
+HOST_NEEDS = ("root", "module loading", "kernel headers", "BCC", "tracefs")
+PROBE_CHECKS = ("kprobes", "fentry")
+VM_NEEDS = ("qemu", "virtme-ng", "lab kernels")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None
+
+
+@dataclass(frozen=True)
+class LabKernel:
+    release: str
+    vmlinuz: Path
+    build_dir: Path
+
+
+# --- lab kernels ---------------------------------------------------------------------------------
+
+
+def version_key(release: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders 6.10 after 6.9 and -56 after -9.
+
+    Numbers and text are tagged so a tuple never compares an int with a str.
+    """
+    return tuple((0, int(p)) if p.isdigit() else (1, p)
+                 for p in re.split(r"(\d+)", release) if p)
+
+
+def lab_kernels(boot: Path = Path("/boot"),
+                modules: Path = Path("/lib/modules")) -> list[LabKernel]:
+    """Kernels the VM can boot and the module can be built against, newest first."""
+    found = []
+    with contextlib.suppress(OSError):
+        for vmlinuz in boot.glob("vmlinuz-*"):
+            release = vmlinuz.name.removeprefix("vmlinuz-")
+            build = modules / release / "build"
+            # A kernel without its build dir is useless: the lab module is built in the VM run.
+            if vmlinuz.is_file() and build.is_dir():
+                found.append(LabKernel(release, vmlinuz, build))
+    return sorted(found, key=lambda k: version_key(k.release), reverse=True)
+
+
+def pick_lab_kernel(release: str | None = None, boot: Path = Path("/boot"),
+                    modules: Path = Path("/lib/modules")) -> LabKernel:
+    """The newest lab kernel, or the one named by ``--kernel``."""
+    kernels = lab_kernels(boot, modules)
+    if not kernels:
+        raise RunFailed(f"no lab kernel: no {boot}/vmlinuz-<release> with a matching "
+                        f"{modules}/<release>/build", hint=SETUP_HINT)
+    if release is None:
+        return kernels[0]
+    for k in kernels:
+        if k.release == release:
+            return k
+    available = ", ".join(k.release for k in kernels)
+    if (boot / f"vmlinuz-{release}").is_file():
+        raise BadInput(f"kernel {release} has no {modules}/{release}/build; "
+                       f"available: {available}", hint=f"install linux-headers-{release}")
+    raise BadInput(f"unknown kernel {release!r}; available: {available}")
+
+
+# --- KVM -----------------------------------------------------------------------------------------
+
+
+def cpu_virt_flags(cpuinfo: str) -> set[str]:
+    """vmx/svm among the CPU flags: without them a nested host's KVM hangs the guest."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(f for f in value.split() if f in ("vmx", "svm"))
+    return flags
+
+
+def kvm_usable(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo"),
+               env: dict[str, str] | None = None) -> tuple[bool, str]:
+    """Whether the VM may use KVM, and why. NLPERF_ACCEL=kvm|tcg overrides detection."""
+    accel = (os.environ if env is None else env).get("NLPERF_ACCEL", "").strip().lower()
+    if accel == "kvm":
+        return True, "KVM forced by NLPERF_ACCEL=kvm"
+    if accel == "tcg":
+        return False, "TCG forced by NLPERF_ACCEL=tcg"
+    note = f" (NLPERF_ACCEL={accel!r} ignored: use kvm or tcg)" if accel else ""
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return False, f"TCG: {dev} does not open read-write ({e.strerror}){note}"
+    os.close(fd)
+    try:
+        flags = cpu_virt_flags(cpuinfo.read_text())
+    except OSError as e:
+        return False, f"TCG: cannot read {cpuinfo} ({e.strerror}){note}"
+    if not flags:
+        # Seen on nested PVM hosts: /dev/kvm opens, but a guest started with it never boots.
+        return False, f"TCG: {dev} opens but {cpuinfo} flags have no vmx/svm{note}"
+    return True, f"KVM: {dev} opens read-write and the CPU has {'/'.join(sorted(flags))}{note}"
+
+
+# --- BTF -----------------------------------------------------------------------------------------
+
+BTF_MAGIC = 0xEB9F
+BTF_KIND_FUNC = 12
+# Bytes that follow the 12-byte struct btf_type, per kind: (fixed, per vlen entry), linux/btf.h.
+_BTF_TRAILER: dict[int, tuple[int, int]] = {
+    0: (0, 0), 1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
+    8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
+    15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12),
+}
+
+
+def btf_find_func(data: bytes, name: str) -> int | None:
+    """Type id of the BTF FUNC called ``name`` in a raw BTF blob, or None if it has none.
+
+    Raises ValueError when the blob is not BTF or is cut short: the caller reports that as
+    "BTF unreadable", which is a different fix from "function not in BTF".
+    """
+    if len(data) < 24:
+        raise ValueError(f"BTF blob too short ({len(data)} bytes)")
+    for order in "<>":
+        if struct.unpack_from(order + "H", data, 0)[0] == BTF_MAGIC:
+            break
+    else:
+        raise ValueError(f"not BTF: magic {data[:2].hex()}")
+    _magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        order + "HBBIIIII", data, 0)
+    types_start, types_end = hdr_len + type_off, hdr_len + type_off + type_len
+    strs_start, strs_end = hdr_len + str_off, hdr_len + str_off + str_len
+    if types_end > len(data) or strs_end > len(data):
+        raise ValueError("BTF header points past the end of the blob")
+    wanted = name.encode() + b"\0"
+    btf_type = struct.Struct(order + "III")
+    pos, type_id = types_start, 0
+    while pos < types_end:
+        if pos + 12 > types_end:
+            raise ValueError(f"BTF type {type_id + 1} cut short")
+        name_off, info, _size = btf_type.unpack_from(data, pos)
+        type_id += 1  # id 0 is void and is not stored
+        kind = (info >> 24) & 0x1F
+        if kind == BTF_KIND_FUNC and data.startswith(wanted, strs_start + name_off):
+            return type_id
+        try:
+            fixed, per = _BTF_TRAILER[kind]
+        except KeyError:
+            raise ValueError(f"BTF type {type_id} has unknown kind {kind}") from None
+        pos += 12 + fixed + per * (info & 0xFFFF)
+    return None
+
+
+@functools.cache
+def _vmlinux_func_id(path: Path, name: str) -> int | None:
+    # Cached: the 5 MB parse is visible under TCG, and check_btf and check_fentry both need it.
+    return btf_find_func(path.read_bytes(), name)
+
+
+# --- raw bpf(2) / perf_event_open(2) -------------------------------------------------------------
+
+# (bpf, perf_event_open) syscall numbers; the lab VM is x86_64, the rest is for users' boxes.
+_SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241)}
+BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_PROG_TYPE_KPROBE = 2
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_FENTRY = 24
+BPF_ATTR_SIZE = 144  # sizeof(union bpf_attr) in 6.x uapi; the kernel accepts zeroed tails
+PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7
+PERF_FLAG_FD_CLOEXEC = 8
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+# r0 = 0; exit: the smallest program every verifier accepts.
+TRIVIAL_PROG = bytes.fromhex("b700000000000000" "9500000000000000")
+
+
+class ProbeError(Exception):
+    """One probe step failed; ``str()`` is the detail line of the Check."""
+
+    def __init__(self, detail: str, err: int = 0) -> None:
+        super().__init__(detail)
+        self.errno = err
+
+
+def linux_version_code(release: str) -> int:
+    """LINUX_VERSION_CODE for a uname release such as ``6.1.0-56-amd64``."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not m:
+        return 0
+    major, minor, patch = (int(g or 0) for g in m.groups())
+    # The kernel clamps the sublevel to 255 the same way (KERNEL_VERSION in version.h).
+    return (major << 16) + (minor << 8) + min(patch, 255)
+
+
+def _errname(err: int) -> str:
+    return f"{errno.errorcode.get(err, str(err))} ({os.strerror(err)})"
+
+
+class _Sys:
+    """The three syscalls the probes need, through libc so no compiler or BCC is involved."""
+
+    def __init__(self) -> None:
+        nums = _SYSCALLS.get(platform.machine())
+        if nums is None:
+            raise ProbeError(f"no bpf syscall numbers for {platform.machine()}")
+        self.nr_bpf, self.nr_perf = nums
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        self._ioctl = libc.ioctl
+        self._ioctl.restype = ctypes.c_int
+
+    def _call(self, step: str, *args: int) -> int:
+        # Every argument as c_long: syscall() is variadic, and a 32-bit int leaves the upper half
+        # of the register undefined.
+        ret = self._syscall(*(ctypes.c_long(a) for a in args))
+        if ret < 0:
+            err = ctypes.get_errno()
+            raise ProbeError(f"{step} failed: {_errname(err)}", err)
+        return int(ret)
+
+    def bpf(self, step: str, cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+        return self._call(step, self.nr_bpf, cmd, ctypes.addressof(attr), len(attr))
+
+    def perf_event_open(self, step: str, attr: ctypes.Array[ctypes.c_char]) -> int:
+        # pid -1, cpu 0: one CPU is enough to prove the attach; all CPUs would need one fd each.
+        return self._call(step, self.nr_perf, ctypes.addressof(attr), -1, 0, -1,
+                          PERF_FLAG_FD_CLOEXEC)
+
+    def ioctl(self, step: str, fd: int, request: int, arg: int) -> None:
+        if self._ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_long(arg)) < 0:
+            err = ctypes.get_errno()
+            raise ProbeError(f"{step} failed: {_errname(err)}", err)
+
+
+@contextlib.contextmanager
+def _fds() -> Iterator[list[int]]:
+    opened: list[int] = []
+    try:
+        yield opened
+    finally:
+        for fd in reversed(opened):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def prog_load_attr(prog_type: int, insns: ctypes.Array[ctypes.c_char],
+                   license_: ctypes.Array[ctypes.c_char], *, kern_version: int = 0,
+                   expected_attach_type: int = 0, attach_btf_id: int = 0,
+                   log: ctypes.Array[ctypes.c_char] | None = None) -> ctypes.Array[ctypes.c_char]:
+    """``union bpf_attr`` for BPF_PROG_LOAD; offsets checked against linux/bpf.h (6.1 and 6.18)."""
+    attr = ctypes.create_string_buffer(BPF_ATTR_SIZE)
+    struct.pack_into("=IIQQ", attr, 0, prog_type, len(insns) // 8, ctypes.addressof(insns),
+                     ctypes.addressof(license_))
+    if log is not None:
+        struct.pack_into("=IIQ", attr, 24, 1, len(log), ctypes.addressof(log))
+    struct.pack_into("=I", attr, 40, kern_version)
+    struct.pack_into("=I", attr, 68, expected_attach_type)
+    struct.pack_into("=I", attr, 108, attach_btf_id)
+    return attr
+
+
+def _load(sys_: _Sys, step: str, prog_type: int, **kw: int) -> int:
+    insns = ctypes.create_string_buffer(TRIVIAL_PROG, len(TRIVIAL_PROG))
+    lic = ctypes.create_string_buffer(b"GPL")
+    try:
+        return sys_.bpf(step, BPF_PROG_LOAD, prog_load_attr(prog_type, insns, lic, **kw))
+    except ProbeError as e:
+        if e.errno not in (errno.EINVAL, errno.EACCES):
+            raise
+        # Load again with the verifier log: its last line says why, EINVAL alone does not.
+        log = ctypes.create_string_buffer(65536)
+        with contextlib.suppress(ProbeError):
+            fd = sys_.bpf(step, BPF_PROG_LOAD, prog_load_attr(prog_type, insns, lic, log=log, **kw))
+            os.close(fd)
+        lines = [ln for ln in log.value.decode(errors="replace").splitlines() if ln.strip()]
+        raise ProbeError(f"{e}: {lines[-1]}" if lines else str(e), e.errno) from None
+
+
+def probe_kprobe(func: str = PROBE_FUNC, pmu_type: Path = KPROBE_PMU_TYPE) -> str:
+    """Load a kprobe program and attach it to ``func``; the detail line on success.
+
+    Raises ProbeError naming the step that failed.
+    """
+    try:
+        pmu = int(pmu_type.read_text())
+    except (OSError, ValueError):
+        raise ProbeError("kprobe PMU missing: CONFIG_KPROBES off") from None
+    sys_ = _Sys()
+    with _fds() as fds:
+        fds.append(_load(sys_, "BPF_PROG_LOAD (kprobe)", BPF_PROG_TYPE_KPROBE,
+                         kern_version=linux_version_code(os.uname().release)))
+        name = ctypes.create_string_buffer(func.encode())
+        attr = ctypes.create_string_buffer(PERF_ATTR_SIZE)
+        # type, size, config 0 (entry probe), sample_period 1, then config1 = kprobe_func.
+        struct.pack_into("=IIQQ", attr, 0, pmu, PERF_ATTR_SIZE, 0, 1)
+        struct.pack_into("=Q", attr, 56, ctypes.addressof(name))
+        fds.append(sys_.perf_event_open(f"perf_event_open(kprobe {func})", attr))
+        sys_.ioctl("PERF_EVENT_IOC_SET_BPF", fds[1], PERF_EVENT_IOC_SET_BPF, fds[0])
+    return f"kprobe program attached to {func}"
+
+
+def probe_fentry(func: str = PROBE_FUNC, btf: Path = VMLINUX_BTF) -> str:
+    """Load an fentry program for ``func`` and attach it; the detail line on success.
+
+    Raises ProbeError naming the step that failed.
+    """
+    try:
+        btf_id = _vmlinux_func_id(btf, func)
+    except OSError as e:
+        raise ProbeError(f"no {btf}: {e.strerror} (CONFIG_DEBUG_INFO_BTF off?)") from None
+    except ValueError as e:
+        raise ProbeError(f"{btf} unreadable: {e}") from None
+    if btf_id is None:
+        raise ProbeError(f"{func} is not a FUNC in {btf}")
+    sys_ = _Sys()
+    with _fds() as fds:
+        fds.append(_load(sys_, f"BPF_PROG_LOAD (fentry, btf id {btf_id})", BPF_PROG_TYPE_TRACING,
+                         expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=btf_id))
+        attr = ctypes.create_string_buffer(BPF_ATTR_SIZE)
+        # name 0: a tracing program attaches to the target it was loaded for.
+        struct.pack_into("=QI", attr, 0, 0, fds[0])
+        fds.append(sys_.bpf("BPF_RAW_TRACEPOINT_OPEN (fentry attach)", BPF_RAW_TRACEPOINT_OPEN,
+                            attr))
+    return f"fentry program attached to {func} (btf id {btf_id})"
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def _never_raises(name: str) -> Callable[[Callable[[], Check]], Callable[[], Check]]:
+    """A check that crashes still yields a Check, so one bug cannot hide the others."""
+    def wrap(fn: Callable[[], Check]) -> Callable[[], Check]:
+        @functools.wraps(fn)
+        def run() -> Check:
+            try:
+                return fn()
+            except Exception as e:
+                return Check(name, False, f"check crashed: {e!r}", "report this as an nlperf bug")
+        return run
+    return wrap
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, True, detail, None)
+
+
+@_never_raises("root")
+def check_root() -> Check:
+    uid = os.geteuid()
+    if uid == 0:
+        return _ok("root", "running as root")
+    return Check("root", False, f"running as uid {uid}", "run as root (sudo), or use --target vm")
+
+
+def _check_module_loading(proc_modules: Path, disabled: Path) -> Check:
+    name = "module loading"
+    if not proc_modules.exists():
+        return Check(name, False, f"no {proc_modules}: kernel built without CONFIG_MODULES",
+                     VM_HINT)
+    try:
+        value = disabled.read_text().strip()
+    except OSError as e:
+        return Check(name, False, f"cannot read {disabled}: {e.strerror}", VM_HINT)
+    if value != "0":
+        return Check(name, False, f"{disabled} is {value}: loading locked until reboot", VM_HINT)
+    return _ok(name, f"{proc_modules} present, modules_disabled 0")
+
+
+@_never_raises("module loading")
+def check_module_loading() -> Check:
+    return _check_module_loading(Path("/proc/modules"), Path("/proc/sys/kernel/modules_disabled"))
+
+
+def _probe_check(name: str, probe: Callable[[], str], fix: str) -> Check:
+    try:
+        return _ok(name, probe())
+    except ProbeError as e:
+        return Check(name, False, str(e), fix)
+
+
+@_never_raises("kprobes")
+def check_kprobes() -> Check:
+    return _probe_check("kprobes", probe_kprobe,
+                        "needs root and a kernel with CONFIG_KPROBES; or use --target vm")
+
+
+@_never_raises("fentry")
+def check_fentry() -> Check:
+    return _probe_check("fentry", probe_fentry,
+                        "needs root, BTF and CONFIG_FUNCTION_TRACER; the probes fall back to "
+                        "kprobes, or use --target vm")
+
+
+def _tracefs_mounted(mounts: Path = Path("/proc/mounts"), where: Path = TRACEFS) -> bool:
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return False
+    return any(f[1:3] == [str(where), "tracefs"] for f in (ln.split() for ln in lines))
+
+
+def _mount_tracefs(where: Path) -> str | None:
+    """Mount tracefs; None on success, else the error. libc, not mount(8): the guest's PATH."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", str(where).encode(), b"tracefs", ctypes.c_ulong(0), None) == 0:
+        return None
+    return _errname(ctypes.get_errno())
+
+
+@_never_raises("tracefs")
+def check_tracefs() -> Check:
+    name, fix = "tracefs", f"mount -t tracefs nodev {TRACEFS} (as root)"
+    events = TRACEFS / "events" / "sched"
+    how = "mounted"
+    if not events.is_dir() and not _tracefs_mounted():
+        if os.geteuid() != 0:
+            return Check(name, False, f"{TRACEFS} not mounted and not root to mount it", fix)
+        if not TRACEFS.is_dir():
+            return Check(name, False, f"no {TRACEFS}: kernel built without CONFIG_TRACING?",
+                         VM_HINT)
+        err = _mount_tracefs(TRACEFS)
+        if err:
+            return Check(name, False, f"mount tracefs at {TRACEFS} failed: {err}", fix)
+        how = "mounted by this check"
+    if not events.is_dir():
+        return Check(name, False, f"tracefs at {TRACEFS} has no events/sched", VM_HINT)
+    return _ok(name, f"{TRACEFS} {how}, events/sched present")
+
+
+@_never_raises("BTF")
+def check_btf() -> Check:
+    fix = "needs a kernel with CONFIG_DEBUG_INFO_BTF; the probes fall back to kprobes"
+    try:
+        btf_id = _vmlinux_func_id(VMLINUX_BTF, PROBE_FUNC)
+    except OSError as e:
+        return Check("BTF", False, f"no {VMLINUX_BTF}: {e.strerror}", fix)
+    except ValueError as e:
+        return Check("BTF", False, f"{VMLINUX_BTF} unreadable: {e}", fix)
+    if btf_id is None:
+        return Check("BTF", False, f"{VMLINUX_BTF} has no FUNC {PROBE_FUNC}", fix)
+    return _ok("BTF", f"{VMLINUX_BTF}: {PROBE_FUNC} is FUNC id {btf_id}")
+
+
+@_never_raises("kernel headers")
+def check_headers() -> Check:
+    release = os.uname().release
+    build = Path("/lib/modules") / release / "build"
+    if build.is_dir():
+        return _ok("kernel headers", f"{build} present")
+    return Check("kernel headers", False, f"no {build}",
+                 f"install linux-headers-{release}, or use --target vm")
+
+
+@_never_raises("BCC")
+def check_bcc() -> Check:
+    try:
+        import bcc  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except Exception as e:  # libbcc load failures surface as OSError, not only ImportError
+        return Check("BCC", False, f"import bcc fails in {sys.executable}: {e}",
+                     "run through the project venv made by `make setup` (/usr/bin/python3 -m "
+                     "venv --system-site-packages): python3-bpfcc serves only /usr/bin/python3")
+    version = getattr(bcc, "__version__", "?")
+    return _ok("BCC", f"bcc {version} imports in {sys.executable}")
+
+
+def find_tool(name: str) -> Path | None:
+    """``name`` on PATH, else next to this interpreter: the venv's bin is off PATH in the guest."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    # Not resolved: the venv's python is a symlink to /usr/bin, and the tools live in the venv.
+    beside = Path(sys.executable).parent / name
+    return beside if os.access(beside, os.X_OK) else None
+
+
+@_never_raises("qemu")
+def check_qemu() -> Check:
+    path = find_tool("qemu-system-x86_64")
+    if path:
+        return _ok("qemu", f"qemu-system-x86_64 at {path}")
+    return Check("qemu", False, "qemu-system-x86_64 not found",
+                 "make setup installs qemu-system-x86")
+
+
+@_never_raises("virtme-ng")
+def check_vng() -> Check:
+    tools = {t: find_tool(t) for t in ("vng", "virtme-run")}
+    missing = [t for t, p in tools.items() if p is None]
+    if missing:
+        return Check("virtme-ng", False, f"not found on PATH or beside {sys.executable}: "
+                     f"{', '.join(missing)}", "make setup installs virtme-ng into the project venv")
+    return _ok("virtme-ng", ", ".join(f"{t} at {p}" for t, p in tools.items()))
+
+
+@_never_raises("KVM")
+def check_kvm() -> Check:
+    ok, reason = kvm_usable()
+    if ok:
+        return _ok("KVM", reason)
+    return Check("KVM", False, reason, "the VM runs under TCG (slower); NLPERF_ACCEL=kvm forces "
+                 "KVM where it is known to work")
+
+
+@_never_raises("lab kernels")
+def check_lab_kernels() -> Check:
+    kernels = lab_kernels()
+    if not kernels:
+        return Check("lab kernels", False,
+                     "no /boot/vmlinuz-<release> with /lib/modules/<release>/build", SETUP_HINT)
+    return _ok("lab kernels", ", ".join(k.release for k in kernels))
+
+
+ALL_CHECKS: tuple[Callable[[], Check], ...] = (
+    check_root, check_module_loading, check_kprobes, check_fentry, check_tracefs, check_btf,
+    check_headers, check_bcc, check_qemu, check_vng, check_kvm, check_lab_kernels,
+)
+
+
+def run_checks() -> list[Check]:
+    return [check() for check in ALL_CHECKS]
+
+
+# --- target choice -------------------------------------------------------------------------------
+
+
+def _by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def _ok_named(by: dict[str, Check], name: str) -> bool:
+    c = by.get(name)
+    return c is not None and c.ok
+
+
+def host_capable(checks: list[Check]) -> tuple[bool, str]:
+    """Whether the lab can run on this host, and a one-line reason naming what is missing."""
+    by = _by_name(checks)
+    probes = [n for n in PROBE_CHECKS if _ok_named(by, n)]
+    missing = [n for n in HOST_NEEDS if not _ok_named(by, n)]
+    if not probes:
+        missing.append(" or ".join(PROBE_CHECKS))
+    if missing:
+        return False, f"host lacks {', '.join(_host_order(missing))}"
+    return True, f"host has {', '.join(HOST_NEEDS)}; probes: {', '.join(probes)}"
+
+
+def _host_order(names: list[str]) -> list[str]:
+    # Kernel features first: they are the ones no package install can fix.
+    order = ["module loading", "kprobes or fentry", "kernel headers", "tracefs", "BCC", "root"]
+    return sorted(names, key=order.index)
+
+
+def _vm_missing(by: dict[str, Check]) -> list[Check]:
+    return [by.get(n) or Check(n, False, "not checked", None) for n in VM_NEEDS
+            if not _ok_named(by, n)]
+
+
+def _vm_reason(by: dict[str, Check]) -> str:
+    kernel = by["lab kernels"].detail.split(",")[0]
+    kvm = by.get("KVM")
+    return f"lab kernel {kernel}, " + (kvm.detail if kvm else "accelerator not checked")
+
+
+def _vm_failed(by: dict[str, Check], prefix: str) -> RunFailed:
+    bad = _vm_missing(by)
+    fixes = "; ".join(dict.fromkeys(c.fix for c in bad if c.fix))
+    return RunFailed(f"{prefix}vm target not possible: "
+                     + ", ".join(f"{c.name}: {c.detail}" for c in bad), hint=fixes or None)
+
+
+def pick_target(requested: str, checks: list[Check] | None = None) -> tuple[str, str]:
+    """Resolve ``--target auto|host|vm`` to host or vm, with a reason line for the run record."""
+    if requested not in TARGETS:
+        raise BadInput(f"unknown target {requested!r}; choose one of {', '.join(TARGETS)}")
+    if checks is None:
+        checks = run_checks()
+    by = _by_name(checks)
+    capable, why = host_capable(checks)
+    if requested == "host":
+        if not capable:
+            raise RunFailed(f"host target not possible: {why}", hint=VM_HINT)
+        return "host", f"host requested: {why}"
+    if requested == "auto" and capable:
+        return "host", f"auto picked host: {why}"
+    if _vm_missing(by):
+        prefix = f"{why}; " if requested == "auto" else ""
+        raise _vm_failed(by, prefix)
+    if requested == "auto":
+        return "vm", f"auto picked vm: {why}; {_vm_reason(by)}"
+    return "vm", f"vm requested: {_vm_reason(by)}"

@@ -1,0 +1,216 @@
+"""The ``nlperf`` command line. Names and exit statuses are a contract (docs/ARCHITECTURE.md):
+0 ok, 1 run failed, 2 bad input or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from nlperf import __version__, capabilities, kmod
+from nlperf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_FAILED, NlperfError
+from nlperf.paths import RESULTS_DIR
+
+
+def _say(msg: str) -> None:
+    click.echo(f"nlperf: {msg}", err=True)
+
+
+def _bar(total: int):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rep", desc="cases × repetitions", file=sys.stderr,
+                disable=None)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nlperf")
+def cli() -> None:
+    """nlperf: an eBPF-traced netlink performance lab."""
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(["auto", "host", "vm"]), default=None,
+              help="where to run (overrides the scenario); auto picks host only if capable")
+@click.option("--kernel", default=None, help="lab VM kernel release (overrides the scenario)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="run directory to create (must not exist)")
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True,
+              help="seconds for the whole run in the VM")
+@click.option("--no-probes", is_flag=True, help="do not attach BCC probes")
+@click.option("--no-report", is_flag=True, help="do not write the report")
+@click.option("--internal-run-dir", type=click.Path(path_type=Path), hidden=True)
+@click.option("--internal-ko", type=click.Path(path_type=Path), hidden=True)
+@click.option("--internal-target", hidden=True)
+@click.option("--internal-accel", hidden=True)
+def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None,
+        timeout: float, no_probes: bool, no_report: bool, internal_run_dir: Path | None,
+        internal_ko: Path | None, internal_target: str | None,
+        internal_accel: str | None) -> None:
+    """Run SCENARIO (a YAML file) and write a results directory."""
+    from nlperf.runner import RunRequest
+    from nlperf.runner import run as do_run
+
+    req = RunRequest(scenario, target, kernel, out, timeout, not no_probes, internal_run_dir,
+                     internal_ko, internal_target, internal_accel)
+    outcome = do_run(req, _say, None if internal_run_dir else _bar)
+    if internal_run_dir is not None:
+        sys.exit(outcome.exit_code)
+    if not no_report and outcome.status != "failed":
+        from nlperf.report import write_report
+
+        report = write_report(outcome.run_dir)
+        _say(f"{outcome.status}: report {report}")
+    else:
+        _say(f"{outcome.status}: results {outcome.run_dir}")
+    click.echo(str(outcome.run_dir))
+    sys.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def doctor(as_json: bool) -> None:
+    """What this machine can do, what is missing, and which target auto picks."""
+    checks = capabilities.run_checks()
+    try:
+        target, why = capabilities.pick_target("auto", checks)
+    except NlperfError as e:
+        target, why = "none", str(e)
+    if as_json:
+        click.echo(json.dumps({"checks": [c.__dict__ for c in checks], "target": target,
+                               "why": why}, indent=2))
+        return
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        mark = "ok " if c.ok else "-- "
+        line = f"{mark} {c.name:<{width}}  {c.detail}"
+        if not c.ok and c.fix:
+            line += f"  → {c.fix}"
+        click.echo(line)
+    click.echo(f"\ntarget: {target} ({why})")
+
+
+@cli.group("vm")
+def vm_group() -> None:
+    """The throwaway lab VM."""
+
+
+@vm_group.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--kernel", default=None, help="lab kernel release")
+@click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True)
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def vm_exec(kernel: str | None, timeout: float, cmd: tuple[str, ...]) -> None:
+    """Boot the lab VM and run CMD as root in the current directory (results/ writable)."""
+    from nlperf.targets import vm
+
+    lab = capabilities.pick_lab_kernel(kernel)
+    kmod.build(lab.release)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    rc = vm.boot(lab, shlex.join(cmd), rwdirs=[RESULTS_DIR], timeout=timeout, cwd=Path.cwd())
+    sys.exit(rc)
+
+
+@cli.group("kmod")
+def kmod_group() -> None:
+    """Build, load, unload and query the companion module."""
+
+
+@kmod_group.command("build")
+@click.option("--kernel", default=None, help="kernel release (default: this kernel)")
+def kmod_build(kernel: str | None) -> None:
+    """Build nlperf.ko into build/kmod/<release>/."""
+    ko = kmod.build(kernel or platform.release())
+    click.echo(str(ko))
+
+
+@kmod_group.command("load")
+@click.option("--mode", type=click.Choice(["callback", "kthread", "workqueue"]),
+              default="callback", show_default=True)
+@click.option("--param", "params", multiple=True, metavar="K=V",
+              help="module parameter, repeatable (queue_len, work_ns, ...)")
+def kmod_load(mode: str, params: tuple[str, ...]) -> None:
+    """Load the module for this kernel (building it if needed)."""
+    values = {"mode": mode, **kmod.parse_kv(params)}
+    checked = kmod.validate_params(values)
+    release = platform.release()
+    ko = kmod.ko_path(release)
+    if not ko.exists():
+        ko = kmod.build(release)
+    kmod.load(ko, checked)
+    _say(f"loaded {ko} ({' '.join(f'{k}={v}' for k, v in checked.items())})")
+
+
+@kmod_group.command("unload")
+def kmod_unload() -> None:
+    """Unload the module (waits for lab sockets to close; never forces)."""
+    kmod.unload()
+
+
+@kmod_group.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--proto", type=int, default=None, help="protocol (default: the loaded one)")
+def kmod_stats(as_json: bool, proto: int | None) -> None:
+    """The module's counters."""
+    from nlperf.nlsock import Control
+
+    if proto is None:
+        proto = int(kmod.loaded_params().get("proto", "31"))
+    with Control(proto) as ctl:
+        stats = ctl.stats().as_dict()
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    for k, v in stats.items():
+        if k != "groups":
+            click.echo(f"{k:<16} {v}")
+    for g, counters in stats["groups"].items():  # type: ignore[union-attr]
+        click.echo(f"group {g:<10} " + " ".join(f"{k}={v}" for k, v in counters.items()))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write report.md and report.html for RUN_DIR."""
+    from nlperf.report import write_report
+
+    click.echo(str(write_report(run_dir)))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md",
+              show_default=True)
+def compare(run_dirs: tuple[Path, ...], fmt: str) -> None:
+    """Compare cases across RUN_DIRs."""
+    from nlperf.report import compare_table
+
+    click.echo(compare_table(list(run_dirs), fmt))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _say("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except NlperfError as e:
+        _say(f"error: {e}")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:  # a bug: one line, the traceback only on request
+        if os.environ.get("NLPERF_DEBUG"):
+            raise
+        _say(f"internal error: {type(e).__name__}: {e} (NLPERF_DEBUG=1 shows the traceback)")
+        sys.exit(EXIT_RUN_FAILED)

@@ -1,0 +1,135 @@
+"""Building, loading and unloading the companion module (kmod/).
+
+Debian 6.1's Kbuild writes objects inside ``M=``, so the sources are copied to
+build/kmod/<release>/ and built there: the tree stays clean and each kernel gets its own build.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from nlperf import wire
+from nlperf.errors import BadInput, RunFailed
+from nlperf.paths import KMOD_SRC, kmod_build_dir
+
+MODULE = "nlperf"
+SYSFS = Path("/sys/module") / MODULE
+
+# name -> (parse, check, what is expected); mirrors the module's own validation so a bad
+# value is refused here with a clear message instead of a bare insmod EINVAL.
+PARAMS: dict[str, tuple[type, str]] = {
+    "mode": (str, "callback, kthread or workqueue"),
+    "proto": (int, "an integer 16..31"),
+    "queue_len": (int, "an integer 1..1048576"),
+    "work_ns": (int, "nanoseconds 0..1000000000"),
+    "work_sleep_us": (int, "microseconds 0..1000000"),
+    "allow_unpriv": (int, "0 or 1"),
+}
+_RANGES = {"proto": (16, 31), "queue_len": (1, 1 << 20), "work_ns": (0, 1_000_000_000),
+           "work_sleep_us": (0, 1_000_000), "allow_unpriv": (0, 1)}
+
+
+def validate_params(params: dict[str, str | int | bool]) -> dict[str, str]:
+    """Module parameters as insmod arguments; BadInput names each wrong one."""
+    out: dict[str, str] = {}
+    for name, raw in params.items():
+        if name not in PARAMS:
+            raise BadInput(f"unknown module parameter {name!r}",
+                           hint=f"known: {', '.join(PARAMS)}")
+        kind, expected = PARAMS[name]
+        if isinstance(raw, bool):
+            raw = int(raw)
+        if kind is str:
+            if str(raw) not in wire.MODES:
+                raise BadInput(f"module parameter {name}={raw!r}: expected {expected}")
+            out[name] = str(raw)
+            continue
+        try:
+            value = int(str(raw), 0)
+        except ValueError:
+            raise BadInput(f"module parameter {name}={raw!r}: expected {expected}") from None
+        lo, hi = _RANGES[name]
+        if not lo <= value <= hi:
+            raise BadInput(f"module parameter {name}={value}: expected {expected}")
+        out[name] = str(value)
+    return out
+
+
+def parse_kv(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--param {p!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def build(release: str, build_dir: Path | None = None, log: Path | None = None) -> Path:
+    """Build nlperf.ko for ``release``; returns its path. Output goes to ``log`` if given."""
+    kdir = Path("/lib/modules") / release / "build"
+    if not kdir.is_dir():
+        raise RunFailed(f"no kernel headers for {release} ({kdir} missing)",
+                        hint="make setup installs linux-headers-amd64")
+    out = build_dir or kmod_build_dir(release)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(KMOD_SRC, out, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*",
+                                                                 ".*.cmd", "Module.symvers",
+                                                                 "modules.order"))
+    proc = subprocess.run(["make", "-C", str(kdir), f"M={out}", "modules"],
+                          capture_output=True, text=True)
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
+    ko = out / f"{MODULE}.ko"
+    if proc.returncode != 0 or not ko.exists():
+        first = next((line for line in (proc.stderr + proc.stdout).splitlines()
+                      if "error" in line.lower()), "make failed")
+        raise RunFailed(f"module build for {release} failed: {first.strip()}",
+                        hint=f"full log: {log}" if log else None)
+    return ko
+
+
+def ko_path(release: str) -> Path:
+    return kmod_build_dir(release) / f"{MODULE}.ko"
+
+
+def is_loaded() -> bool:
+    return SYSFS.exists()
+
+
+def loaded_params() -> dict[str, str]:
+    params = SYSFS / "parameters"
+    if not params.is_dir():
+        return {}
+    return {p.name: p.read_text().strip() for p in sorted(params.iterdir())}
+
+
+def load(ko: Path, params: dict[str, str]) -> None:
+    if is_loaded():
+        raise RunFailed("the nlperf module is already loaded", hint="nlperf kmod unload")
+    if not ko.exists():
+        raise RunFailed(f"{ko} does not exist", hint="nlperf kmod build")
+    args = ["insmod", str(ko), *(f"{k}={v}" for k, v in params.items())]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "insmod failed"
+        raise RunFailed(f"loading the module failed: {why}", hint="dmesg names the parameter")
+
+
+def unload(timeout: float = 10.0) -> None:
+    """rmmod, retrying while the last lab sockets close (they pin the module). Never -f."""
+    if not is_loaded():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = subprocess.run(["rmmod", MODULE], capture_output=True, text=True)
+        if proc.returncode == 0 or not is_loaded():
+            return
+        if time.monotonic() > deadline:
+            raise RunFailed(f"unloading the module failed: {proc.stderr.strip()}",
+                            hint="a process still holds a lab socket open")
+        time.sleep(0.1)

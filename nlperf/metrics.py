@@ -1,0 +1,130 @@
+"""From what the workloads and the module counted to the contract's metric blocks.
+
+Pure functions over plain data, so the arithmetic (pooling, loss accounting, percentiles) is
+tested without a kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nlperf.samples import components, latency_block
+
+COMPONENT_KEYS = {"rtt": "rtt_us", "user_to_kernel": "user_to_kernel_us", "queue": "queue_us",
+                  "processing": "processing_us", "kernel_to_user": "kernel_to_user_us"}
+
+
+def _records(parts: list[np.ndarray | None]) -> np.ndarray:
+    arrays = [p for p in parts if p is not None and len(p)]
+    return np.concatenate(arrays) if arrays else np.empty((0, 5), dtype=np.int64)
+
+
+def unicast_block(senders: list[Any], timed: bool) -> dict[str, Any]:
+    """Pool sender results (SenderResult-like) that ran side by side."""
+    sent = sum(s.sent for s in senders)
+    received = sum(s.received for s in senders)
+    elapsed = max((s.elapsed_ns for s in senders), default=0)
+    block: dict[str, Any] = {
+        "sent": sent,
+        "received": received,
+        "errors": sum(s.errors for s in senders),
+        "timeouts": sum(s.timeouts for s in senders),
+        "throughput_per_s": round(received / (elapsed / 1e9), 1) if elapsed and received
+        else (round(sent / (elapsed / 1e9), 1) if elapsed else 0.0),
+        "elapsed_s": round(elapsed / 1e9, 6),
+    }
+    errnos: dict[str, int] = {}
+    for s in senders:
+        for k, v in s.errnos.items():
+            errnos[k] = errnos.get(k, 0) + v
+    if errnos:
+        block["errnos"] = errnos
+    rates = [s.achieved_rate for s in senders if s.achieved_rate is not None]
+    if rates:
+        block["achieved_rate_per_s"] = round(sum(rates), 1)
+        block["max_backlog"] = max(s.max_backlog for s in senders)
+    records = _records([s.records for s in senders])
+    for name, values in components(records, timed).items():
+        block[COMPONENT_KEYS[name]] = latency_block(values, 1000.0)
+    if not timed or not records.size:
+        block.setdefault("rtt_us", latency_block([], 1000.0))
+    return block
+
+
+def pool_unicast(blocks: list[dict[str, Any]], records: list[np.ndarray],
+                 timed: bool) -> dict[str, Any]:
+    """Case-level unicast block over repetitions: sums of counts, percentiles of all samples."""
+    out: dict[str, Any] = {k: sum(b[k] for b in blocks)
+                           for k in ("sent", "received", "errors", "timeouts")}
+    elapsed = sum(b["elapsed_s"] for b in blocks)
+    out["throughput_per_s"] = round(out["received"] / elapsed, 1) if elapsed else 0.0
+    out["elapsed_s"] = round(elapsed, 6)
+    for name, values in components(_records(list(records)), timed).items():
+        out[COMPONENT_KEYS[name]] = latency_block(values, 1000.0)
+    out.setdefault("rtt_us", latency_block([], 1000.0))
+    return out
+
+
+def sent_to(groups: list[int], sent_by_group: dict[int, int]) -> int:
+    return sum(sent_by_group.get(g, 0) for g in groups)
+
+
+def multicast_block(source: str, sent_by_group: dict[int, int],
+                    receivers: list[Any]) -> dict[str, Any]:
+    """Receivers' view against the module's count of what it broadcast to each group."""
+    out_receivers = []
+    for r in receivers:
+        sent = sent_to(r.groups, sent_by_group)
+        lat = (r.records[:, 4] - r.records[:, 3]) if r.records is not None and len(r.records) \
+            else np.empty(0)
+        out_receivers.append({
+            "id": r.id,
+            "groups": list(r.groups),
+            "sent": sent,
+            "received": r.received,
+            "lost": sent - r.received,
+            "enobufs": r.enobufs,
+            "sk_drops": r.sk_drops,
+            "seq_gaps": r.seq_gaps,
+            "latency_us": latency_block(lat, 1000.0),
+        })
+    return {"source": source, "sent_by_group": {str(g): n for g, n in sent_by_group.items()},
+            "receivers": out_receivers}
+
+
+def pool_multicast(blocks: list[dict[str, Any]], latencies: dict[str, list[np.ndarray]]
+                   ) -> dict[str, Any]:
+    sent_by_group: dict[str, int] = {}
+    for b in blocks:
+        for g, n in b["sent_by_group"].items():
+            sent_by_group[g] = sent_by_group.get(g, 0) + n
+    receivers = []
+    for i, first in enumerate(blocks[0]["receivers"]):
+        rs = [b["receivers"][i] for b in blocks]
+        drops = [r["sk_drops"] for r in rs]
+        lat = [a for a in latencies.get(first["id"], []) if len(a)]
+        receivers.append({
+            "id": first["id"], "groups": first["groups"],
+            **{k: sum(r[k] for r in rs) for k in ("sent", "received", "lost", "enobufs",
+                                                  "seq_gaps")},
+            "sk_drops": None if None in drops else sum(drops),
+            "latency_us": latency_block(np.concatenate(lat) if lat else [], 1000.0),
+        })
+    return {"source": blocks[0].get("source", "generator"), "sent_by_group": sent_by_group,
+            "receivers": receivers}
+
+
+def sum_counters(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add numeric leaves of same-shaped dicts (module stats, sched counters)."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[k] = sum_counters([out.get(k, {}), v])
+            elif isinstance(v, bool) or not isinstance(v, int | float):
+                out.setdefault(k, v)
+            else:
+                out[k] = out.get(k, 0) + v
+    return out

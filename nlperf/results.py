@@ -1,0 +1,121 @@
+"""The run directory and the results contract (results/schema.json).
+
+A run directory is created once and never reused; every JSON file is written atomically so an
+interrupted run leaves the last complete summary, not a torn one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from nlperf import __version__
+from nlperf.errors import BadInput, RunFailed
+from nlperf.paths import RESULTS_DIR, SCHEMA
+
+SUMMARY = "summary.json"
+ENV = "env.json"
+PROGRESS = "progress.jsonl"
+SCENARIO_COPY = "scenario.yaml"
+CONSOLE_LOG = "vm-console.log"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-") or "run"
+
+
+def create_run_dir(scenario_name: str, out: Path | None = None,
+                   base: Path = RESULTS_DIR) -> Path:
+    """A fresh directory: ``out`` exactly (refused if it exists) or a timestamped one in ``base``.
+
+    ``mkdir`` without ``exist_ok`` is the arbiter, so two runs started in the same second
+    cannot share a directory: the loser takes the next ``-N`` suffix.
+    """
+    if out is not None:
+        try:
+            out.mkdir(parents=True)
+        except FileExistsError:
+            raise BadInput(f"{out} already exists",
+                           hint="results are never overwritten: choose another --out") from None
+        return out
+    base.mkdir(parents=True, exist_ok=True)
+    stem = f"{_slug(scenario_name)}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1000):
+        candidate = base / (stem if n == 0 else f"{stem}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise RunFailed(f"cannot create a run directory under {base}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def new_summary(scenario: str, target: str, accel: str, kernel: str | None,
+                clocksource: str | None) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "scenario": scenario,
+        "status": "running",
+        "target": target,
+        "accel": accel,
+        "kernel": kernel,
+        "clocksource": clocksource,
+        "nlperf_version": __version__,
+        "started": now_iso(),
+        "finished": None,
+        "cases": [],
+    }
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def validation_errors(summary: Any) -> list[str]:
+    """Every way ``summary`` breaks the contract, as 'path: message' lines."""
+    errors = sorted(_validator().iter_errors(summary), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+            for e in errors]
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Validate, then write: a summary that breaks the contract is a bug, never a result."""
+    problems = validation_errors(summary)
+    if problems:
+        raise RunFailed(f"summary breaks results/schema.json: {problems[0]}")
+    write_json(run_dir / SUMMARY, summary)
+
+
+def append_progress(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / PROGRESS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()

@@ -1,0 +1,116 @@
+"""Bounded-memory latency samples and the latency block of the results contract.
+
+A sender may time a million messages; storing every sample as a Python int would grow without
+bound. Samples go into a preallocated int64 array; past its capacity the store keeps a uniform
+reservoir (Vitter's algorithm R), while count, sum and max stay exact.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import numpy as np
+
+DEFAULT_CAPACITY = 1 << 20
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+
+
+class SampleStore:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, seed: int = 0) -> None:
+        self._buf = np.empty(capacity, dtype=np.int64)
+        self._capacity = capacity
+        self._rng = random.Random(seed)
+        self.count = 0
+        self.total = 0
+        self.max: int | None = None
+
+    def add(self, value: int) -> None:
+        n = self.count
+        if n < self._capacity:
+            self._buf[n] = value
+        else:
+            j = self._rng.randrange(n + 1)
+            if j < self._capacity:
+                self._buf[j] = value
+        self.count = n + 1
+        self.total += value
+        if self.max is None or value > self.max:
+            self.max = value
+
+    def extend(self, values: Iterable[int]) -> None:
+        for v in values:
+            self.add(v)
+
+    def values(self) -> np.ndarray:
+        return self._buf[: min(self.count, self._capacity)]
+
+    def merge(self, other: SampleStore) -> None:
+        self.extend(int(v) for v in other.values())
+        # count, sum and max are exact even when the other store sampled
+        self.count += other.count - len(other.values())
+        self.total += other.total - int(other.values().sum())
+
+    def block(self, scale: float = 1.0) -> dict[str, float | int | None]:
+        """The contract's latency block, values divided by ``scale`` (1000: ns → µs)."""
+        return latency_block(self.values(), scale, count=self.count, total=self.total,
+                             maximum=self.max)
+
+
+def latency_block(values: np.ndarray | list[int], scale: float = 1.0, *, count: int | None = None,
+                  total: int | None = None,
+                  maximum: int | None = None) -> dict[str, float | int | None]:
+    arr = np.asarray(values, dtype=np.float64)
+    n = int(count if count is not None else arr.size)
+    if arr.size == 0:
+        return {"count": n, "mean": None, "p50": None, "p90": None, "p99": None, "p999": None,
+                "max": None}
+    out: dict[str, float | int | None] = {"count": n}
+    mean = (total / n) if total is not None and n else float(arr.mean())
+    out["mean"] = round(mean / scale, 3)
+    for key, q in PERCENTILES.items():
+        out[key] = round(float(np.percentile(arr, q)) / scale, 3)
+    out["max"] = round((maximum if maximum is not None else float(arr.max())) / scale, 3)
+    return out
+
+
+class StampLog:
+    """Fixed-capacity log of per-message timestamps, filled from the hot loop by slice copies.
+
+    A record is five int64: user send, kernel receive, processing start, kernel send, user
+    receive (ns). The sender copies the four kernel-stamped fields straight from the receive
+    buffer, so recording costs two memory copies and no Python objects. Past capacity, records
+    replace random earlier ones (reservoir), keeping memory bounded and the sample uniform.
+    """
+
+    RECORD = 40
+    FIELDS = ("user_send", "kern_recv", "proc_start", "kern_send", "user_recv")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.buf = bytearray(capacity * self.RECORD)
+        self.count = 0
+        self._rng = random.Random(seed)
+
+    def slot(self) -> int | None:
+        """Byte offset for the next record, or None when the reservoir skips it."""
+        n = self.count
+        self.count = n + 1
+        if n < self.capacity:
+            return n * self.RECORD
+        j = self._rng.randrange(n + 1)
+        return j * self.RECORD if j < self.capacity else None
+
+    def array(self) -> np.ndarray:
+        kept = min(self.count, self.capacity)
+        return np.frombuffer(self.buf, dtype=np.int64, count=kept * 5).reshape(kept, 5).copy()
+
+
+def components(records: np.ndarray, timed: bool = True) -> dict[str, np.ndarray]:
+    """Per-message latency components in ns from StampLog records."""
+    us, kr, ps, ks, ur = (records[:, i] for i in range(5))
+    out = {"rtt": ur - us}
+    if timed:
+        out |= {"user_to_kernel": kr - us, "queue": ps - kr, "processing": ks - ps,
+                "kernel_to_user": ur - ks}
+    return out

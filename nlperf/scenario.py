@@ -1,0 +1,289 @@
+"""Scenario files: YAML validated into typed objects, expanded by the matrix into cases.
+
+Everything a user can get wrong is caught here, before any module is built or VM booted, and
+reported as one line naming the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nlperf.errors import BadInput
+
+Group = Annotated[int, Field(ge=1, le=32)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Warmup(Strict):
+    """Discarded traffic before measuring: a message count or seconds (not both)."""
+
+    messages: int = Field(100, ge=0)
+    seconds: float | None = Field(None, ge=0, le=600)
+
+
+class Module(Strict):
+    mode: Literal["callback", "kthread", "workqueue"] = "callback"
+    proto: int = Field(31, ge=16, le=31)
+    queue_len: int = Field(1024, ge=1, le=1 << 20)
+    work_ns: int = Field(0, ge=0, le=1_000_000_000)
+    work_sleep_us: int = Field(0, ge=0, le=1_000_000)
+    allow_unpriv: bool = False
+
+
+class Unicast(Strict):
+    senders: int = Field(1, ge=1, le=64)
+    message_size: int = Field(64, ge=48, le=65536, description="payload bytes, >= the stamp")
+    kind: Literal["timed", "raw", "sink"] = "timed"
+    pattern: Literal["closed", "open"] = "closed"
+    window: int = Field(1, ge=1, le=65536, description="closed loop: messages in flight")
+    rate: float | None = Field(None, gt=0, description="open loop: messages/s per sender")
+    batch: int = Field(1, ge=1, le=1024, description="messages per datagram")
+    count: int | None = Field(None, ge=1, le=100_000_000)
+    duration: float | None = Field(None, gt=0, le=86400, description="seconds")
+    reply_timeout_ms: int = Field(1000, ge=1, le=600_000)
+    cpus: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Unicast:
+        if (self.count is None) == (self.duration is None):
+            raise ValueError("set exactly one of count or duration")
+        if self.pattern == "open" and self.rate is None:
+            raise ValueError("pattern open needs rate (messages/s)")
+        if self.pattern == "closed" and self.rate is not None:
+            raise ValueError("rate applies to pattern open only")
+        return self
+
+
+class Receivers(Strict):
+    count: int = Field(1, ge=1, le=256)
+    groups: list[Group] = Field(default_factory=lambda: [1], min_length=1)
+    rcvbuf: int | None = Field(None, ge=1024, le=1 << 30, description="bytes (SO_RCVBUF)")
+    delay_us: int = Field(0, ge=0, le=1_000_000, description="sleep per message")
+    no_enobufs: bool = False
+    broadcast_error: bool = False
+
+
+class Multicast(Strict):
+    source: Literal["relay", "generator"] = "generator"
+    groups: list[Group] = Field(default_factory=lambda: [1], min_length=1)
+    receivers: list[Receivers] = Field(default_factory=lambda: [Receivers()], min_length=1)
+    size: int = Field(64, ge=48, le=65536, description="payload bytes per message")
+    rate: float = Field(0, ge=0, description="messages/s per group, 0: as fast as possible")
+    count: int | None = Field(None, ge=1, le=100_000_000, description="messages per group")
+    duration: float | None = Field(None, gt=0, le=86400, description="seconds")
+    alloc: Literal["kernel", "atomic"] = "kernel"
+    drain_timeout_ms: int = Field(2000, ge=10, le=600_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Multicast:
+        if (self.count is None) == (self.duration is None):
+            raise ValueError("set exactly one of count or duration")
+        joined = {g for r in self.receivers for g in r.groups}
+        if not joined & set(self.groups):
+            raise ValueError("no receiver joins any of the groups sent to")
+        return self
+
+
+class Probes(Strict):
+    enabled: bool = True
+    which: list[Literal["unicast", "broadcast", "overrun", "sched", "module"]] = Field(
+        default_factory=lambda: ["unicast", "broadcast", "overrun", "sched", "module"])
+    control: bool = True
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    target: Literal["auto", "host", "vm"] = "auto"
+    kernel: str | None = None
+    repetitions: int = Field(1, ge=1, le=1000)
+    warmup: Warmup = Warmup()
+    module: Module = Module()
+    unicast: Unicast | None = None
+    multicast: Multicast | None = None
+    probes: Probes = Probes()
+    matrix: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        if self.unicast is None and self.multicast is None and not any(
+                k.startswith(("unicast", "multicast")) for k in self.matrix):
+            raise ValueError("needs a unicast or a multicast section")
+        return self
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    params: dict[str, Any]
+    scenario: Scenario
+
+
+def _fmt_loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<top>"
+
+
+def _one_line(e: ValidationError) -> str:
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "literal_error":
+        msg = f"expected {err['ctx']['expected']}, got {err['input']!r}"
+    elif "input" in err and err["type"] not in ("missing", "value_error"):
+        msg = f"{msg}, got {err['input']!r}"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{_fmt_loc(tuple(err['loc']))}: {msg}{more}"
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.0.c`` in nested dicts/lists; a missing section is created as a mapping."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise KeyError(key)
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            raise KeyError(key)
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def _case_id(params: dict[str, Any]) -> str:
+    if not params:
+        return "default"
+    parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items()]
+    if len({p.split("=")[0] for p in parts}) < len(parts):
+        parts = [f"{k}={v}" for k, v in params.items()]
+    return re.sub(r"[^a-z0-9_.=,-]+", "-", ",".join(parts).lower())
+
+
+def _known_key(key: str) -> bool:
+    """Whether a dotted matrix key names a scenario field (list items by index)."""
+    node: Any = Scenario
+    for part in key.split("."):
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return False
+            node = field.annotation
+        elif typing.get_origin(node) is list and part.isdigit():
+            node = typing.get_args(node)[0]
+        else:
+            return False
+        # unwrap Optional[X]
+        args = [a for a in typing.get_args(node) if a is not type(None)]
+        if typing.get_origin(node) in (typing.Union, types.UnionType) and args:
+            node = args[0]
+    return True
+
+
+def parse(data: Any, source: str = "<scenario>") -> Scenario:
+    if not isinstance(data, dict):
+        raise BadInput(f"{source}: expected a mapping at the top level, got "
+                       f"{type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise BadInput(f"{source}: {_one_line(e)}") from None
+
+
+def _raw_with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Sections a matrix key may point into exist even when the file left them out."""
+    raw = copy.deepcopy(data)
+    mc = raw.get("multicast")
+    if isinstance(mc, dict) and "receivers" not in mc:
+        mc["receivers"] = [{}]
+    return raw
+
+
+def expand(data: dict[str, Any], source: str = "<scenario>") -> tuple[Scenario, list[Case]]:
+    """Validate the file and every case the matrix makes from it."""
+    base = parse(data, source)
+    if not base.matrix:
+        return base, [Case(id="default", params={}, scenario=base)]
+    for key, values in base.matrix.items():
+        if not values:
+            raise BadInput(f"{source}: matrix.{key}: expected a non-empty list of values")
+        if key.split(".")[0] in ("matrix", "name"):
+            raise BadInput(f"{source}: matrix.{key}: this key cannot vary")
+        if not _known_key(key):
+            raise BadInput(f"{source}: matrix.{key}: unknown key")
+    keys = list(base.matrix)
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(base.matrix[k] for k in keys)):
+        raw = _raw_with_defaults(data)
+        raw.pop("matrix", None)
+        params = dict(zip(keys, combo, strict=True))
+        for key, value in params.items():
+            try:
+                set_dotted(raw, key, value)
+            except KeyError:
+                raise BadInput(f"{source}: matrix.{key}: unknown key") from None
+        try:
+            scenario = Scenario.model_validate(raw)
+        except ValidationError as e:
+            loc = _one_line(e)
+            raise BadInput(f"{source}: matrix case {params}: {loc}") from None
+        cid = _case_id(params)
+        if cid in seen:
+            raise BadInput(f"{source}: matrix: two cases share the id {cid!r}")
+        seen.add(cid)
+        cases.append(Case(id=cid, params=params, scenario=scenario))
+    return base, cases
+
+
+def load(path: Path) -> tuple[Scenario, list[Case], dict[str, Any]]:
+    """Read, validate and expand a scenario file; returns the raw mapping too (for the copy)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such scenario file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: cannot read: {e.__class__.__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BadInput(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a mapping at the top level, got "
+                       f"{type(data).__name__}")
+    base, cases = expand(data, str(path))
+    return base, cases, data
+
+
+def with_overrides(data: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The raw scenario with command-line values (target, kernel) applied."""
+    out = copy.deepcopy(data)
+    for k, v in overrides.items():
+        if v is not None:
+            out[k] = v
+    return out

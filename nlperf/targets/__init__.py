@@ -1,0 +1,1 @@
+"""Where a run executes: this kernel (``host``) or the throwaway lab VM (``vm``)."""

@@ -1,0 +1,109 @@
+"""The lab VM: Debian's distro kernel under QEMU, driven by virtme-ng.
+
+The guest sees the host's root file system read-only (writes go to throwaway overlays), so it
+runs this very checkout and venv; only the ``--rwdir`` directories persist. vng runs in its own
+process group because a SIGTERM to vng alone leaves qemu running: on timeout or Ctrl-C the
+whole group is killed, and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nlperf.capabilities import LabKernel, kvm_usable
+from nlperf.errors import RunFailed
+
+VM_MEMORY = "2G"
+VM_CPUS = 2
+# Without tsc=reliable the guest falls back to hpet and every timestamp costs ~1.6 µs.
+KERNEL_CMDLINE = "tsc=reliable"
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def find_vng() -> str:
+    for candidate in (venv_bin() / "vng", shutil.which("vng")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise RunFailed("virtme-ng (vng) is not installed", hint="make setup")
+
+
+def accel() -> str:
+    return "kvm" if kvm_usable()[0] else "tcg"
+
+
+def guest_script(cmd: str, cwd: Path) -> str:
+    """The guest resets PATH to the system default: put the venv back first."""
+    return (f"export PATH={shlex.quote(str(venv_bin()))}:$PATH; "
+            f"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing "
+            f"2>/dev/null; cd {shlex.quote(str(cwd))} && {cmd}")
+
+
+def vng_argv(kernel: LabKernel, exec_cmd: str, rwdirs: list[Path], use_kvm: bool) -> list[str]:
+    argv = [find_vng(), "--run", str(kernel.vmlinuz), "--memory", VM_MEMORY,
+            "--cpus", str(VM_CPUS), "--append", KERNEL_CMDLINE]
+    if not use_kvm:
+        argv.append("--disable-kvm")
+    for d in rwdirs:
+        argv += ["--rwdir", str(d)]
+    return [*argv, "--exec", exec_cmd]
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate vng, then kill whatever of its group (qemu) is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(3)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
+         console: Path | None = None, cwd: Path | None = None,
+         on_tick: Callable[[], None] | None = None) -> int:
+    """Boot the lab VM, run ``cmd`` as root in ``cwd``, return its exit status.
+
+    The console (kernel log mixed with the command's output) goes to ``console`` when given,
+    else to this terminal.
+    """
+    if shutil.which("qemu-system-x86_64") is None:
+        raise RunFailed("qemu-system-x86_64 is not installed", hint="make setup")
+    use_kvm = accel() == "kvm"
+    argv = vng_argv(kernel, guest_script(cmd, cwd or Path.cwd()), rwdirs, use_kvm)
+    env = dict(os.environ, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")
+    out = open(console, "ab") if console else None  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, env=env, cwd=cwd)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    return proc.wait(0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+                if on_tick:
+                    on_tick()
+                if time.monotonic() > deadline:
+                    _kill_group(proc)
+                    raise RunFailed(f"the lab VM did not finish within {timeout:.0f} s",
+                                    hint="raise --timeout; the VM runs emulated")
+        except BaseException:
+            _kill_group(proc)
+            raise
+    finally:
+        if out:
+            out.close()

@@ -1,0 +1,208 @@
+"""Multicast receivers, and the relay sender that asks the module to multicast for it.
+
+A receiver joins its groups, optionally consumes slowly (a sleep per message) with a small
+receive buffer, and counts what arrived, the sequence gaps per group, the ENOBUFS errors the
+socket reported and its own drop counter from /proc/net/netlink. It stops once every group it
+listens to has sent its end marker, or when nothing arrived for the drain timeout after the
+source finished (an end marker can be dropped like any other message).
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
+
+import numpy as np
+
+from nlperf import wire
+from nlperf.nlsock import netlink_drops, open_socket, socket_inode
+from nlperf.samples import StampLog
+from nlperf.workloads.procstat import ctx_switches, delta
+from nlperf.workloads.unicast import Datagram, socket_wait
+
+_STAMP_TIMES = slice(wire.NLMSG_HDRLEN + 16, wire.NLMSG_HDRLEN + 48)
+_TS = struct.Struct("=q")
+# flags, group, seq at stamp offset 4
+_FLAGS_GROUP_SEQ = struct.Struct("=HHQ")
+_RELAY_SEQ_TS = struct.Struct("=QQ")
+_ERRNO = struct.Struct("=i")
+
+
+@dataclass
+class ReceiverConfig:
+    id: str
+    groups: tuple[int, ...]
+    proto: int = wire.PROTO_DEFAULT
+    rcvbuf: int | None = None
+    delay_us: int = 0
+    no_enobufs: bool = False
+    broadcast_error: bool = False
+    drain_timeout_ms: int = 2000
+    capacity: int = 1 << 20
+
+
+@dataclass
+class ReceiverResult:
+    id: str
+    groups: list[int]
+    received: int = 0
+    received_by_group: dict[int, int] = field(default_factory=dict)
+    enobufs: int = 0
+    seq_gaps: int = 0
+    ends: int = 0
+    sk_drops: int | None = None
+    inode: int = 0
+    records: np.ndarray | None = None
+    ctx: dict[str, int] = field(default_factory=dict)
+
+
+class Receiver:
+    def __init__(self, cfg: ReceiverConfig) -> None:
+        self.cfg = cfg
+        self.sock = open_socket(cfg.proto, rcvbuf=cfg.rcvbuf, groups=cfg.groups,
+                                no_enobufs=cfg.no_enobufs, broadcast_error=cfg.broadcast_error)
+        self.inode = socket_inode(self.sock)
+        self.buf = bytearray(1 << 17)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def drain_stale(self) -> None:
+        """Discard what arrived before measuring (e.g. warm-up traffic)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recv_into(self.buf)
+        except (BlockingIOError, OSError):
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def run(self, source_done: Event, expect_groups: tuple[int, ...]) -> ReceiverResult:
+        cfg = self.cfg
+        res = ReceiverResult(id=cfg.id, groups=list(cfg.groups), inode=self.inode)
+        waiting_end = set(expect_groups) & set(cfg.groups)
+        next_seq: dict[int, int] = {}
+        log = StampLog(cfg.capacity)
+        ctx0 = ctx_switches()
+        drops0 = netlink_drops(self.inode)
+        sock, buf, mono = self.sock, self.buf, time.monotonic_ns
+        sock.settimeout(0.05)
+        delay = cfg.delay_us / 1e6
+        drain_ns = cfg.drain_timeout_ms * 1_000_000
+        last = mono()
+        while waiting_end:
+            try:
+                n = sock.recv_into(buf)
+            except TimeoutError:
+                if source_done.is_set() and mono() - last > drain_ns:
+                    break
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    res.enobufs += 1  # the kernel dropped messages for this socket
+                    continue
+                raise
+            last = t = mono()
+            if n < wire.NLMSG_HDRLEN + wire.STAMP.size or buf[4] != wire.MSG_MCAST_DATA:
+                continue
+            flags, group, seq = _FLAGS_GROUP_SEQ.unpack_from(buf, wire.NLMSG_HDRLEN + 4)
+            res.received += 1
+            res.received_by_group[group] = res.received_by_group.get(group, 0) + 1
+            expected = next_seq.get(group, 0)
+            if seq > expected:
+                res.seq_gaps += seq - expected
+            next_seq[group] = seq + 1
+            if flags & wire.STAMP_F_END:
+                res.ends += 1
+                waiting_end.discard(group)
+            else:
+                off = log.slot()
+                if off is not None:
+                    log.buf[off:off + 32] = buf[_STAMP_TIMES]
+                    _TS.pack_into(log.buf, off + 32, t)
+            if delay:
+                time.sleep(delay)
+        drops1 = netlink_drops(self.inode)
+        if drops0 is not None and drops1 is not None:
+            res.sk_drops = drops1 - drops0
+        res.ctx = delta(ctx_switches(), ctx0)
+        res.records = log.array()
+        return res
+
+
+@dataclass
+class RelayResult:
+    sent: int = 0
+    errors: int = 0
+    errnos: dict[str, int] = field(default_factory=dict)
+    elapsed_ns: int = 0
+    ctx: dict[str, int] = field(default_factory=dict)
+
+
+class RelaySender:
+    """Sends relay requests: the module multicasts each one from its processing context."""
+
+    def __init__(self, proto: int, groups: list[int], size: int) -> None:
+        self.sock = open_socket(proto)
+        self.mask = wire.groups_mask(groups)
+        payload = size + wire.RELAY_REQ.size
+        self.dgram = Datagram(wire.MSG_RELAY, payload, 1)
+        off = wire.NLMSG_HDRLEN
+        # the relay header comes first, then the stamp the module multicasts
+        self.dgram.buf[off:off + payload] = wire.relay_payload(
+            self.mask, 0, 0, pad=size - wire.STAMP.size)
+        self.rbuf = bytearray(1 << 12)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _collect_errors(self, res: RelayResult) -> None:
+        while True:
+            try:
+                n = self.sock.recv_into(self.rbuf, 0, 0x40)  # MSG_DONTWAIT
+            except BlockingIOError:
+                return
+            if n >= wire.NLMSG_HDRLEN + 4 and self.rbuf[4] == wire.NLMSG_ERROR:
+                err = -_ERRNO.unpack_from(self.rbuf, wire.NLMSG_HDRLEN)[0]
+                if err:
+                    name = errno.errorcode.get(err, str(err))
+                    res.errnos[name] = res.errnos.get(name, 0) + 1
+                    res.errors += 1
+
+    def run(self, count: int | None, duration: float | None, rate: float) -> RelayResult:
+        res = RelayResult()
+        ctx0 = ctx_switches()
+        buf, send = self.dgram.buf, self.sock.send
+        seq_off = wire.NLMSG_HDRLEN + wire.RELAY_REQ.size + 8
+        mono = time.monotonic_ns
+        start = next_send = mono()
+        deadline = start + int(duration * 1e9) if duration else None
+        interval = int(1e9 / rate) if rate else 0
+        limit = count if count is not None else 1 << 62
+        seq = 0
+        while seq < limit and (deadline is None or mono() < deadline):
+            if interval:
+                wait = next_send - mono()
+                if wait > 0:
+                    socket_wait(self.sock, wait / 1e9)
+                next_send += interval
+            _RELAY_SEQ_TS.pack_into(buf, seq_off, seq, mono())
+            send(buf)
+            seq += 1
+            if seq & 63 == 0:
+                self._collect_errors(res)
+        # the end marker: receivers stop once they see it on each of their groups
+        flags_off = wire.NLMSG_HDRLEN + wire.RELAY_REQ.size + 4
+        struct.pack_into("=H", buf, flags_off, wire.STAMP_F_END)
+        _RELAY_SEQ_TS.pack_into(buf, seq_off, seq, mono())
+        send(buf)
+        res.sent = seq + 1
+        time.sleep(0.01)
+        self._collect_errors(res)
+        res.elapsed_ns = mono() - start
+        res.ctx = delta(ctx_switches(), ctx0)
+        return res

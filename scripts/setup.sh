@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian as root: system packages for the lab VM, BCC and the module
+# build, then the project venv. The venv is made from Debian's /usr/bin/python3 with system
+# site-packages, because Debian's python3-bpfcc (bcc) exists only for that interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(qemu-system-x86 linux-image-amd64 linux-headers-amd64 python3-bpfcc bpfcc-tools
+              busybox-static build-essential python3-venv kmod procps util-linux
+              linux-source-6.1)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing packages (${missing[*]}); run 'make setup' as root" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; then
+    rm -rf .venv
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+if ! .venv/bin/python -c 'import nlperf, virtme_ng, pytest, ruff' 2>/dev/null \
+        || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/pip install -q -e '.[dev]'
+    touch .venv/.installed
+fi
+echo "setup: ok ($(.venv/bin/python --version), bcc $(.venv/bin/python -c 'import bcc; print(bcc.__version__)'))"

@@ -1,0 +1,372 @@
+"""Capability detection: pure logic on fabricated inputs, plus what this machine really reports."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlperf import capabilities as cap
+from nlperf.capabilities import Check
+from nlperf.errors import BadInput, RunFailed
+
+ALL_NAMES = ["root", "module loading", "kprobes", "fentry", "tracefs", "BTF", "kernel headers",
+             "BCC", "qemu", "virtme-ng", "KVM", "lab kernels"]
+
+
+# --- lab kernels ---------------------------------------------------------------------------------
+
+
+def make_tree(tmp_path: Path, with_build: list[str], without_build: list[str]) -> tuple[Path, Path]:
+    boot, modules = tmp_path / "boot", tmp_path / "modules"
+    boot.mkdir()
+    modules.mkdir()
+    for release in with_build + without_build:
+        (boot / f"vmlinuz-{release}").write_bytes(b"\x7fkernel")
+    for release in with_build:
+        (modules / release / "build").mkdir(parents=True)
+    # Headers for a kernel whose image is gone must not count either.
+    (modules / "7.0.0-1-amd64" / "build").mkdir(parents=True)
+    (boot / "vmlinuz.old").write_bytes(b"")
+    return boot, modules
+
+
+def test_lab_kernels_version_order_and_build_dirs(tmp_path: Path) -> None:
+    boot, modules = make_tree(
+        tmp_path, ["6.1.0-9-amd64", "6.9.0-1-amd64", "6.10.0-1-amd64", "6.1.0-56-amd64"],
+        ["6.12.0-1-amd64"])
+    kernels = cap.lab_kernels(boot, modules)
+    assert [k.release for k in kernels] == [
+        "6.10.0-1-amd64", "6.9.0-1-amd64", "6.1.0-56-amd64", "6.1.0-9-amd64"]
+    assert kernels[0].vmlinuz == boot / "vmlinuz-6.10.0-1-amd64"
+    assert kernels[0].build_dir == modules / "6.10.0-1-amd64" / "build"
+
+
+def test_lab_kernels_missing_dirs(tmp_path: Path) -> None:
+    assert cap.lab_kernels(tmp_path / "nope", tmp_path / "nope2") == []
+
+
+def test_pick_lab_kernel(tmp_path: Path) -> None:
+    boot, modules = make_tree(tmp_path, ["6.1.0-56-amd64", "6.10.0-1-amd64"], ["6.12.0-1-amd64"])
+    assert cap.pick_lab_kernel(None, boot, modules).release == "6.10.0-1-amd64"
+    assert cap.pick_lab_kernel("6.1.0-56-amd64", boot, modules).release == "6.1.0-56-amd64"
+    with pytest.raises(BadInput) as unknown:
+        cap.pick_lab_kernel("5.10.0-1-amd64", boot, modules)
+    assert "6.10.0-1-amd64, 6.1.0-56-amd64" in unknown.value.message
+    with pytest.raises(BadInput) as headerless:
+        cap.pick_lab_kernel("6.12.0-1-amd64", boot, modules)
+    assert "build" in headerless.value.message
+    assert headerless.value.hint == "install linux-headers-6.12.0-1-amd64"
+
+
+def test_pick_lab_kernel_none(tmp_path: Path) -> None:
+    boot, modules = make_tree(tmp_path, [], ["6.1.0-56-amd64"])
+    with pytest.raises(RunFailed) as exc:
+        cap.pick_lab_kernel(None, boot, modules)
+    assert exc.value.message.startswith("no lab kernel: ")
+    assert exc.value.hint == "make setup installs linux-image-amd64 and linux-headers-amd64"
+    # Naming a kernel does not turn a missing install into the user's mistake.
+    with pytest.raises(RunFailed):
+        cap.pick_lab_kernel("6.1.0-56-amd64", boot, modules)
+
+
+# --- BTF -----------------------------------------------------------------------------------------
+
+
+class BtfBuilder:
+    """A minimal BTF blob writer, independent of the parser's trailer table."""
+
+    def __init__(self, order: str = "<") -> None:
+        self.order = order
+        self.types = b""
+        self.strings = b"\0"
+        self.count = 0
+
+    def name(self, s: str) -> int:
+        off = len(self.strings)
+        self.strings += s.encode() + b"\0"
+        return off
+
+    def add(self, kind: int, name: str = "", vlen: int = 0, size: int = 0,
+            trailer: bytes = b"") -> int:
+        name_off = self.name(name) if name else 0
+        self.types += struct.pack(self.order + "III", name_off, (kind << 24) | vlen, size)
+        self.types += trailer
+        self.count += 1
+        return self.count
+
+    def blob(self) -> bytes:
+        hdr = struct.pack(self.order + "HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types),
+                          len(self.types), len(self.strings))
+        return hdr + self.types + self.strings
+
+
+def synthetic_btf(order: str = "<") -> tuple[bytes, int]:
+    b = BtfBuilder(order)
+    o = order
+    i32 = b.add(1, "int", size=4, trailer=struct.pack(o + "I", 32))
+    b.add(2, size=i32)  # PTR
+    b.add(3, trailer=struct.pack(o + "III", i32, i32, 4))  # ARRAY
+    b.add(4, "sk_buff", vlen=2, size=8, trailer=struct.pack(o + "6I", 0, i32, 0, 0, i32, 32))
+    b.add(6, "e", vlen=2, size=4, trailer=struct.pack(o + "4I", 0, 1, 0, 2))  # ENUM
+    proto = b.add(13, vlen=2, size=i32, trailer=struct.pack(o + "4I", 0, i32, 0, i32))
+    b.add(14, "netlink_unicast", size=i32, trailer=struct.pack(o + "I", 0))  # a VAR, not a FUNC
+    b.add(12, "netlink_unicast_foo", size=proto)  # a longer name must not match
+    b.add(15, ".data", vlen=1, size=8, trailer=struct.pack(o + "3I", 7, 0, 4))  # DATASEC
+    b.add(17, "tag", size=i32, trailer=struct.pack(o + "i", -1))  # DECL_TAG
+    b.add(19, "e64", vlen=1, size=8, trailer=struct.pack(o + "3I", 0, 1, 2))  # ENUM64
+    b.add(16, "double", size=8)  # FLOAT
+    want = b.add(12, "netlink_unicast", size=proto)
+    b.add(12, "after", size=proto)
+    return b.blob(), want
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_btf_find_func_synthetic(order: str) -> None:
+    blob, want = synthetic_btf(order)
+    assert want == 13
+    assert cap.btf_find_func(blob, "netlink_unicast") == want
+    assert cap.btf_find_func(blob, "after") == want + 1
+    assert cap.btf_find_func(blob, "netlink_unicast_foo") == 8
+    assert cap.btf_find_func(blob, "sk_buff") is None  # a STRUCT, not a FUNC
+    assert cap.btf_find_func(blob, "missing") is None
+
+
+def test_btf_find_func_malformed() -> None:
+    blob, _ = synthetic_btf()
+    with pytest.raises(ValueError, match="not BTF"):
+        cap.btf_find_func(b"\0" * 32, "x")
+    with pytest.raises(ValueError, match="too short"):
+        cap.btf_find_func(blob[:10], "x")
+    with pytest.raises(ValueError, match="past the end"):
+        cap.btf_find_func(blob[:-5], "x")
+    b = BtfBuilder()
+    b.add(30, "future")
+    with pytest.raises(ValueError, match="unknown kind 30"):
+        cap.btf_find_func(b.blob(), "x")
+
+
+@pytest.mark.skipif(not cap.VMLINUX_BTF.exists(), reason="kernel has no BTF")
+def test_btf_find_func_real_vmlinux() -> None:
+    data = cap.VMLINUX_BTF.read_bytes()
+    func_id = cap.btf_find_func(data, "netlink_unicast")
+    assert func_id is not None and func_id > 0
+    assert cap.btf_find_func(data, "nlperf_no_such_function") is None
+
+
+# --- probes --------------------------------------------------------------------------------------
+
+
+def test_linux_version_code() -> None:
+    assert cap.linux_version_code("6.1.0-56-amd64") == 0x060100
+    assert cap.linux_version_code("6.18.44-fc-v657") == (6 << 16) + (18 << 8) + 44
+    assert cap.linux_version_code("4.19.300") == (4 << 16) + (19 << 8) + 255
+    assert cap.linux_version_code("5.4") == 0x050400
+    assert cap.linux_version_code("weird") == 0
+
+
+def test_prog_load_attr_layout() -> None:
+    import ctypes
+
+    insns = ctypes.create_string_buffer(cap.TRIVIAL_PROG, 16)
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = cap.prog_load_attr(26, insns, lic, kern_version=0x060100, expected_attach_type=24,
+                              attach_btf_id=96758)
+    raw = attr.raw
+    assert len(raw) == 144
+    assert struct.unpack_from("=II", raw, 0) == (26, 2)
+    assert struct.unpack_from("=QQ", raw, 8) == (ctypes.addressof(insns), ctypes.addressof(lic))
+    assert struct.unpack_from("=I", raw, 40)[0] == 0x060100
+    assert struct.unpack_from("=I", raw, 68)[0] == 24
+    assert struct.unpack_from("=I", raw, 108)[0] == 96758
+    assert struct.unpack_from("=IIQ", raw, 24) == (0, 0, 0)  # no log unless asked
+
+
+def test_probe_kprobe_without_pmu(tmp_path: Path) -> None:
+    with pytest.raises(cap.ProbeError, match="kprobe PMU missing"):
+        cap.probe_kprobe(pmu_type=tmp_path / "type")
+
+
+def test_probe_fentry_without_btf(tmp_path: Path) -> None:
+    with pytest.raises(cap.ProbeError, match=r"no .*vmlinux"):
+        cap.probe_fentry(btf=tmp_path / "vmlinux")
+    blob, _ = synthetic_btf()
+    (tmp_path / "btf").write_bytes(blob)
+    with pytest.raises(cap.ProbeError, match="not a FUNC"):
+        cap.probe_fentry("nlperf_nothing", btf=tmp_path / "btf")
+
+
+# --- KVM -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_kvm(tmp_path: Path) -> tuple[Path, Path, Path]:
+    dev = tmp_path / "kvm"
+    dev.write_bytes(b"")
+    with_vmx = tmp_path / "cpuinfo-vmx"
+    with_vmx.write_text("processor\t: 0\nflags\t\t: fpu sse vmx avx\n\n")
+    plain = tmp_path / "cpuinfo"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse avx hypervisor\n\n")
+    return dev, with_vmx, plain
+
+
+def test_kvm_usable_detection(fake_kvm: tuple[Path, Path, Path], tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    dev, with_vmx, plain = fake_kvm
+    monkeypatch.delenv("NLPERF_ACCEL", raising=False)
+    ok, why = cap.kvm_usable(dev, with_vmx)
+    assert ok and "vmx" in why
+    ok, why = cap.kvm_usable(dev, plain)
+    assert not ok and "no vmx/svm" in why
+    ok, why = cap.kvm_usable(tmp_path / "absent", with_vmx)
+    assert not ok and "read-write" in why
+
+
+def test_kvm_usable_env_override(fake_kvm: tuple[Path, Path, Path], tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    dev, with_vmx, _ = fake_kvm
+    monkeypatch.setenv("NLPERF_ACCEL", "tcg")
+    ok, why = cap.kvm_usable(dev, with_vmx)
+    assert not ok and "NLPERF_ACCEL=tcg" in why
+    monkeypatch.setenv("NLPERF_ACCEL", "kvm")
+    ok, why = cap.kvm_usable(tmp_path / "absent", tmp_path / "absent")
+    assert ok and "NLPERF_ACCEL=kvm" in why
+    monkeypatch.setenv("NLPERF_ACCEL", "hvf")
+    ok, why = cap.kvm_usable(dev, with_vmx)
+    assert ok and "ignored" in why
+    # check_kvm reads the same variable.
+    monkeypatch.setenv("NLPERF_ACCEL", "tcg")
+    assert not cap.check_kvm().ok
+
+
+# --- individual checks on fabricated files -------------------------------------------------------
+
+
+def test_module_loading_paths(tmp_path: Path) -> None:
+    mods, disabled = tmp_path / "modules", tmp_path / "modules_disabled"
+    c = cap._check_module_loading(mods, disabled)
+    assert not c.ok and "CONFIG_MODULES" in c.detail and c.fix
+    mods.write_text("")
+    disabled.write_text("1\n")
+    c = cap._check_module_loading(mods, disabled)
+    assert not c.ok and "is 1" in c.detail
+    disabled.write_text("0\n")
+    assert cap._check_module_loading(mods, disabled).ok
+
+
+def test_tracefs_mounted_parser(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("sysfs /sys sysfs rw 0 0\n")
+    assert not cap._tracefs_mounted(mounts)
+    mounts.write_text("sysfs /sys sysfs rw 0 0\nnodev /sys/kernel/tracing tracefs rw 0 0\n")
+    assert cap._tracefs_mounted(mounts)
+
+
+def test_find_tool_beside_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "vng"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    assert cap.find_tool("vng") == tool
+    assert cap.find_tool("virtme-run") is None
+    c = cap.check_vng()
+    assert not c.ok and "virtme-run" in c.detail and c.fix
+
+
+def test_crashing_check_yields_failed_check() -> None:
+    @cap._never_raises("boom")
+    def check_boom() -> Check:
+        raise RuntimeError("bug")
+
+    c = check_boom()
+    assert c.name == "boom" and not c.ok and "bug" in c.detail and c.fix
+
+
+# --- target choice -------------------------------------------------------------------------------
+
+
+def checks(failing: set[str]) -> list[Check]:
+    return [Check(n, n not in failing, f"{n} seen", None if n not in failing else f"fix {n}")
+            for n in ALL_NAMES]
+
+
+HOST_LIKE_THIS = {"module loading", "kprobes", "fentry", "kernel headers", "KVM"}
+
+
+def test_host_capable() -> None:
+    ok, why = cap.host_capable(checks(set()))
+    assert ok and "kprobes, fentry" in why
+    ok, why = cap.host_capable(checks({"kprobes"}))
+    assert ok and "probes: fentry" in why
+    ok, why = cap.host_capable(checks(HOST_LIKE_THIS))
+    assert not ok
+    assert why == "host lacks module loading, kprobes or fentry, kernel headers"
+    ok, why = cap.host_capable(checks({"root", "BCC"}))
+    assert not ok and "root" in why and "BCC" in why
+    # A check that was never run counts as missing, not as passed.
+    ok, why = cap.host_capable([c for c in checks(set()) if c.name != "tracefs"])
+    assert not ok and "tracefs" in why
+
+
+def test_pick_target_auto() -> None:
+    target, why = cap.pick_target("auto", checks(HOST_LIKE_THIS))
+    assert target == "vm"
+    assert why.startswith("auto picked vm: host lacks module loading, kprobes or fentry, "
+                          "kernel headers")
+    assert "lab kernels seen" in why and "KVM seen" in why
+    target, why = cap.pick_target("auto", checks({"fentry", "KVM"}))
+    assert target == "host" and why.startswith("auto picked host")
+
+
+def test_pick_target_auto_with_neither() -> None:
+    with pytest.raises(RunFailed) as exc:
+        cap.pick_target("auto", checks(HOST_LIKE_THIS | {"qemu"}))
+    assert "module loading" in exc.value.message and "qemu" in exc.value.message
+    assert exc.value.hint == "fix qemu"
+
+
+def test_pick_target_host() -> None:
+    with pytest.raises(RunFailed) as exc:
+        cap.pick_target("host", checks(HOST_LIKE_THIS))
+    assert "module loading" in exc.value.message and "kernel headers" in exc.value.message
+    assert exc.value.hint == "use --target vm"
+    assert cap.pick_target("host", checks({"qemu", "lab kernels"}))[0] == "host"
+
+
+def test_pick_target_vm() -> None:
+    target, why = cap.pick_target("vm", checks(HOST_LIKE_THIS))
+    assert target == "vm" and why.startswith("vm requested")
+    with pytest.raises(RunFailed) as exc:
+        cap.pick_target("vm", checks({"virtme-ng", "lab kernels"}))
+    assert "virtme-ng" in exc.value.message and "lab kernels" in exc.value.message
+    assert exc.value.hint == "fix virtme-ng; fix lab kernels"
+    with pytest.raises(BadInput):
+        cap.pick_target("cloud", checks(set()))
+
+
+# --- this machine --------------------------------------------------------------------------------
+
+
+def test_run_checks_on_this_machine() -> None:
+    results = cap.run_checks()
+    assert [c.name for c in results] == ALL_NAMES
+    for c in results:
+        assert c.detail and "\n" not in c.detail, c
+        assert (c.fix is None) == c.ok, c
+        assert c.fix is None or "\n" not in c.fix
+    by = {c.name: c for c in results}
+    assert by["root"].ok == (os.geteuid() == 0)
+    if not Path("/proc/modules").exists():
+        # This microVM host: no CONFIG_MODULES, no CONFIG_KPROBES (LAB-NOTES).
+        assert not by["module loading"].ok
+        assert not by["kprobes"].ok and "kprobe PMU missing" in by["kprobes"].detail
+    if not by["fentry"].ok:
+        assert "failed" in by["fentry"].detail or "BTF" in by["fentry"].detail
+    if not cap.host_capable(results)[0] and all(by[n].ok for n in cap.VM_NEEDS):
+        target, why = cap.pick_target("auto", results)
+        assert target == "vm" and why.startswith("auto picked vm: host lacks")
