@@ -312,14 +312,18 @@ def _load(sys_: _Sys, step: str, prog_type: int, **kw: int) -> int:
         with contextlib.suppress(ProbeError):
             fd = sys_.bpf(step, BPF_PROG_LOAD, prog_load_attr(prog_type, insns, lic, log=log, **kw))
             os.close(fd)
-        lines = [ln for ln in log.value.decode(errors="replace").splitlines() if ln.strip()]
+        # The log ends with statistics ("processed 0 insns ..."); the reason comes before them.
+        lines = [ln for ln in log.value.decode(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith(("processed ", "verification time"))]
         raise ProbeError(f"{e}: {lines[-1]}" if lines else str(e), e.errno) from None
 
 
 def probe_kprobe(func: str = PROBE_FUNC, pmu_type: Path = KPROBE_PMU_TYPE) -> str:
     """Load a kprobe program and attach it to ``func``; the detail line on success.
 
-    Raises ProbeError naming the step that failed.
+    Raises ProbeError naming the step that failed. Meant for ordinary functions such as
+    netlink_unicast: a probe on something every path calls (seen: migrate_disable,
+    __rcu_read_lock) wedged the TCG guest.
     """
     try:
         pmu = int(pmu_type.read_text())

@@ -91,6 +91,7 @@ def _receiver_main(cfg: ReceiverConfig, expect: tuple[int, ...], warm: Barrier, 
         r = Receiver(cfg)
         warm.wait(BARRIER_TIMEOUT)
         r.drain_stale()
+        r.start_window()
         go.wait(BARRIER_TIMEOUT)
         q.put(("receiver", cfg.id, r.run(done, expect)))
         r.close()
@@ -145,7 +146,7 @@ def run_repetition(case: Case, index: int, ko: Path, case_timeout: float) -> Rep
 def _measure(case: Case, index: int, proto: int, procs: list[Any],
              case_timeout: float) -> RepResult:
     s = case.scenario
-    u, m = s.unicast, s.multicast
+    u, m = s.active_unicast, s.active_multicast
     receivers = [ReceiverConfig(id=f"r{gi}.{k}", groups=tuple(spec.groups), proto=proto,
                                 rcvbuf=spec.rcvbuf, delay_us=spec.delay_us,
                                 no_enobufs=spec.no_enobufs, broadcast_error=spec.broadcast_error,
@@ -267,12 +268,13 @@ def pool_case(case: Case, reps: list[RepResult]) -> dict[str, Any]:
     s = case.scenario
     out: dict[str, Any] = {}
     blocks = [r.block for r in reps]
-    if s.unicast:
+    u = s.active_unicast
+    if u:
         out["unicast"] = pool_unicast([b["unicast"] for b in blocks],
                                       [r.unicast_records for r in reps
                                        if r.unicast_records is not None],
-                                      timed=s.unicast.kind == "timed")
-    if s.multicast:
+                                      timed=u.kind == "timed")
+    if s.active_multicast:
         lat: dict[str, list[np.ndarray]] = {}
         for r in reps:
             for rid, arr in r.receiver_latency.items():

@@ -88,9 +88,16 @@ class StampLog:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, seed: int = 0) -> None:
         self.capacity = capacity
-        self.buf = bytearray(capacity * self.RECORD)
+        # np.empty maps memory without touching it: allocating a million records is instant
+        # and pages are only faulted in as records arrive (a zeroed bytearray would cost
+        # hundreds of ms under emulation, inside the measured window).
+        self._arr = np.empty(capacity * 5, dtype=np.int64)
+        self.buf = memoryview(self._arr).cast("B")
         self.count = 0
         self._rng = random.Random(seed)
+
+    def reset(self) -> None:
+        self.count = 0
 
     def slot(self) -> int | None:
         """Byte offset for the next record, or None when the reservoir skips it."""
@@ -103,7 +110,7 @@ class StampLog:
 
     def array(self) -> np.ndarray:
         kept = min(self.count, self.capacity)
-        return np.frombuffer(self.buf, dtype=np.int64, count=kept * 5).reshape(kept, 5).copy()
+        return self._arr[: kept * 5].reshape(kept, 5).copy()
 
 
 def components(records: np.ndarray, timed: bool = True) -> dict[str, np.ndarray]:

@@ -109,6 +109,8 @@ class Scenario(Strict):
     target: Literal["auto", "host", "vm"] = "auto"
     kernel: str | None = None
     repetitions: int = Field(1, ge=1, le=1000)
+    traffic: Literal["both", "unicast", "multicast"] = Field(
+        "both", description="which of the unicast and multicast sections a case drives")
     warmup: Warmup = Warmup()
     module: Module = Module()
     unicast: Unicast | None = None
@@ -121,7 +123,19 @@ class Scenario(Strict):
         if self.unicast is None and self.multicast is None and not any(
                 k.startswith(("unicast", "multicast")) for k in self.matrix):
             raise ValueError("needs a unicast or a multicast section")
+        if self.traffic == "unicast" and self.unicast is None:
+            raise ValueError("traffic unicast needs a unicast section")
+        if self.traffic == "multicast" and self.multicast is None:
+            raise ValueError("traffic multicast needs a multicast section")
         return self
+
+    @property
+    def active_unicast(self) -> Unicast | None:
+        return self.unicast if self.traffic in ("both", "unicast") else None
+
+    @property
+    def active_multicast(self) -> Multicast | None:
+        return self.multicast if self.traffic in ("both", "multicast") else None
 
 
 class Case(BaseModel):

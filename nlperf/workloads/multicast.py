@@ -66,6 +66,9 @@ class Receiver:
                                 no_enobufs=cfg.no_enobufs, broadcast_error=cfg.broadcast_error)
         self.inode = socket_inode(self.sock)
         self.buf = bytearray(1 << 17)
+        self.log = StampLog(cfg.capacity)
+        self._ctx0: dict[str, int] = {}
+        self._drops0: int | None = None
 
     def close(self) -> None:
         self.sock.close()
@@ -81,14 +84,19 @@ class Receiver:
         finally:
             self.sock.setblocking(True)
 
+    def start_window(self) -> None:
+        """Snapshot the counters that are reported as deltas; call before the source starts."""
+        self._ctx0 = ctx_switches()
+        self._drops0 = netlink_drops(self.inode)
+
     def run(self, source_done: Event, expect_groups: tuple[int, ...]) -> ReceiverResult:
         cfg = self.cfg
         res = ReceiverResult(id=cfg.id, groups=list(cfg.groups), inode=self.inode)
         waiting_end = set(expect_groups) & set(cfg.groups)
         next_seq: dict[int, int] = {}
-        log = StampLog(cfg.capacity)
-        ctx0 = ctx_switches()
-        drops0 = netlink_drops(self.inode)
+        log = self.log
+        log.reset()
+        ctx0, drops0 = self._ctx0, self._drops0
         sock, buf, mono = self.sock, self.buf, time.monotonic_ns
         sock.settimeout(0.05)
         delay = cfg.delay_us / 1e6

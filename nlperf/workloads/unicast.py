@@ -90,6 +90,8 @@ class Sender:
         self.dgram = Datagram(KIND_TYPES[cfg.kind], cfg.message_size, cfg.batch)
         self.rbuf = bytearray(max(1 << 16, self.dgram.stride + 64))
         self.seq = 0
+        self.log = StampLog(cfg.capacity)
+        self._nolog = StampLog(1)
 
     def close(self) -> None:
         self.sock.close()
@@ -98,7 +100,8 @@ class Sender:
         before_ctx = ctx_switches()
         inode = socket_inode(self.sock)
         drops_before = netlink_drops(inode)
-        log = StampLog(self.cfg.capacity if record else 1)
+        log = self.log if record else self._nolog
+        log.reset()
         if self.cfg.pattern == "open":
             res = self._open_loop(count, duration, log)
         else:

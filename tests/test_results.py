@@ -1,0 +1,319 @@
+"""Run directories are never reused; summaries are validated against the contract and written
+atomically; a summary assembled by the real metric functions satisfies the contract."""
+
+from __future__ import annotations
+
+import copy
+import datetime as real_dt
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nlperf import metrics, results, wire
+from nlperf.errors import EXIT_BAD_INPUT, BadInput, RunFailed
+from nlperf.measure import RepResult, pool_case
+from nlperf.samples import StampLog
+from nlperf.scenario import expand
+from nlperf.workloads.multicast import ReceiverResult
+from nlperf.workloads.unicast import SenderResult
+
+SCHEMA = Path(__file__).resolve().parent.parent / "results" / "schema.json"
+
+
+# --- run directories ---------------------------------------------------------------------------
+
+
+class _FrozenDatetime(real_dt.datetime):
+    @classmethod
+    def now(cls, tz: real_dt.tzinfo | None = None) -> _FrozenDatetime:
+        return cls(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call sees the same second, so the -N suffix must do the disambiguation."""
+    fake = types.SimpleNamespace(datetime=_FrozenDatetime, UTC=real_dt.UTC)
+    monkeypatch.setattr(results, "dt", fake)
+
+
+def test_run_dirs_in_the_same_second_are_distinct(tmp_path: Path, frozen_clock: None) -> None:
+    made = [results.create_run_dir("My Scenario!", base=tmp_path) for _ in range(3)]
+    assert [p.name for p in made] == ["my-scenario-20260102-030405",
+                                      "my-scenario-20260102-030405-1",
+                                      "my-scenario-20260102-030405-2"]
+    assert all(p.is_dir() and p.parent == tmp_path for p in made)
+
+
+def test_run_dir_never_reuses_existing(tmp_path: Path, frozen_clock: None) -> None:
+    first = results.create_run_dir("s", base=tmp_path)
+    (first / "summary.json").write_text("{}")
+    second = results.create_run_dir("s", base=tmp_path)
+    assert second != first
+    assert (first / "summary.json").read_text() == "{}"
+    assert not any(second.iterdir())
+
+
+def test_run_dir_real_clock_distinct(tmp_path: Path) -> None:
+    a = results.create_run_dir("smoke", base=tmp_path / "nested")
+    b = results.create_run_dir("smoke", base=tmp_path / "nested")
+    assert a != b and a.is_dir() and b.is_dir()
+    assert a.name.startswith("smoke-") and b.name.startswith("smoke-")
+
+
+def test_explicit_out_is_created(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "run"
+    assert results.create_run_dir("s", out=out, base=tmp_path / "unused") == out
+    assert out.is_dir()
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_explicit_existing_out_is_refused(tmp_path: Path, as_file: bool) -> None:
+    out = tmp_path / "run"
+    if as_file:
+        out.write_text("precious")
+    else:
+        out.mkdir()
+        (out / "precious").write_text("keep")
+    with pytest.raises(BadInput) as info:
+        results.create_run_dir("s", out=out, base=tmp_path)
+    assert info.value.exit_code == EXIT_BAD_INPUT
+    assert str(out) in str(info.value) and "\n" not in str(info.value)
+    if as_file:
+        assert out.read_text() == "precious"
+    else:
+        assert [p.name for p in out.iterdir()] == ["precious"]
+
+
+# --- a realistic summary, built by the real functions --------------------------------------------
+
+STATS_HEAD_VALUES = {"version": wire.WIRE_VERSION, "size": wire.STATS_SIZE, "mode": 0,
+                     "proto": 31, "queue_len": 1024, "received": 0, "wq_name": b""}
+
+
+def module_stats(received: int, sent_by_group: dict[int, int]) -> dict[str, Any]:
+    """Decode a stats reply the way the lab does (measure._measure: ctl.stats().as_dict())."""
+    values = []
+    for name in wire.STATS_FIELDS:
+        if name in ("received", "processed", "replied"):
+            values.append(received)
+        else:
+            values.append(STATS_HEAD_VALUES.get(name, 0))
+    buf = bytearray(wire.STATS_HEAD.pack(*values))
+    for g in range(1, wire.MAX_GROUPS + 1):
+        n = sent_by_group.get(g, 0)
+        buf += wire.GROUP_STATS.pack(0, n, n, 0, 0, 0)
+    return wire.Stats.unpack(bytes(buf)).as_dict()
+
+
+def sender_result(n: int, seed: int) -> SenderResult:
+    rng = np.random.default_rng(seed)
+    log = StampLog(capacity=n // 2, seed=seed)  # past capacity: the reservoir kicks in
+    t = 0
+    for _ in range(n):
+        off = log.slot()
+        gaps = rng.integers(500, 20_000, size=4)
+        row = np.cumsum(np.concatenate([[t], gaps]))
+        if off is not None:
+            log.buf[off:off + 40] = row.astype(np.int64).tobytes()
+        t = int(row[-1]) + 100
+    return SenderResult(sent=n, received=n, elapsed_ns=t, records=log.array(),
+                        ctx={"voluntary": 3, "involuntary": 1})
+
+
+def receiver_result(rid: str, groups: list[int], received: int) -> ReceiverResult:
+    recs = np.zeros((received, 5), dtype=np.int64)
+    recs[:, 3] = np.arange(received) * 1000
+    recs[:, 4] = recs[:, 3] + 5000 + np.arange(received) % 7
+    return ReceiverResult(id=rid, groups=groups, received=received, enobufs=1, sk_drops=3,
+                          seq_gaps=3, records=recs)
+
+
+def realistic_summary() -> dict[str, Any]:
+    raw = {"name": "realistic", "repetitions": 2, "unicast": {"count": 400},
+           "multicast": {"source": "relay", "count": 100, "groups": [1, 2],
+                         "receivers": [{"count": 2, "groups": [1, 2]}, {"groups": [2]}]},
+           "matrix": {"module.mode": ["callback", "kthread"]}}
+    _, cases = expand(raw, "realistic")
+    summary = results.new_summary("realistic", "vm", "tcg", "6.1.0-56-amd64", "tsc")
+    for case in cases:
+        reps = []
+        for r in range(case.scenario.repetitions):
+            senders = [sender_result(400, seed=r)]
+            recvs = [receiver_result("r0.0", [1, 2], 200), receiver_result("r0.1", [1, 2], 197),
+                     receiver_result("r1.0", [2], 101)]
+            sent_by_group = {1: 101, 2: 101}
+            block: dict[str, Any] = {"index": r, "duration_s": 0.25}
+            block["unicast"] = metrics.unicast_block(senders, timed=True)
+            block["multicast"] = metrics.multicast_block("relay", sent_by_group, recvs)
+            block["module"] = module_stats(400, sent_by_group)
+            block["sched"] = {"senders": senders[0].ctx}
+            rep = RepResult(block, unicast_records=senders[0].records,
+                            receiver_latency={x.id: x.records[:, 4] - x.records[:, 3]
+                                              for x in recvs if x.records is not None})
+            reps.append(rep)
+        entry = {"id": case.id, "params": case.params, "status": "complete",
+                 "repetitions": [x.block for x in reps]}
+        entry.update(pool_case(case, reps))
+        summary["cases"].append(entry)
+    summary["status"] = "complete"
+    summary["finished"] = results.now_iso()
+    return summary
+
+
+def test_realistic_summary_validates() -> None:
+    summary = realistic_summary()
+    assert results.validation_errors(summary) == []
+    # and survives the JSON round trip unchanged
+    assert results.validation_errors(json.loads(json.dumps(summary))) == []
+    case = summary["cases"][0]
+    assert case["unicast"]["sent"] == 800  # two repetitions pooled
+    assert case["module"]["received"] == 800
+    r00 = case["multicast"]["receivers"][0]
+    assert (r00["sent"], r00["received"], r00["lost"]) == (404, 400, 4)
+    r10 = case["multicast"]["receivers"][2]
+    assert (r10["sent"], r10["received"], r10["lost"]) == (202, 202, 0)
+
+
+def test_realistic_summary_against_schema_file_directly() -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.validate(realistic_summary(), schema)
+
+
+# --- validation and writing ----------------------------------------------------------------------
+
+
+def minimal_summary() -> dict[str, Any]:
+    s = results.new_summary("t", "host", "none", "6.1.0", None)
+    s["cases"].append({"id": "default", "params": {}, "repetitions": [{"index": 0}]})
+    return s
+
+
+def _set(path: str, value: Any) -> Any:
+    def mutate(s: dict[str, Any]) -> None:
+        parts = path.split("/")
+        node: Any = s
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if value is _DELETE:
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
+    return mutate
+
+
+_DELETE = object()
+
+VIOLATIONS = {
+    "schema-version": _set("schema_version", 2),
+    "status": _set("status", "done"),
+    "target": _set("target", "laptop"),
+    "accel": _set("accel", "hvf"),
+    "missing-cases": _set("cases", _DELETE),
+    "missing-started": _set("started", _DELETE),
+    "extra-top-key": _set("extras", 1),
+    "case-id-uppercase": _set("cases/0/id", "Default"),
+    "case-extra-key": _set("cases/0/notes", "x"),
+    "case-missing-repetitions": _set("cases/0/repetitions", _DELETE),
+    "repetition-negative-index": _set("cases/0/repetitions/0/index", -1),
+    "repetition-extra-key": _set("cases/0/repetitions/0/color", "red"),
+    "unicast-missing-rtt": _set("cases/0/unicast", {"sent": 1, "received": 1, "errors": 0,
+                                                    "throughput_per_s": 1.0}),
+    "latency-extra-key": _set("cases/0/unicast", {
+        "sent": 1, "received": 1, "errors": 0, "throughput_per_s": 1.0,
+        "rtt_us": {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None,
+                   "p999": None, "max": None, "p95": 1.0}}),
+    "receiver-group-33": _set("cases/0/multicast", {"sent_by_group": {}, "receivers": [
+        {"id": "r", "groups": [33], "sent": 0, "received": 0, "lost": 0, "enobufs": 0,
+         "sk_drops": None, "latency_us": {"count": 0, "mean": None, "p50": None, "p90": None,
+                                          "p99": None, "p999": None, "max": None}}]}),
+}
+
+
+def test_minimal_summary_is_valid() -> None:
+    assert results.validation_errors(minimal_summary()) == []
+
+
+@pytest.mark.parametrize("mutate", list(VIOLATIONS.values()), ids=list(VIOLATIONS))
+def test_write_summary_refuses_contract_violations(tmp_path: Path, mutate: Any) -> None:
+    good = minimal_summary()
+    results.write_summary(tmp_path, good)
+    before = (tmp_path / results.SUMMARY).read_bytes()
+    broken = copy.deepcopy(good)
+    mutate(broken)
+    assert results.validation_errors(broken)
+    with pytest.raises(RunFailed) as info:
+        results.write_summary(tmp_path, broken)
+    assert "schema" in str(info.value) and "\n" not in str(info.value)
+    # the last good summary is still there, untouched
+    assert (tmp_path / results.SUMMARY).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [results.SUMMARY]
+
+
+def test_write_summary_round_trips(tmp_path: Path) -> None:
+    summary = realistic_summary()
+    results.write_summary(tmp_path, summary)
+    assert results.read_json(tmp_path / results.SUMMARY) == summary
+    assert [p.name for p in tmp_path.iterdir()] == [results.SUMMARY]  # no temp file left
+
+
+def test_write_is_atomic_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new summary appears by rename: at the moment of the swap the old file is whole."""
+    first = minimal_summary()
+    results.write_summary(tmp_path, first)
+    target = tmp_path / results.SUMMARY
+    seen: list[tuple[Any, Any]] = []
+    real_replace = results.os.replace
+
+    def spy(src: Any, dst: Any) -> None:
+        src, dst = Path(src), Path(dst)
+        assert src.parent == dst.parent  # same filesystem: rename is atomic
+        seen.append((json.loads(dst.read_text()), json.loads(src.read_text())))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", spy)
+    second = copy.deepcopy(first)
+    second["status"] = "complete"
+    results.write_summary(tmp_path, second)
+    assert seen == [(first, second)]
+    assert json.loads(target.read_text()) == second
+
+
+def test_failed_serialisation_leaves_old_summary(tmp_path: Path) -> None:
+    first = minimal_summary()
+    results.write_summary(tmp_path, first)
+    bad = copy.deepcopy(first)
+    bad["cases"][0]["params"] = {"x": {1, 2}}  # valid per schema, not JSON-serialisable
+    with pytest.raises(TypeError):
+        results.write_summary(tmp_path, bad)
+    assert json.loads((tmp_path / results.SUMMARY).read_text()) == first
+
+
+def test_read_json_errors_are_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="no such file"):
+        results.read_json(tmp_path / "missing.json")
+    p = tmp_path / "torn.json"
+    p.write_text('{"a": 1,\n')
+    with pytest.raises(BadInput, match="line 2"):
+        results.read_json(p)
+
+
+def test_append_progress_is_jsonl(tmp_path: Path) -> None:
+    for i in range(3):
+        results.append_progress(tmp_path, {"done": i + 1, "total": 3})
+    lines = (tmp_path / results.PROGRESS).read_text().splitlines()
+    assert [json.loads(x)["done"] for x in lines] == [1, 2, 3]
+
+
+def test_new_summary_fields() -> None:
+    s = results.new_summary("x", "host", "none", None, None)
+    assert s["status"] == "running" and s["finished"] is None and s["cases"] == []
+    started = real_dt.datetime.fromisoformat(s["started"])
+    assert started.tzinfo is not None
+    assert abs((real_dt.datetime.now(real_dt.UTC) - started).total_seconds()) < 60
