@@ -75,6 +75,9 @@ def build(release: str, build_dir: Path | None = None, log: Path | None = None) 
         raise RunFailed(f"no kernel headers for {release} ({kdir} missing)",
                         hint="make setup installs linux-headers-amd64")
     out = build_dir or kmod_build_dir(release)
+    ko = out / f"{MODULE}.ko"
+    if _up_to_date(ko):
+        return ko
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(KMOD_SRC, out, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*",
@@ -84,13 +87,20 @@ def build(release: str, build_dir: Path | None = None, log: Path | None = None) 
                           capture_output=True, text=True)
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
-    ko = out / f"{MODULE}.ko"
     if proc.returncode != 0 or not ko.exists():
         first = next((line for line in (proc.stderr + proc.stdout).splitlines()
                       if "error" in line.lower()), "make failed")
         raise RunFailed(f"module build for {release} failed: {first.strip()}",
                         hint=f"full log: {log}" if log else None)
     return ko
+
+
+def _up_to_date(ko: Path) -> bool:
+    """A build newer than every source needs no rebuild (and the VM guest cannot write)."""
+    if not ko.exists():
+        return False
+    newest = max(p.stat().st_mtime for p in KMOD_SRC.rglob("*") if p.is_file())
+    return ko.stat().st_mtime > newest
 
 
 def ko_path(release: str) -> Path:

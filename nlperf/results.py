@@ -48,6 +48,8 @@ def create_run_dir(scenario_name: str, out: Path | None = None,
         except FileExistsError:
             raise BadInput(f"{out} already exists",
                            hint="results are never overwritten: choose another --out") from None
+        except OSError as e:
+            raise BadInput(f"cannot create {out}: {e.strerror}") from None
         return out
     base.mkdir(parents=True, exist_ok=True)
     stem = f"{_slug(scenario_name)}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"

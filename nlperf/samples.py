@@ -1,60 +1,18 @@
 """Bounded-memory latency samples and the latency block of the results contract.
 
 A sender may time a million messages; storing every sample as a Python int would grow without
-bound. Samples go into a preallocated int64 array; past its capacity the store keeps a uniform
-reservoir (Vitter's algorithm R), while count, sum and max stay exact.
+bound. Records go into a preallocated int64 array; past its capacity the log keeps a uniform
+reservoir (Vitter's algorithm R).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 
 import numpy as np
 
 DEFAULT_CAPACITY = 1 << 20
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
-
-
-class SampleStore:
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, seed: int = 0) -> None:
-        self._buf = np.empty(capacity, dtype=np.int64)
-        self._capacity = capacity
-        self._rng = random.Random(seed)
-        self.count = 0
-        self.total = 0
-        self.max: int | None = None
-
-    def add(self, value: int) -> None:
-        n = self.count
-        if n < self._capacity:
-            self._buf[n] = value
-        else:
-            j = self._rng.randrange(n + 1)
-            if j < self._capacity:
-                self._buf[j] = value
-        self.count = n + 1
-        self.total += value
-        if self.max is None or value > self.max:
-            self.max = value
-
-    def extend(self, values: Iterable[int]) -> None:
-        for v in values:
-            self.add(v)
-
-    def values(self) -> np.ndarray:
-        return self._buf[: min(self.count, self._capacity)]
-
-    def merge(self, other: SampleStore) -> None:
-        self.extend(int(v) for v in other.values())
-        # count, sum and max are exact even when the other store sampled
-        self.count += other.count - len(other.values())
-        self.total += other.total - int(other.values().sum())
-
-    def block(self, scale: float = 1.0) -> dict[str, float | int | None]:
-        """The contract's latency block, values divided by ``scale`` (1000: ns → µs)."""
-        return latency_block(self.values(), scale, count=self.count, total=self.total,
-                             maximum=self.max)
 
 
 def latency_block(values: np.ndarray | list[int], scale: float = 1.0, *, count: int | None = None,

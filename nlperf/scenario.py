@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nlperf.errors import BadInput
 
@@ -66,9 +66,18 @@ class Unicast(Strict):
         return self
 
 
+def _unique_groups(groups: list[int]) -> list[int]:
+    if len(set(groups)) != len(groups):
+        raise ValueError(f"groups listed twice in {groups}")
+    return groups
+
+
+Groups = Annotated[list[Group], Field(min_length=1), AfterValidator(_unique_groups)]
+
+
 class Receivers(Strict):
     count: int = Field(1, ge=1, le=256)
-    groups: list[Group] = Field(default_factory=lambda: [1], min_length=1)
+    groups: Groups = Field(default_factory=lambda: [1])
     rcvbuf: int | None = Field(None, ge=1024, le=1 << 30, description="bytes (SO_RCVBUF)")
     delay_us: int = Field(0, ge=0, le=1_000_000, description="sleep per message")
     no_enobufs: bool = False
@@ -77,7 +86,7 @@ class Receivers(Strict):
 
 class Multicast(Strict):
     source: Literal["relay", "generator"] = "generator"
-    groups: list[Group] = Field(default_factory=lambda: [1], min_length=1)
+    groups: Groups = Field(default_factory=lambda: [1])
     receivers: list[Receivers] = Field(default_factory=lambda: [Receivers()], min_length=1)
     size: int = Field(64, ge=48, le=65536, description="payload bytes per message")
     rate: float = Field(0, ge=0, description="messages/s per group, 0: as fast as possible")
@@ -181,10 +190,12 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise KeyError(key)
         if last:
             node[part] = value
-        else:
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
+            continue
+        if node.get(part) is None:
+            # a section the file left out: a list when the key indexes into it
+            nxt = parts[i + 1]
+            node[part] = [{} for _ in range(int(nxt) + 1)] if nxt.isdigit() else {}
+        node = node[part]
 
 
 def _case_id(params: dict[str, Any]) -> str:
@@ -236,21 +247,28 @@ def _raw_with_defaults(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def expand(data: dict[str, Any], source: str = "<scenario>") -> tuple[Scenario, list[Case]]:
-    """Validate the file and every case the matrix makes from it."""
-    base = parse(data, source)
-    if not base.matrix:
+    """Validate every case the matrix makes from the file; the first case stands for the file.
+
+    The file alone need not be complete: a matrix key may supply what a case needs (e.g.
+    ``unicast.duration``), so each case is validated with its values applied.
+    """
+    matrix = data.get("matrix") or {}
+    if not isinstance(matrix, dict) or not all(isinstance(k, str) for k in matrix):
+        raise BadInput(f"{source}: matrix: expected a mapping of dotted keys to lists")
+    if not matrix:
+        base = parse(data, source)
         return base, [Case(id="default", params={}, scenario=base)]
-    for key, values in base.matrix.items():
-        if not values:
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
             raise BadInput(f"{source}: matrix.{key}: expected a non-empty list of values")
         if key.split(".")[0] in ("matrix", "name"):
             raise BadInput(f"{source}: matrix.{key}: this key cannot vary")
         if not _known_key(key):
             raise BadInput(f"{source}: matrix.{key}: unknown key")
-    keys = list(base.matrix)
+    keys = list(matrix)
     cases: list[Case] = []
     seen: set[str] = set()
-    for combo in itertools.product(*(base.matrix[k] for k in keys)):
+    for combo in itertools.product(*(matrix[k] for k in keys)):
         raw = _raw_with_defaults(data)
         raw.pop("matrix", None)
         params = dict(zip(keys, combo, strict=True))
@@ -262,14 +280,14 @@ def expand(data: dict[str, Any], source: str = "<scenario>") -> tuple[Scenario, 
         try:
             scenario = Scenario.model_validate(raw)
         except ValidationError as e:
-            loc = _one_line(e)
-            raise BadInput(f"{source}: matrix case {params}: {loc}") from None
+            where = ", ".join(f"{k}={v}" for k, v in params.items())
+            raise BadInput(f"{source}: {_one_line(e)} (in the matrix case {where})") from None
         cid = _case_id(params)
         if cid in seen:
             raise BadInput(f"{source}: matrix: two cases share the id {cid!r}")
         seen.add(cid)
         cases.append(Case(id=cid, params=params, scenario=scenario))
-    return base, cases
+    return cases[0].scenario.model_copy(update={"matrix": matrix}), cases
 
 
 def load(path: Path) -> tuple[Scenario, list[Case], dict[str, Any]]:

@@ -89,6 +89,14 @@ def test_explicit_existing_out_is_refused(tmp_path: Path, as_file: bool) -> None
         assert [p.name for p in out.iterdir()] == ["precious"]
 
 
+def test_out_below_a_file_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput) as info:
+        results.create_run_dir("s", out=tmp_path / "file" / "run", base=tmp_path)
+    assert str(tmp_path / "file" / "run") in str(info.value)
+    assert (tmp_path / "file").read_text() == "x"
+
+
 # --- a realistic summary, built by the real functions --------------------------------------------
 
 STATS_HEAD_VALUES = {"version": wire.WIRE_VERSION, "size": wire.STATS_SIZE, "mode": 0,

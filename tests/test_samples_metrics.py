@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nlperf import metrics, nlsock
-from nlperf.samples import SampleStore, StampLog, components, latency_block
+from nlperf.samples import StampLog, components, latency_block
 from nlperf.workloads import procstat
 from nlperf.workloads.multicast import ReceiverResult
 from nlperf.workloads.unicast import SenderResult
@@ -94,34 +94,6 @@ def test_components_arithmetic() -> None:
     parts = c["user_to_kernel"] + c["queue"] + c["processing"] + c["kernel_to_user"]
     assert (parts == c["rtt"]).all()
     assert set(components(recs, timed=False)) == {"rtt"}
-
-
-# --- SampleStore -------------------------------------------------------------------------------
-
-
-def test_samplestore_exact_count_sum_max_past_capacity() -> None:
-    s = SampleStore(capacity=100, seed=1)
-    values = list(range(5000, 0, -1))
-    s.extend(values)
-    assert s.count == 5000 and s.total == sum(values) and s.max == 5000
-    assert len(s.values()) == 100
-    b = s.block()
-    assert b["count"] == 5000
-    assert b["mean"] == round(sum(values) / 5000, 3)
-    assert b["max"] == 5000
-
-
-@pytest.mark.xfail(strict=True, reason="SampleStore.merge takes max from the other store's "
-                   "kept sample, not other.max, so an evicted maximum is lost")
-def test_samplestore_merge_keeps_exact_max() -> None:
-    a, b = SampleStore(capacity=8, seed=1), SampleStore(capacity=8, seed=2)
-    a.add(5)
-    b.add(1_000_000)
-    b.extend(range(1000))
-    a.merge(b)
-    assert a.count == 1002
-    assert a.total == 5 + 1_000_000 + sum(range(1000))
-    assert a.max == 1_000_000
 
 
 # --- latency_block -----------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_shipped_scenario_loads(path: Path) -> None:
 def test_smoke_values_reach_the_model() -> None:
     smoke = next(p for p in SCENARIOS if p.name == "smoke.yaml")
     raw = yaml.safe_load(smoke.read_text())
-    base, cases, _ = scenario.load(smoke)
+    _, cases, _ = scenario.load(smoke)
     assert [c.id for c in cases] == ["default"]
     u = cases[0].scenario.unicast
     assert u is not None
@@ -152,8 +152,6 @@ def test_dotted_key_into_default_receivers() -> None:
     assert counts == [1, 4, 16]
 
 
-@pytest.mark.xfail(strict=True, reason="set_dotted creates a mapping, not the default "
-                   "receivers list, when the matrix itself creates the multicast section")
 def test_dotted_key_into_list_of_section_created_by_matrix() -> None:
     # Scenario._check accepts a file without a multicast section when matrix keys supply it,
     # and _known_key accepts multicast.receivers.0.count; so the cases must validate.
@@ -170,8 +168,6 @@ def test_matrix_can_supply_a_whole_section() -> None:
     assert [c.scenario.unicast.count for c in cases] == [1, 2]  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(strict=True, reason="expand() validates the file without its matrix, so a "
-                   "section whose count/duration the matrix supplies is refused")
 def test_matrix_can_supply_count_of_a_present_section() -> None:
     data = {"name": "m", "unicast": {"window": 4}, "matrix": {"unicast.duration": [1.0, 5.0]}}
     _, cases = scenario.expand(data)
@@ -303,8 +299,6 @@ def test_many_errors_still_one_line(tmp_path: Path) -> None:
     assert "more" in msg
 
 
-@pytest.mark.xfail(strict=True, reason="Receivers.groups accepts [1, 1] and metrics.sent_to "
-                   "sums the group's sends once per listing: lost is inflated")
 def test_duplicate_receiver_groups_not_double_counted() -> None:
     """A receiver that lists a group twice joins it once: it must not expect twice the sends.
 

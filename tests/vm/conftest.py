@@ -1,0 +1,78 @@
+"""Fixtures for tests that need the module: they run inside the lab VM (``make test-vm``)."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nlperf import kmod, wire
+
+PROTO = wire.PROTO_DEFAULT
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not Path("/proc/modules").exists():
+        skip = pytest.mark.skip(reason="needs module loading: run through `make test-vm`")
+        for item in items:
+            item.add_marker(skip)
+
+
+def dmesg() -> str:
+    return subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def ko() -> Path:
+    return kmod.build(platform.release())
+
+
+class Loaded:
+    """The module loaded with given parameters; unloaded (never forced) afterwards."""
+
+    def __init__(self, ko: Path) -> None:
+        self.ko = ko
+
+    def __call__(self, **params: object) -> None:
+        kmod.unload()
+        kmod.load(self.ko, kmod.validate_params({k: v for k, v in params.items()}))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def module(ko: Path) -> Iterator[Loaded]:
+    before = dmesg()
+    yield Loaded(ko)
+    kmod.unload()
+    new = dmesg()[len(before):]
+    for bad in ("WARNING:", "BUG:", "Oops", "general protection", "refcount_t"):
+        assert bad not in new, f"dmesg shows {bad}:\n{new[-3000:]}"
+
+
+def client(rcvbuf: int | None = None) -> socket.socket:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO)
+    s.bind((0, 0))
+    s.settimeout(5)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)
+    return s
+
+
+def recv_msgs(s: socket.socket, n: int) -> list[tuple[int, int, int, bytes]]:
+    """n messages as (type, flags, seq, payload); fails on a timeout."""
+    out: list[tuple[int, int, int, bytes]] = []
+    while len(out) < n:
+        data = s.recv(1 << 17)
+        off = 0
+        while off + wire.NLMSG_HDRLEN <= len(data):
+            length, mtype, flags, seq, _ = wire.NLMSGHDR.unpack_from(data, off)
+            out.append((mtype, flags, seq, data[off + wire.NLMSG_HDRLEN:off + length]))
+            off += wire.pad4(length)
+    return out
+
+
+def error_of(payload: bytes) -> int:
+    return -wire.NLMSGERR.unpack_from(payload)[0]

@@ -1,0 +1,240 @@
+"""The companion module, exercised from user space in each processing model (in the lab VM)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nlperf import kmod, wire
+from nlperf.nlsock import Control, open_socket
+from tests.vm.conftest import PROTO, Loaded, client, error_of, recv_msgs
+
+MODES = ["callback", "kthread", "workqueue"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_echo_raw_and_timed_several_per_datagram(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    s = client()
+    payloads = [b"hello", b"x" * 1000, b""]
+    dgram = b"".join(wire.nlmsg(wire.MSG_ECHO, p, seq=i) for i, p in enumerate(payloads))
+    t_send = time.monotonic_ns()
+    dgram += wire.nlmsg(wire.MSG_TIMED_ECHO, wire.stamp(42, t_send) + b"pad!", seq=3)
+    s.send(dgram)
+    replies = sorted(recv_msgs(s, 4), key=lambda r: r[2])
+    for (mtype, _, seq, payload), sent in zip(replies[:3], payloads, strict=True):
+        assert (mtype, payload) == (wire.MSG_ECHO, sent), seq
+    mtype, _, seq, payload = replies[3]
+    assert (mtype, seq) == (wire.MSG_TIMED_ECHO, 3)
+    st = wire.Stamp.unpack_from(payload)
+    assert (st.seq, st.user_send_ns) == (42, t_send)
+    assert t_send <= st.kern_recv_ns <= st.proc_start_ns <= st.kern_send_ns <= time.monotonic_ns()
+    assert payload[wire.STAMP.size:] == b"pad!"
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def c_echo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("c") / "nlperf_echo"
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(out),
+                    str(ROOT / "kmod/tools/nlperf_echo.c")], check=True)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_article_style_c_client_gets_its_string_back(module: Loaded, mode: str,
+                                                     c_echo: Path) -> None:
+    module(mode=mode)
+    proc = subprocess.run([str(c_echo), "netlink says hi"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "netlink says hi" in proc.stdout
+
+
+def _queue_delays(n: int) -> list[int]:
+    s = client()
+    delays = []
+    for i in range(n):
+        s.send(wire.nlmsg(wire.MSG_TIMED_ECHO, wire.stamp(i, time.monotonic_ns()), seq=i))
+        (_, _, _, payload), = recv_msgs(s, 1)
+        st = wire.Stamp.unpack_from(payload)
+        delays.append(st.proc_start_ns - st.kern_recv_ns)
+    s.close()
+    return sorted(delays)
+
+
+def test_deferred_models_show_a_queue_delay(module: Loaded) -> None:
+    medians = {}
+    for mode in MODES:
+        module(mode=mode)
+        medians[mode] = _queue_delays(200)[100]
+    assert medians["kthread"] > 2 * medians["callback"], medians
+    assert medians["workqueue"] > 2 * medians["callback"], medians
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stats_equal_what_the_client_counted(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    with Control(PROTO) as ctl:
+        ctl.reset_stats()
+        s = client()
+        n = 150
+        for i in range(n):
+            s.send(wire.nlmsg(wire.MSG_ECHO, b"abc", seq=i))
+        assert len(recv_msgs(s, n)) == n
+        s.send(wire.nlmsg(wire.MSG_SINK, b"zzz"))
+        s.close()
+        time.sleep(0.2)  # the deferred models may still be processing the sink
+        st = ctl.stats().fields
+    # n echoes, one sink and the stats request itself
+    assert st["received"] == n + 2
+    assert st["replied"] == n + 1  # the echoes and the reset's ack
+    assert st["processed"] >= n + 1
+    assert st["mode"] == mode
+    assert st["skbs_held"] == 0
+    if mode == "kthread":
+        pid = int(st["kthread_pid"])
+        assert pid > 0 and "nlperf" in Path(f"/proc/{pid}/comm").read_text()
+    if mode == "workqueue":
+        assert st["wq_name"] == "nlperf_wq"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_malformed_datagrams_get_error_replies(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    s = client()
+    with Control(PROTO) as ctl:
+        ctl.reset_stats()
+        # intact header, inconsistent payload: a timed echo too short for its stamp
+        s.send(wire.nlmsg(wire.MSG_TIMED_ECHO, b"short", seq=1))
+        # unknown type
+        s.send(wire.nlmsg(0x7F, b"", seq=2))
+        # a good sink asking for an ack
+        s.send(wire.nlmsg(wire.MSG_SINK, b"", flags=wire.NLM_F_REQUEST | wire.NLM_F_ACK, seq=3))
+        got = {seq: (mtype, p) for mtype, _, seq, p in recv_msgs(s, 3)}
+        assert got[1][0] == wire.NLMSG_ERROR and error_of(got[1][1]) == errno.EINVAL
+        assert got[2][0] == wire.NLMSG_ERROR and error_of(got[2][1]) == errno.EOPNOTSUPP
+        assert got[3][0] == wire.NLMSG_ERROR and error_of(got[3][1]) == 0
+        # a length beyond the datagram, and a datagram shorter than a header: both end
+        # processing of their datagram without a reply, and are counted
+        bad = bytearray(wire.nlmsg(wire.MSG_ECHO, b"abcd", seq=4))
+        bad[0:4] = (400).to_bytes(4, sys.byteorder)
+        s.send(bytes(bad))
+        s.send(b"\x01\x02\x03")
+        # the socket still works afterwards
+        s.send(wire.nlmsg(wire.MSG_ECHO, b"alive", seq=5))
+        (mtype, _, seq, payload), = recv_msgs(s, 1)
+        assert (mtype, seq, payload) == (wire.MSG_ECHO, 5, b"alive")
+        time.sleep(0.1)
+        st = ctl.stats().fields
+    assert st["err_inval"] == 1 and st["err_notsupp"] == 1
+    assert st["err_truncated"] == 2
+    assert st["skbs_held"] == 0
+    s.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_relay_and_generator_reach_receivers_on_two_groups(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    recv = {g: [open_socket(PROTO, groups=(g,), rcvbuf=1 << 22) for _ in range(2)]
+            for g in (1, 2)}
+    with Control(PROTO) as ctl:
+        ctl.reset_stats()
+        s = client()
+        for i in range(20):
+            s.send(wire.nlmsg(wire.MSG_RELAY, wire.relay_payload(0b11, i, time.monotonic_ns()),
+                              seq=i))
+        ctl.gen_start([1, 2], 64, count=30)
+        deadline = time.monotonic() + 30
+        while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        st = ctl.stats()
+    for g, socks in recv.items():
+        assert st.groups[g]["relay_sent"] == 20
+        assert st.groups[g]["gen_sent"] == 31  # 30 and the end marker
+        for sock in socks:
+            msgs = recv_msgs(sock, 51)
+            stamps = [wire.Stamp.unpack_from(p) for t, _, _, p in msgs if t == wire.MSG_MCAST_DATA]
+            assert len(stamps) == 51
+            assert all(x.group == g for x in stamps)
+            assert [x.seq for x in stamps[:20]] == list(range(20))  # relay keeps sender seq
+            assert [x.seq for x in stamps[20:]] == list(range(31))  # generator: per group
+            assert stamps[-1].flags & wire.STAMP_F_END
+            sock.close()
+    s.close()
+
+
+def test_generator_rejects_bad_requests(module: Loaded) -> None:
+    module(mode="callback")
+    with Control(PROTO) as ctl:
+        for req in (wire.gen_request(0, 64, count=1),          # no group
+                    wire.gen_request(1, 8, count=1),           # smaller than a stamp
+                    wire.gen_request(1, 64),                   # neither count nor duration
+                    wire.GEN_REQ.pack(1, 64, 1, 0, 0, 7)):     # a raw allocation mode
+            with pytest.raises(Exception, match="EINVAL"):
+                ctl.request(wire.MSG_GEN_START, req, ack=True)
+
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_unload_right_after_last_socket_closes_under_load(module: Loaded, mode: str) -> None:
+    """Full queue of slow work and a running generator: rmmod must be clean and immediate."""
+    module(mode=mode, queue_len=64, work_sleep_us=2000)
+    listener = open_socket(PROTO, groups=(1,), rcvbuf=4096)
+    s = client()
+    with Control(PROTO) as ctl:
+        ctl.gen_start([1], 64, duration_ns=60_000_000_000)
+        for i in range(200):  # far beyond queue_len: overflow replies
+            s.send(wire.nlmsg(wire.MSG_ECHO, b"x" * 64, seq=i))
+        st = ctl.stats().fields
+        assert st["queue_overflows"] > 0
+        assert st["gen_pid"] > 0
+        assert st["skbs_held"] > 0
+    s.close()
+    listener.close()
+    t0 = time.monotonic()
+    kmod.unload(timeout=5)
+    assert not kmod.is_loaded()
+    assert time.monotonic() - t0 < 5
+
+
+def test_unprivileged_sender_is_refused_by_default(module: Loaded, tmp_path: Path) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv missing")
+    script = tmp_path / "unpriv.py"
+    script.write_text(
+        "import socket, struct, sys\n"
+        f"s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, {PROTO}); s.bind((0, 0))\n"
+        "s.settimeout(5)\n"
+        "s.send(struct.pack('=IHHII', 20, 0x10, 1, 9, 0) + b'abcd')\n"
+        "d = s.recv(4096)\n"
+        "t = struct.unpack_from('=H', d, 4)[0]\n"
+        "print('ERR', -struct.unpack_from('=i', d, 16)[0] if t == 2 else 'ECHO')\n")
+    os.chmod(tmp_path, 0o755)
+    script.chmod(0o644)
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            "--inh-caps=-all", sys.executable, str(script)]
+    module(mode="callback")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == f"ERR {errno.EPERM}", out.stderr
+    module(mode="callback", allow_unpriv=1)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "ERR ECHO" or out.stdout.strip().endswith("ECHO"), out.stderr
+
+
+def test_load_refuses_bad_parameters(ko: Path) -> None:
+    kmod.unload()
+    with pytest.raises(Exception, match="queue_len"):
+        kmod.validate_params({"queue_len": 0})
+    # the module's own validation, past the CLI's: insmod fails and nothing stays loaded
+    with pytest.raises(Exception, match="loading the module failed"):
+        kmod.load(ko, {"mode": "bogus"})
+    assert not kmod.is_loaded()
