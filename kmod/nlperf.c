@@ -364,9 +364,7 @@ static void nlperf_fill_group(struct nlperf_group_stats *gs,
 	gs->bcast_other = atomic64_read(&c[G_BCAST_OTHER]);
 }
 
-/* @m is the STATS_GET request being answered. */
-static void nlperf_fill_stats(struct nlperf_stats *s,
-			      const struct nlperf_msg *m)
+static void nlperf_fill_stats(struct nlperf_stats *s)
 {
 	unsigned int g;
 
@@ -394,8 +392,7 @@ static void nlperf_fill_stats(struct nlperf_stats *s,
 	s->err_truncated = atomic64_read(&nlperf_cnt[C_ERR_TRUNCATED]);
 	s->err_nomem = atomic64_read(&nlperf_cnt[C_ERR_NOMEM]);
 	s->err_reply = atomic64_read(&nlperf_cnt[C_ERR_REPLY]);
-	/* not counting the reference on the request being answered */
-	s->skbs_held = atomic64_read(&nlperf_skbs_held) - (m->skb ? 1 : 0);
+	s->skbs_held = atomic64_read(&nlperf_skbs_held);
 	s->gen_runs = atomic64_read(&nlperf_cnt[C_GEN_RUNS]);
 	if (nlperf_mode == NLPERF_MODE_WORKQUEUE)
 		strscpy(s->wq_name, NLPERF_WQ_NAME, sizeof(s->wq_name));
@@ -413,7 +410,7 @@ static int nlperf_do_stats_get(const struct nlperf_msg *m)
 			       (void **)&s);
 	if (!skb)
 		return -ENOMEM;
-	nlperf_fill_stats(s, m);
+	nlperf_fill_stats(s);
 	nlperf_unicast(m, skb);
 	return NLPERF_REPLIED;
 }
@@ -654,6 +651,16 @@ static int nlperf_dispatch(const struct nlperf_msg *m)
 	}
 }
 
+/*
+ * Control messages are the instrument, not the workload: they are served
+ * inside input() in every mode, so a stats read neither queues behind nor
+ * is refused by a full queue of simulated work, and carries no such work.
+ */
+static bool nlperf_is_control(u16 type)
+{
+	return type >= NLPERF_MSG_GEN_START && type <= NLPERF_MSG_STATS_RESET;
+}
+
 /* Processes one message in the context of the processing model. */
 static noinline void nlperf_process(struct nlperf_msg *m)
 {
@@ -661,7 +668,8 @@ static noinline void nlperf_process(struct nlperf_msg *m)
 
 	m->proc_ns = ktime_get_ns();
 	atomic64_inc(&nlperf_cnt[C_PROCESSED]);
-	nlperf_simulate_work();
+	if (!nlperf_is_control(m->nlh->nlmsg_type))
+		nlperf_simulate_work();
 
 	ret = nlperf_dispatch(m);
 	if (ret < 0) {
@@ -827,7 +835,8 @@ static void nlperf_input(struct sk_buff *skb)
 		}
 		atomic64_inc(&nlperf_cnt[C_RECEIVED]);
 		m.nlh = nlh;
-		if (nlperf_mode == NLPERF_MODE_CALLBACK)
+		if (nlperf_mode == NLPERF_MODE_CALLBACK ||
+		    nlperf_is_control(nlh->nlmsg_type))
 			nlperf_process(&m);
 		else
 			nlperf_enqueue(&m, skb);

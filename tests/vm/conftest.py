@@ -42,10 +42,22 @@ class Loaded:
         kmod.load(self.ko, kmod.validate_params({k: v for k, v in params.items()}))  # type: ignore[arg-type]
 
 
+# Lab sockets pin the module: every socket a test opens is closed before the unload, also
+# when the test failed half-way and its frame (kept by the traceback) still refers to them.
+_OPEN: list[socket.socket] = []
+
+
+def track(s: socket.socket) -> socket.socket:
+    _OPEN.append(s)
+    return s
+
+
 @pytest.fixture
 def module(ko: Path) -> Iterator[Loaded]:
     before = dmesg()
     yield Loaded(ko)
+    while _OPEN:
+        _OPEN.pop().close()
     kmod.unload()
     new = dmesg()[len(before):]
     for bad in ("WARNING:", "BUG:", "Oops", "general protection", "refcount_t"):
@@ -53,7 +65,7 @@ def module(ko: Path) -> Iterator[Loaded]:
 
 
 def client(rcvbuf: int | None = None) -> socket.socket:
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO)
+    s = track(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO))
     s.bind((0, 0))
     s.settimeout(5)
     if rcvbuf:

@@ -14,7 +14,7 @@ import pytest
 
 from nlperf import kmod, wire
 from nlperf.nlsock import Control, open_socket
-from tests.vm.conftest import PROTO, Loaded, client, error_of, recv_msgs
+from tests.vm.conftest import PROTO, Loaded, client, error_of, recv_msgs, track
 
 MODES = ["callback", "kthread", "workqueue"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,7 @@ def test_deferred_models_show_a_queue_delay(module: Loaded) -> None:
 def test_stats_equal_what_the_client_counted(module: Loaded, mode: str) -> None:
     module(mode=mode)
     with Control(PROTO) as ctl:
+        track(ctl.sock)
         ctl.reset_stats()
         s = client()
         n = 150
@@ -112,6 +113,7 @@ def test_malformed_datagrams_get_error_replies(module: Loaded, mode: str) -> Non
     module(mode=mode)
     s = client()
     with Control(PROTO) as ctl:
+        track(ctl.sock)
         ctl.reset_stats()
         # intact header, inconsistent payload: a timed echo too short for its stamp
         s.send(wire.nlmsg(wire.MSG_TIMED_ECHO, b"short", seq=1))
@@ -144,9 +146,10 @@ def test_malformed_datagrams_get_error_replies(module: Loaded, mode: str) -> Non
 @pytest.mark.parametrize("mode", MODES)
 def test_relay_and_generator_reach_receivers_on_two_groups(module: Loaded, mode: str) -> None:
     module(mode=mode)
-    recv = {g: [open_socket(PROTO, groups=(g,), rcvbuf=1 << 22) for _ in range(2)]
+    recv = {g: [track(open_socket(PROTO, groups=(g,), rcvbuf=1 << 22)) for _ in range(2)]
             for g in (1, 2)}
     with Control(PROTO) as ctl:
+        track(ctl.sock)
         ctl.reset_stats()
         s = client()
         for i in range(20):
@@ -176,6 +179,7 @@ def test_relay_and_generator_reach_receivers_on_two_groups(module: Loaded, mode:
 def test_generator_rejects_bad_requests(module: Loaded) -> None:
     module(mode="callback")
     with Control(PROTO) as ctl:
+        track(ctl.sock)
         for req in (wire.gen_request(0, 64, count=1),          # no group
                     wire.gen_request(1, 8, count=1),           # smaller than a stamp
                     wire.gen_request(1, 64),                   # neither count nor duration
@@ -188,9 +192,10 @@ def test_generator_rejects_bad_requests(module: Loaded) -> None:
 def test_unload_right_after_last_socket_closes_under_load(module: Loaded, mode: str) -> None:
     """Full queue of slow work and a running generator: rmmod must be clean and immediate."""
     module(mode=mode, queue_len=64, work_sleep_us=2000)
-    listener = open_socket(PROTO, groups=(1,), rcvbuf=4096)
+    listener = track(open_socket(PROTO, groups=(1,), rcvbuf=4096))
     s = client()
     with Control(PROTO) as ctl:
+        track(ctl.sock)
         ctl.gen_start([1], 64, duration_ns=60_000_000_000)
         for i in range(200):  # far beyond queue_len: overflow replies
             s.send(wire.nlmsg(wire.MSG_ECHO, b"x" * 64, seq=i))
