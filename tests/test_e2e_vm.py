@@ -1,0 +1,91 @@
+"""``nlperf run`` end to end through the lab VM, as a user runs it (one boot per test).
+
+Skipped where no lab VM can run (no qemu, virtme-ng or lab kernel); `make test` provides them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlperf import capabilities, results
+
+ROOT = Path(__file__).resolve().parent.parent
+NLPERF = str(Path(sys.executable).parent / "nlperf")
+
+
+def _vm_available() -> bool:
+    try:
+        capabilities.pick_target("vm")
+    except Exception:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _vm_available(), reason="no lab VM here (make setup)")
+
+
+def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NLPERF, "run", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def _qemu_running(run_dir: Path) -> bool:
+    """A qemu of this run (its --rwdir names the run directory) is still alive."""
+    return subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{run_dir}"],
+                          capture_output=True).returncode == 0
+
+
+def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(str(ROOT / "tests/data/e2e.yaml"), "--target", "vm", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert results.validation_errors(summary) == []
+    assert (summary["status"], summary["target"], summary["accel"]) == ("complete", "vm", "tcg")
+    assert summary["clocksource"] == "tsc"
+    env = json.loads((out / "env.json").read_text())
+    assert env["target"] == "vm" and env["kernel"] == summary["kernel"]
+    assert len((out / "progress.jsonl").read_text().splitlines()) == 8
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+    cases = {c["id"]: c for c in summary["cases"]}
+    assert set(cases) == {f"mode={m},traffic={t}" for m in ("callback", "kthread")
+                          for t in ("unicast", "multicast")}
+    for mode in ("callback", "kthread"):
+        u = cases[f"mode={mode},traffic=unicast"]["unicast"]
+        assert u["sent"] == u["received"] == 600 and u["errors"] == 0
+        assert u["rtt_us"]["count"] == 600
+        assert u["rtt_us"]["p50"] >= u["processing_us"]["p50"] > 0
+        assert "multicast" not in cases[f"mode={mode},traffic=unicast"]
+        m = cases[f"mode={mode},traffic=multicast"]
+        assert m["module"]["mode"] == mode
+        for rep in m["repetitions"]:
+            for r in rep["multicast"]["receivers"]:
+                assert r["received"] + r["lost"] == r["sent"]
+                assert r["lost"] == r["sk_drops"], r
+        slow = [r for r in m["multicast"]["receivers"] if r["groups"] == [1, 2]]
+        fast = [r for r in m["multicast"]["receivers"] if r["groups"] == [2]]
+        assert all(r["sk_drops"] > 0 for r in slow), "the overrun must show drops"
+        assert all(r["enobufs"] < r["sk_drops"] for r in slow)
+        assert fast[0]["lost"] == 0 and fast[0]["received"] == 2 * 401
+    assert not _qemu_running(out)
+
+
+def test_vm_timeout_keeps_partial_results_and_leaves_nothing_running(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(str(ROOT / "scenarios/smoke.yaml"), "--target", "vm", "--out", str(out),
+                "--timeout", "8")
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln or "failed" in ln]
+    assert lines and "Traceback" not in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "8 s" in summary["error"]
+    assert results.validation_errors(summary) == []
+    assert (out / "vm-console.log").exists()
+    assert not _qemu_running(out)
