@@ -24,6 +24,7 @@ from nlperf import __version__, kmod, results
 from nlperf.errors import RunFailed
 from nlperf.metrics import multicast_block, pool_multicast, pool_unicast, unicast_block
 from nlperf.nlsock import Control
+from nlperf.probes import ProbeSession
 from nlperf.scenario import Case, Multicast, Scenario, Unicast
 from nlperf.workloads.multicast import Receiver, ReceiverConfig, RelaySender
 from nlperf.workloads.procstat import ctx_switches, delta
@@ -35,6 +36,7 @@ MODULE_COUNTERS = ("received", "processed", "replied", "queue_overflows", "err_p
                    "gen_runs")
 
 _ctx = mp.get_context("fork")
+PROBE_HISTOGRAMS = "probe-histograms.json"  # beside summary.json: {case id: [per repetition]}
 
 
 def clocksource() -> str | None:
@@ -119,6 +121,7 @@ class RepResult:
     block: dict[str, Any]
     unicast_records: np.ndarray | None = None
     receiver_latency: dict[str, np.ndarray] = field(default_factory=dict)
+    probe_histograms: dict[str, Any] | None = None
 
 
 def _proc_ctx(pid: int) -> dict[str, int] | None:
@@ -128,23 +131,28 @@ def _proc_ctx(pid: int) -> dict[str, int] | None:
         return None
 
 
-def run_repetition(case: Case, index: int, ko: Path, case_timeout: float) -> RepResult:
+def run_repetition(case: Case, index: int, ko: Path, case_timeout: float,
+                   probes: ProbeSession | None = None) -> RepResult:
     s = case.scenario
     proto = s.module.proto
     kmod.load(ko, module_params(s))
     procs: list[Any] = []
     try:
-        return _measure(case, index, proto, procs, case_timeout)
+        if probes:
+            probes.attach_module()
+        return _measure(case, index, proto, procs, case_timeout, probes)
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
             p.join(5)
+        if probes:
+            probes.detach_module()
         kmod.unload()
 
 
 def _measure(case: Case, index: int, proto: int, procs: list[Any],
-             case_timeout: float) -> RepResult:
+             case_timeout: float, probes: ProbeSession | None = None) -> RepResult:
     s = case.scenario
     u, m = s.active_unicast, s.active_multicast
     receivers = [ReceiverConfig(id=f"r{gi}.{k}", groups=tuple(spec.groups), proto=proto,
@@ -180,6 +188,9 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
             ctl.reset_stats()
             kthread = ctl.stats().fields["kthread_pid"]
             kthread_ctx0 = _proc_ctx(int(kthread)) if kthread else None
+            if probes:
+                probes.watch([p.pid for p in procs], int(kthread) or None)
+                probes.reset()
             go.wait(BARRIER_TIMEOUT)
         except Exception as e:  # a child failed before measuring: its message says why
             raise RunFailed(_first_child_error(q) or f"workers did not start: {e}") from None
@@ -189,9 +200,14 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
             done.set()
         got = _collect(q, len(procs), case_timeout)
         duration = time.monotonic() - t0
+        # before the stats request, which is lab traffic too
+        probe_block = probes.read() if probes else None
+        probe_hist = probes.histograms() if probes else None
         stats = ctl.stats()
     block: dict[str, Any] = {"index": index, "duration_s": round(duration, 3)}
-    rep = RepResult(block)
+    rep = RepResult(block, probe_histograms=probe_hist)
+    if probe_block is not None:
+        block["probes"] = probe_block
     senders = [r for kind, _, r in got if kind == "sender"]
     recvs = [r for kind, _, r in got if kind == "receiver"]
     if u:
@@ -294,17 +310,45 @@ ProgressFn = Callable[[dict[str, Any]], None]
 def run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
               progress: ProgressFn | None = None, case_timeout: float = 600.0) -> None:
     """Run every case × repetition, rewriting summary.json after each repetition."""
+    sessions: dict[tuple[int, tuple[str, ...]], ProbeSession] = {}
+    try:
+        _run_cases(cases, run_dir, summary, ko, progress, case_timeout, sessions)
+    finally:
+        for ps in sessions.values():
+            ps.close()
+
+
+def _probe_session(case: Case, sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]
+                   ) -> ProbeSession | None:
+    """One compile per run: cases share a session unless their protocol or probe set differs."""
+    p = case.scenario.probes
+    if not p.enabled:
+        return None
+    key = (case.scenario.module.proto, tuple(p.which))
+    if key not in sessions:
+        sessions[key] = ProbeSession(key[0], list(key[1]))
+    return sessions[key]
+
+
+def _run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
+               progress: ProgressFn | None, case_timeout: float,
+               sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]) -> None:
     total = sum(c.scenario.repetitions for c in cases)
     done = 0
+    histograms: dict[str, list[Any]] = {}
     for ci, case in enumerate(cases):
         entry: dict[str, Any] = {"id": case.id, "params": case.params, "status": "failed",
                                  "repetitions": []}
         summary["cases"].append(entry)
         reps: list[RepResult] = []
         try:
+            probes = _probe_session(case, sessions)
             for r in range(case.scenario.repetitions):
-                rep = run_repetition(case, r, ko, case_timeout)
+                rep = run_repetition(case, r, ko, case_timeout, probes)
                 reps.append(rep)
+                if rep.probe_histograms is not None:
+                    histograms.setdefault(case.id, []).append(rep.probe_histograms)
+                    results.write_json(run_dir / PROBE_HISTOGRAMS, histograms)
                 entry["repetitions"].append(rep.block)
                 done += 1
                 record = {"case": ci, "cases": len(cases), "id": case.id, "rep": r,

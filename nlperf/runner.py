@@ -92,7 +92,7 @@ def _run_native(req: RunRequest, name: str, cases: list[scenario.Case],
                 total: int) -> RunOutcome:
     run_dir = _prepare_run_dir(req, name, resolved)
     release = platform.release()
-    summary = results.new_summary(name, "host", "none", release, clocksource())
+    summary = results.new_summary(name, "host", vm.running_under(), release, clocksource())
     results.write_summary(run_dir, summary)
     try:
         ko = kmod.build(release, log=run_dir / "kmod-build.log")
@@ -100,7 +100,7 @@ def _run_native(req: RunRequest, name: str, cases: list[scenario.Case],
         _finish(run_dir, summary, "failed", str(e))
         raise
     bar = progress_factory(total) if progress_factory else None
-    return _execute(run_dir, summary, cases, ko, "host", "none",
+    return _execute(run_dir, summary, cases, ko, "host", vm.running_under(),
                     (lambda rec: bar.update(1)) if bar else None, bar)
 
 

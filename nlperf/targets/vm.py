@@ -43,9 +43,22 @@ def accel() -> str:
     return "kvm" if kvm_usable()[0] else "tcg"
 
 
-def guest_script(cmd: str, cwd: Path) -> str:
+def running_under() -> str:
+    """The accelerator this process runs under: the lab VM's, or ``none`` on a native host.
+
+    Inside the guest, QEMU's emulated CPU advertises svm, so the guest cannot tell TCG from
+    KVM itself; the host says which in the environment it hands over.
+    """
+    return os.environ.get(GUEST_ACCEL_ENV, "none")
+
+
+GUEST_ACCEL_ENV = "NLPERF_VM_ACCEL"
+
+
+def guest_script(cmd: str, cwd: Path, accel_used: str) -> str:
     """The guest resets PATH to the system default: put the venv back first."""
-    return (f"export PATH={shlex.quote(str(venv_bin()))}:$PATH; "
+    return (f"export PATH={shlex.quote(str(venv_bin()))}:$PATH "
+            f"{GUEST_ACCEL_ENV}={shlex.quote(accel_used)}; "
             f"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing "
             f"2>/dev/null; cd {shlex.quote(str(cwd))} && {cmd}")
 
@@ -81,8 +94,8 @@ def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
     """
     if shutil.which("qemu-system-x86_64") is None:
         raise RunFailed("qemu-system-x86_64 is not installed", hint="make setup")
-    use_kvm = accel() == "kvm"
-    argv = vng_argv(kernel, guest_script(cmd, cwd or Path.cwd()), rwdirs, use_kvm)
+    used = accel()
+    argv = vng_argv(kernel, guest_script(cmd, cwd or Path.cwd(), used), rwdirs, used == "kvm")
     env = dict(os.environ, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")
     out = open(console, "ab") if console else None  # noqa: SIM115 - closed below
     try:

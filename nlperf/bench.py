@@ -1,0 +1,103 @@
+"""``make bench``: the Python drivers against the C reference client, in one lab VM boot.
+
+Prints figures, asserts nothing: the targets (Python closed loop with per-message timestamps
+≤ 1.5× the C round trip; batched open-loop Python throughput ≥ the C client's single-message
+throughput) are read off the output. Also reports the peak RSS of a 1 M-message case, and
+the cost of one time.monotonic_ns() call on this clocksource.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from nlperf import kmod
+from nlperf.measure import clocksource
+from nlperf.paths import KMOD_SRC
+from nlperf.targets.vm import running_under
+from nlperf.workloads.unicast import Sender, SenderConfig
+
+N = 20000
+
+
+def c_client() -> Path:
+    out = Path(tempfile.mkdtemp()) / "nlperf_echo"
+    subprocess.run(["cc", "-O2", "-o", str(out), str(KMOD_SRC / "tools/nlperf_echo.c")],
+                   check=True)
+    return out
+
+
+def c_rtt_ns(binary: Path, n: int = N, size: int = 64) -> float:
+    out = subprocess.run([str(binary), "-n", str(n), "-s", str(size)], check=True,
+                         capture_output=True, text=True).stdout
+    fields = dict(f.split("=") for f in out.split()[1:])
+    return float(fields["per_rtt_ns"])
+
+
+def _run(cfg: SenderConfig, n: int, warmup: int = 0):  # type: ignore[no-untyped-def]
+    s = Sender(cfg)
+    try:
+        if warmup:
+            s.run(warmup, None, record=False)
+        return s.run(n, None)
+    finally:
+        s.close()
+
+
+def py_closed(kind: str, n: int = N) -> float:
+    res = _run(SenderConfig(kind=kind, message_size=64, count=n), n, warmup=2000)
+    return res.elapsed_ns / res.received
+
+
+def py_open_batched(batch: int, rate: float, n: int = N) -> float:
+    res = _run(SenderConfig(kind="timed", message_size=64, pattern="open", rate=rate,
+                            batch=batch, count=n), n)
+    return res.received / (res.elapsed_ns / 1e9)
+
+
+def monotonic_cost_ns() -> float:
+    f = time.monotonic_ns
+    t0 = f()
+    for _ in range(200_000):
+        f()
+    return (f() - t0) / 200_000
+
+
+def main() -> None:
+    release = platform.release()
+    ko = kmod.build(release)
+    binary = c_client()
+    print(f"# nlperf bench: kernel {release}, clocksource {clocksource()}, accel "
+          f"{running_under()}{' (emulated: compare ratios)' if running_under() == 'tcg' else ''}")
+    print(f"time.monotonic_ns(): {monotonic_cost_ns():.0f} ns per call")
+    for mode in ("callback", "kthread", "workqueue"):
+        kmod.load(ko, {"mode": mode})
+        try:
+            c = c_rtt_ns(binary)
+            raw = py_closed("raw")
+            timed = py_closed("timed")
+            print(f"{mode:>9}: C {c / 1000:6.2f} µs/rtt | Python raw {raw / 1000:6.2f} "
+                  f"({raw / c:.2f}× C) | Python timed {timed / 1000:6.2f} ({timed / c:.2f}× C)")
+            if mode == "callback":
+                c_tput = 1e9 / c
+                for batch in (8, 32):
+                    tput = py_open_batched(batch, rate=c_tput * 4)
+                    print(f"{'':>9}  open loop batch {batch}: {tput:,.0f} msg/s "
+                          f"({tput / c_tput:.2f}× C single-message {c_tput:,.0f} msg/s)")
+                t0 = time.monotonic()
+                res = _run(SenderConfig(kind="timed", message_size=64, count=1_000_000,
+                                        window=8, batch=8), 1_000_000)
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(f"{'':>9}  1 M timed echoes (window 8, batch 8): "
+                      f"{time.monotonic() - t0:.1f} s, {res.received} replies, "
+                      f"peak RSS {rss:.0f} MiB")
+        finally:
+            kmod.unload()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The BCC probe suite against the module, in the lab VM: counts that must add up exactly.
+
+One ProbeSession (one compile) serves the whole file; the last test closes it and checks that
+nothing stays attached.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nlperf import capabilities, wire
+from nlperf.nlsock import Control, netlink_drops, open_socket, socket_inode
+from nlperf.probes import ProbeSession
+from tests.vm.conftest import PROTO, Loaded, client, recv_msgs, track
+
+KPROBES_LIST = Path("/sys/kernel/debug/kprobes/list")
+BPF_PROG_GET_NEXT_ID = 11
+
+
+def bpf_prog_count() -> int:
+    """Loaded BPF programs, by walking BPF_PROG_GET_NEXT_ID (no bpftool needed)."""
+    sys_ = capabilities._Sys()
+    n, start = 0, 0
+    while True:
+        attr = ctypes.create_string_buffer(capabilities.BPF_ATTR_SIZE)
+        struct.pack_into("=I", attr, 0, start)
+        try:
+            sys_.bpf("BPF_PROG_GET_NEXT_ID", BPF_PROG_GET_NEXT_ID, attr)
+        except capabilities.ProbeError:
+            return n
+        start = struct.unpack_from("=I", attr, 4)[0]
+        n += 1
+
+
+def our_kprobes() -> list[str]:
+    if not KPROBES_LIST.exists():
+        return []
+    return [ln for ln in KPROBES_LIST.read_text().splitlines()
+            if any(f in ln for f in ("netlink_", "nlperf_"))]
+
+
+class Suite:
+    def __init__(self) -> None:
+        self.progs_before = bpf_prog_count()
+        self.kprobes_before = our_kprobes()
+        self.session = ProbeSession(PROTO, ["unicast", "broadcast", "overrun", "sched", "module"])
+
+
+@pytest.fixture(scope="module")
+def suite() -> Iterator[Suite]:
+    s = Suite()
+    print(f"probe session: compile {s.session.compile_s:.1f} s, attach {s.session.attach_s:.1f} s,"
+          f" kinds {s.session.attach_kinds}")
+    yield s
+    s.session.close()
+
+
+@pytest.fixture
+def probed(module: Loaded, suite: Suite) -> Iterator[tuple[Loaded, ProbeSession]]:
+    yield module, suite.session
+    suite.session.detach_module()  # before the module fixture unloads
+
+
+def load(module: Loaded, session: ProbeSession, **params: object) -> int:
+    module(**params)
+    session.attach_module()
+    with Control(PROTO) as ctl:
+        return int(ctl.stats().fields["kthread_pid"])
+
+
+@pytest.mark.parametrize("mode", ["callback", "kthread"])
+def test_timed_echoes_give_two_unicasts_each(probed: tuple[Loaded, ProbeSession],
+                                             mode: str) -> None:
+    module, ps = probed
+    kthread = load(module, ps, mode=mode)
+    s = client()
+    ps.watch([os.getpid()], kthread)
+    ps.reset()
+    n = 300
+    for i in range(n):
+        s.send(wire.nlmsg(wire.MSG_TIMED_ECHO, wire.stamp(i, time.monotonic_ns()), seq=i))
+        assert len(recv_msgs(s, 1)) == 1
+    r = ps.read()
+    hist = ps.histograms()["rows"]
+    s.close()
+    uc = r["netlink_unicast"]
+    assert uc["calls"] == 2 * n, uc
+    assert uc["results"]["ok"] == 2 * n
+    assert uc["by_direction"]["to_kernel"]["calls"] == n
+    assert uc["by_direction"]["kernel_to_user"]["calls"] == n
+    assert uc["latency_ns"]["count"] == 2 * n
+    lat = uc["latency_ns"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert r["module"]["nlperf_input"]["count"] == n
+    assert r["module"]["nlperf_process"]["count"] == n
+    assert r["deliveries"]["total"] == n
+    assert r["netlink_overrun"]["total"] == 0
+    if mode == "callback":
+        # the reply is sent from inside the request's netlink_unicast, by the sender itself
+        assert uc["by_process"] == {str(os.getpid()): 2 * n}
+        assert r["sched"]["kthread"] is None
+        assert not any(k.startswith("wakeup/kthread") for k in hist)
+    else:
+        assert uc["by_process"][str(kthread)] == n
+        k = r["sched"]["kthread"]
+        assert k["pid"] == kthread and k["wakeups"] > 0 and k["voluntary"] > 0
+        assert k["wakeup_to_run_ns"]["count"] > 0
+        assert "wakeup/kthread" in hist
+
+
+def test_deliveries_per_socket_inode(probed: tuple[Loaded, ProbeSession]) -> None:
+    module, ps = probed
+    load(module, ps, mode="callback")
+    s = client()
+    ps.reset()
+    for i in range(50):
+        s.send(wire.nlmsg(wire.MSG_ECHO, b"x", seq=i))
+    recv_msgs(s, 50)
+    assert ps.read()["deliveries"]["by_socket"] == {str(socket_inode(s)): 50}
+
+
+def test_overruns_equal_sk_drops(probed: tuple[Loaded, ProbeSession]) -> None:
+    module, ps = probed
+    load(module, ps, mode="callback")
+    small = track(open_socket(PROTO, groups=(1,), rcvbuf=4096))
+    big = track(open_socket(PROTO, groups=(1,), rcvbuf=1 << 22))
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        ps.reset()
+        count = 2000
+        ctl.gen_start([1], 64, count=count)
+        deadline = time.monotonic() + 60
+        while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = ps.read()
+        sent = ctl.stats().groups[1]["gen_sent"]
+    assert sent == count + 1  # and the end marker
+    ino_small, ino_big = socket_inode(small), socket_inode(big)
+    drops = netlink_drops(ino_small)
+    assert drops and drops > 0
+    ov = r["netlink_overrun"]
+    assert ov["by_socket"].get(str(ino_small)) == drops
+    assert ov["total"] == drops and netlink_drops(ino_big) == 0
+    dl = r["deliveries"]["by_socket"]
+    assert dl[str(ino_small)] + drops == sent
+    assert dl[str(ino_big)] == sent
+    bc = r["netlink_broadcast"]
+    assert bc["calls"] == sent and bc["results"]["ok"] == sent
+    assert bc["by_direction"]["kernel_to_user"]["calls"] == sent
+    assert bc["latency_ns"]["count"] == sent
+
+
+def test_workqueue_items_counted(probed: tuple[Loaded, ProbeSession]) -> None:
+    module, ps = probed
+    load(module, ps, mode="workqueue")
+    s = client()
+    ps.reset()
+    for i in range(30):
+        s.send(wire.nlmsg(wire.MSG_ECHO, b"x", seq=i))
+        recv_msgs(s, 1)
+    r = ps.read()
+    assert 1 <= r["sched"]["workqueue"]["count"] <= 30
+    assert r["module"]["nlperf_process"]["count"] == 30
+
+
+def test_close_detaches_everything(suite: Suite) -> None:
+    ps = suite.session
+    assert bpf_prog_count() > suite.progs_before
+    if ps.attach_kinds.get("netlink_unicast") == "kprobe/kretprobe":
+        assert len(our_kprobes()) > len(suite.kprobes_before)
+    ps.close()
+    ps.close()  # idempotent
+    deadline = time.monotonic() + 5
+    while bpf_prog_count() > suite.progs_before and time.monotonic() < deadline:
+        time.sleep(0.1)  # programs are freed after an RCU grace period
+    assert bpf_prog_count() == suite.progs_before
+    assert our_kprobes() == suite.kprobes_before
