@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import statistics
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,7 @@ from nlperf.targets.vm import running_under
 from nlperf.workloads.unicast import Sender, SenderConfig
 
 N = 20000
+ROUNDS = 3
 
 
 def c_client() -> Path:
@@ -77,11 +79,13 @@ def main() -> None:
     for mode in ("callback", "kthread", "workqueue"):
         kmod.load(ko, {"mode": mode})
         try:
-            c = c_rtt_ns(binary)
-            raw = py_closed("raw")
-            timed = py_closed("timed")
+            # interleaved rounds, medians: the emulated machine drifts within a boot
+            rounds = [(c_rtt_ns(binary), py_closed("raw"), py_closed("timed"))
+                      for _ in range(ROUNDS)]
+            c, raw, timed = (statistics.median(x) for x in zip(*rounds, strict=True))
             print(f"{mode:>9}: C {c / 1000:6.2f} µs/rtt | Python raw {raw / 1000:6.2f} "
-                  f"({raw / c:.2f}× C) | Python timed {timed / 1000:6.2f} ({timed / c:.2f}× C)")
+                  f"({raw / c:.2f}× C) | Python timed {timed / 1000:6.2f} ({timed / c:.2f}× C)"
+                  f"  [median of {ROUNDS} interleaved rounds]")
             if mode == "callback":
                 c_tput = 1e9 / c
                 for batch in (8, 32):
