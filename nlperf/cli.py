@@ -50,16 +50,17 @@ def cli() -> None:
 @click.option("--internal-ko", type=click.Path(path_type=Path), hidden=True)
 @click.option("--internal-target", hidden=True)
 @click.option("--internal-accel", hidden=True)
+@click.option("--internal-cases", hidden=True)
 def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None,
         timeout: float, no_probes: bool, no_report: bool, internal_run_dir: Path | None,
         internal_ko: Path | None, internal_target: str | None,
-        internal_accel: str | None) -> None:
+        internal_accel: str | None, internal_cases: str | None) -> None:
     """Run SCENARIO (a YAML file) and write a results directory."""
     from nlperf.runner import RunRequest
     from nlperf.runner import run as do_run
 
     req = RunRequest(scenario, target, kernel, out, timeout, not no_probes, internal_run_dir,
-                     internal_ko, internal_target, internal_accel)
+                     internal_ko, internal_target, internal_accel, internal_cases)
     outcome = do_run(req, _say, None if internal_run_dir else _bar)
     if internal_run_dir is not None:
         sys.exit(outcome.exit_code)

@@ -1,10 +1,12 @@
 """``nlperf run``: scenario → run directory → target (host or lab VM) → summary.
 
-The outer run owns the run directory and its final status. With target ``vm`` it builds the
-module for the guest kernel, boots the lab VM and starts an inner ``nlperf run --target host``
-there (internal flags hand over the run directory and module path); the inner run writes
-per-case results and progress lines into the shared run directory, which the outer tails for
-its progress bar and then finalises.
+The outer run owns the run directory and its final status. Cases are grouped by where they
+run — this host, or the lab VM with a given kernel (``target`` and ``kernel`` may be matrix
+keys: one VM boot per kernel). For a VM group it builds the module for the guest kernel, boots
+the VM and starts an inner ``nlperf run --target host`` there; internal flags hand over the
+run directory, the module path and the cases to run. The inner run appends its cases to the
+shared summary.json and progress lines to progress.jsonl, which the outer tails for its
+progress bar; then the outer finalises the summary.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nlperf.measure import clocksource, env_facts, module_params, run_cases
 from nlperf.targets import vm
 
 DEFAULT_TIMEOUT = 3600.0
+CASE_SEP = ";"  # case ids contain commas, never semicolons (results/schema.json)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class RunRequest:
     internal_ko: Path | None = None
     internal_target: str | None = None
     internal_accel: str | None = None
+    internal_cases: str | None = None
 
 
 @dataclass
@@ -49,7 +53,21 @@ class RunOutcome:
     exit_code: int
 
 
+@dataclass
+class Group:
+    """Cases that run in one place: natively here, or in one VM boot of one kernel."""
+
+    target: str                      # host | vm
+    kernel: capabilities.LabKernel | None
+    cases: list[scenario.Case]
+
+
 Say = Callable[[str], None]
+Bar = Any
+
+
+def _exit_for(status: str) -> int:
+    return {"complete": 0, "interrupted": EXIT_INTERRUPTED}.get(status, 1)
 
 
 def _finish(run_dir: Path, summary: dict[str, Any], status: str, error: str | None) -> None:
@@ -60,70 +78,117 @@ def _finish(run_dir: Path, summary: dict[str, Any], status: str, error: str | No
     results.write_summary(run_dir, summary)
 
 
-def _exit_for(status: str) -> int:
-    return {"complete": 0, "interrupted": EXIT_INTERRUPTED}.get(status, 1)
-
-
-def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Any] | None = None
+def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None = None
         ) -> RunOutcome:
-    base, cases, raw = scenario.load(req.scenario_path)
+    _, _, raw = scenario.load(req.scenario_path)
     resolved = scenario.with_overrides(raw, target=req.target, kernel=req.kernel)
     if not req.probes:
         resolved.setdefault("probes", {})["enabled"] = False
     base, cases = scenario.expand(resolved, str(req.scenario_path))
     if req.internal_run_dir is not None:
-        return _run_inner(req, base.name, cases, say)
-    target, why = capabilities.pick_target(base.target)
-    say(why)
-    total = sum(c.scenario.repetitions for c in cases)
-    if target == "host":
-        return _run_native(req, base.name, cases, resolved, say, progress_factory, total)
-    return _run_in_vm(req, base, resolved, say, progress_factory, total)
-
-
-def _prepare_run_dir(req: RunRequest, name: str, resolved: dict[str, Any]) -> Path:
-    run_dir = results.create_run_dir(name, req.out)
+        return _run_inner(req, cases)
+    groups = plan(cases, req, say)
+    run_dir = results.create_run_dir(base.name, req.out)
     (run_dir / results.SCENARIO_COPY).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    return run_dir
-
-
-def _run_native(req: RunRequest, name: str, cases: list[scenario.Case],
-                resolved: dict[str, Any], say: Say, progress_factory: Callable[[int], Any] | None,
-                total: int) -> RunOutcome:
-    run_dir = _prepare_run_dir(req, name, resolved)
-    release = platform.release()
-    summary = results.new_summary(name, "host", vm.running_under(), release, clocksource())
+    first = groups[0]
+    if first.target == "vm":
+        assert first.kernel is not None
+        summary = results.new_summary(base.name, "vm", vm.accel(), first.kernel.release, None)
+    else:
+        summary = results.new_summary(base.name, "host", vm.running_under(),
+                                      platform.release(), clocksource())
     results.write_summary(run_dir, summary)
+    bar = progress_factory(sum(c.scenario.repetitions for c in cases)) \
+        if progress_factory else None
+    status, error = "complete", None
     try:
-        ko = kmod.build(release, log=run_dir / "kmod-build.log")
+        for group in groups:
+            if group.target == "host":
+                status, error = _run_native(run_dir, summary, group, bar)
+            else:
+                summary, status, error = _run_in_vm(req, run_dir, summary, group, say, bar)
+            if status != "complete":
+                break
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by the user"
     except NlperfError as e:
-        _finish(run_dir, summary, "failed", str(e))
-        raise
-    bar = progress_factory(total) if progress_factory else None
-    return _execute(run_dir, summary, cases, ko, "host", vm.running_under(),
-                    (lambda rec: bar.update(1)) if bar else None, bar)
+        status, error = "failed", str(e)
+    finally:
+        if bar is not None:
+            bar.close()
+    _finish(run_dir, summary, status, error or summary.get("error"))
+    return RunOutcome(run_dir, status, _exit_for(status))
 
 
-def _run_inner(req: RunRequest, name: str, cases: list[scenario.Case], say: Say) -> RunOutcome:
+def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
+    """Group cases by where they run; every target and kernel is checked before anything runs.
+
+    Command-line flags win over the scenario, matrix values included.
+    """
+    groups: dict[tuple[str, str | None], Group] = {}
+    said: set[str] = set()
+    for case in cases:
+        wanted = req.target or case.scenario.target
+        target, why = capabilities.pick_target(wanted)
+        if why not in said:
+            say(why)
+            said.add(why)
+        kernel = None
+        if target == "vm":
+            kernel = capabilities.pick_lab_kernel(req.kernel or case.scenario.kernel)
+        key = (target, kernel.release if kernel else None)
+        groups.setdefault(key, Group(target, kernel, [])).cases.append(case)
+    return list(groups.values())
+
+
+def _tick(bar: Bar) -> Callable[[dict[str, Any]], None] | None:
+    return (lambda _rec: bar.update(1)) if bar is not None else None
+
+
+def _run_native(run_dir: Path, summary: dict[str, Any], group: Group,
+                bar: Bar) -> tuple[str, str | None]:
+    release = platform.release()
+    ko = kmod.build(release, log=run_dir / "kmod-build.log")
+    return _execute(run_dir, summary, group.cases, ko, "host", vm.running_under(), _tick(bar))
+
+
+def _run_inner(req: RunRequest, cases: list[scenario.Case]) -> RunOutcome:
+    """Inside the VM: continue the summary the outer run started, for the cases handed over."""
     assert req.internal_run_dir is not None and req.internal_ko is not None
     run_dir = req.internal_run_dir
-    target = req.internal_target or "host"
-    accel = req.internal_accel or "none"
-    summary = results.new_summary(name, target, accel, platform.release(), clocksource())
-    prev = run_dir / results.SUMMARY
-    if prev.exists():
-        summary["started"] = results.read_json(prev).get("started", summary["started"])
-    return _execute(run_dir, summary, cases, req.internal_ko, target, accel, None, None)
+    if req.internal_cases:
+        wanted = set(req.internal_cases.split(CASE_SEP))
+        cases = [c for c in cases if c.id in wanted]
+        if len(cases) != len(wanted):
+            raise NlperfError(f"internal: cases {sorted(wanted)} not all in the scenario")
+    summary = results.read_json(run_dir / results.SUMMARY)
+    summary["kernel"] = summary.get("kernel") or platform.release()
+    summary["clocksource"] = summary.get("clocksource") or clocksource()
+    target, accel = req.internal_target or "host", req.internal_accel or "none"
+    status, error = _execute(run_dir, summary, cases, req.internal_ko, target, accel, None)
+    if error:
+        summary["error"] = error
+    results.write_summary(run_dir, summary)
+    return RunOutcome(run_dir, status, _exit_for(status))
 
 
-def _execute(run_dir: Path, summary: dict[str, Any], cases: list[scenario.Case], ko: Path,
-             target: str, accel: str, progress: Callable[[dict[str, Any]], None] | None,
-             bar: Any) -> RunOutcome:
+def _write_env(run_dir: Path, cases: list[scenario.Case], target: str, accel: str) -> None:
+    """env.json describes the first place the run executed; later groups are appended."""
     env = env_facts(target, accel)
     env["module_params"] = {c.id: module_params(c.scenario) for c in cases}
     env["probes"] = {"attach": {}, "note": "probe suite not attached in this version"}
-    results.write_json(run_dir / results.ENV, env)
-    results.write_summary(run_dir, summary)
+    path = run_dir / results.ENV
+    if path.exists():
+        first = results.read_json(path)
+        first.setdefault("more", []).append(env)
+        env = first
+    results.write_json(path, env)
+
+
+def _execute(run_dir: Path, summary: dict[str, Any], cases: list[scenario.Case], ko: Path,
+             target: str, accel: str, progress: Callable[[dict[str, Any]], None] | None
+             ) -> tuple[str, str | None]:
+    _write_env(run_dir, cases, target, accel)
     status, error = "complete", None
     try:
         run_cases(cases, run_dir, summary, ko, progress)
@@ -132,68 +197,60 @@ def _execute(run_dir: Path, summary: dict[str, Any], cases: list[scenario.Case],
     except NlperfError as e:
         status, error = "failed", str(e)
     finally:
-        if bar is not None:
-            bar.close()
         try:
             kmod.unload()
         except NlperfError as e:
-            error = error or str(e)
-            status = "failed"
-    _finish(run_dir, summary, status, error)
-    return RunOutcome(run_dir, status, _exit_for(status))
+            status, error = "failed", error or str(e)
+    return status, error
 
 
-def _run_in_vm(req: RunRequest, base: scenario.Scenario, resolved: dict[str, Any], say: Say,
-               progress_factory: Callable[[int], Any] | None, total: int) -> RunOutcome:
-    kernel = capabilities.pick_lab_kernel(req.kernel or base.kernel)
+def _run_in_vm(req: RunRequest, run_dir: Path, summary: dict[str, Any], group: Group,
+               say: Say, bar: Bar) -> tuple[dict[str, Any], str, str | None]:
+    kernel = group.kernel
+    assert kernel is not None
     accel = vm.accel()
-    run_dir = _prepare_run_dir(req, base.name, resolved)
-    summary = results.new_summary(base.name, "vm", accel, kernel.release, None)
-    results.write_summary(run_dir, summary)
-    try:
-        say(f"building the module for {kernel.release}")
-        ko = kmod.build(kernel.release, log=run_dir / "kmod-build.log")
-    except NlperfError as e:
-        _finish(run_dir, summary, "failed", str(e))
-        raise
+    say(f"building the module for {kernel.release}")
+    ko = kmod.build(kernel.release, log=run_dir / "kmod-build.log")
     inner = [str(vm.venv_bin() / "nlperf"), "run", str(run_dir / results.SCENARIO_COPY),
              "--target", "host", "--no-report", "--internal-run-dir", str(run_dir),
-             "--internal-ko", str(ko), "--internal-target", "vm", "--internal-accel", accel]
+             "--internal-ko", str(ko), "--internal-target", "vm", "--internal-accel", accel,
+             "--internal-cases", CASE_SEP.join(c.id for c in group.cases)]
     if not req.probes:
         inner.append("--no-probes")
-    say(f"booting the lab VM ({kernel.release}, {accel}); console: "
-        f"{run_dir / results.CONSOLE_LOG}")
-    bar = progress_factory(total) if progress_factory else None
+    console = run_dir / results.CONSOLE_LOG
+    say(f"booting the lab VM ({kernel.release}, {accel}); console: {console}")
     tail = _ProgressTail(run_dir / results.PROGRESS, bar)
+    before = len(summary["cases"])
     rc: int | None = None
     error: str | None = None
     status = "failed"
     try:
         rc = vm.boot(kernel, shlex.join(inner), rwdirs=[run_dir], timeout=req.timeout,
-                     console=run_dir / results.CONSOLE_LOG, on_tick=tail.poll)
+                     console=console, on_tick=tail.poll)
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user"
     except NlperfError as e:
         error = str(e)
     finally:
         tail.poll()
-        if bar is not None:
-            bar.close()
-    inner_summary = _read_inner(run_dir)
+    inner_summary = _read_summary(run_dir)
     if inner_summary is not None:
         summary = inner_summary
     if rc is not None:
-        status = summary.get("status", "failed")
-        if status == "running":
-            status = "failed"
-            error = (f"the run inside the VM stopped (exit {rc}) before finishing; "
-                     f"see {run_dir / results.CONSOLE_LOG}")
+        ran = summary["cases"][before:]
+        done = len(ran) == len(group.cases) and all(c.get("status") == "complete"
+                                                    for c in ran)
+        if rc == 0 and done:
+            status = "complete"
+        else:
+            status = "interrupted" if rc == EXIT_INTERRUPTED else "failed"
+            error = summary.get("error") or (
+                f"the run inside the VM stopped (exit {rc}) before finishing; see {console}")
     summary["target"], summary["accel"] = "vm", accel
-    _finish(run_dir, summary, status, error or summary.get("error"))
-    return RunOutcome(run_dir, status, _exit_for(status))
+    return summary, status, error
 
 
-def _read_inner(run_dir: Path) -> dict[str, Any] | None:
+def _read_summary(run_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((run_dir / results.SUMMARY).read_text())
     except (OSError, json.JSONDecodeError):
@@ -204,8 +261,9 @@ def _read_inner(run_dir: Path) -> dict[str, Any] | None:
 class _ProgressTail:
     """Follows progress.jsonl written by the inner run and advances the bar."""
 
-    def __init__(self, path: Path, bar: Any) -> None:
-        self.path, self.bar, self.seen = path, bar, 0
+    def __init__(self, path: Path, bar: Bar) -> None:
+        self.path, self.bar = path, bar
+        self.seen = len(path.read_text().splitlines()) if path.exists() else 0
 
     def poll(self) -> None:
         if self.bar is None or not self.path.exists():
@@ -215,5 +273,3 @@ class _ProgressTail:
         if new > 0:
             self.bar.update(new)
             self.seen = len(lines)
-
-
