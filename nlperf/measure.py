@@ -22,7 +22,13 @@ import numpy as np
 
 from nlperf import __version__, kmod, results
 from nlperf.errors import RunFailed
-from nlperf.metrics import multicast_block, pool_multicast, pool_unicast, unicast_block
+from nlperf.metrics import (
+    multicast_block,
+    observer_effect,
+    pool_multicast,
+    pool_unicast,
+    unicast_block,
+)
 from nlperf.nlsock import Control
 from nlperf.probes import ProbeSession
 from nlperf.scenario import Case, Multicast, Scenario, Unicast
@@ -314,8 +320,41 @@ def run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Pat
     try:
         _run_cases(cases, run_dir, summary, ko, progress, case_timeout, sessions)
     finally:
+        if sessions:
+            _record_attach_kinds(run_dir, probe_attach_kinds(sessions))
         for ps in sessions.values():
             ps.close()
+
+
+def _record_attach_kinds(run_dir: Path, kinds: dict[str, str]) -> None:
+    """env.json says how each probe was attached (fentry, kprobe, tracepoint, unavailable)."""
+    path = run_dir / results.ENV
+    env = results.read_json(path) if path.exists() else {}
+    env["probes"] = {"attach": kinds}
+    results.write_json(path, env)
+
+
+def runs_per_case(case: Case) -> int:
+    """Repetitions a case takes, its probes-off control run included."""
+    p = case.scenario.probes
+    return case.scenario.repetitions * (2 if p.enabled and p.control else 1)
+
+
+def _progress(run_dir: Path, progress: ProgressFn | None, ci: int, cases: list[Case],
+              cid: str, rep: int, done: int, total: int, control: bool) -> None:
+    record = {"case": ci, "cases": len(cases), "id": cid, "rep": rep, "control": control,
+              "done": done, "total": total}
+    results.append_progress(run_dir, record)
+    if progress:
+        progress(record)
+
+
+def probe_attach_kinds(sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]
+                       ) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for ps in sessions.values():
+        kinds.update(ps.attach_kinds)
+    return kinds
 
 
 def _probe_session(case: Case, sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]
@@ -333,7 +372,7 @@ def _probe_session(case: Case, sessions: dict[tuple[int, tuple[str, ...]], Probe
 def _run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
                progress: ProgressFn | None, case_timeout: float,
                sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]) -> None:
-    total = sum(c.scenario.repetitions for c in cases)
+    total = sum(runs_per_case(c) for c in cases)
     done = 0
     histograms: dict[str, list[Any]] = {}
     for ci, case in enumerate(cases):
@@ -351,13 +390,25 @@ def _run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Pa
                     results.write_json(run_dir / PROBE_HISTOGRAMS, histograms)
                 entry["repetitions"].append(rep.block)
                 done += 1
-                record = {"case": ci, "cases": len(cases), "id": case.id, "rep": r,
-                          "done": done, "total": total}
-                results.append_progress(run_dir, record)
-                if progress:
-                    progress(record)
+                _progress(run_dir, progress, ci, cases, case.id, r, done, total, False)
                 results.write_summary(run_dir, summary)
             entry.update(pool_case(case, reps))
+            if probes is not None:
+                entry["probes"] = {"attach": reps[0].block.get("probes", {}).get("attach", {})}
+            if probes is not None and case.scenario.probes.control:
+                # the observer effect: the same repetitions again with no probe attached
+                control: dict[str, Any] = {"repetitions": []}
+                entry["control"] = control
+                creps = []
+                for r in range(case.scenario.repetitions):
+                    rep = run_repetition(case, r, ko, case_timeout, None)
+                    creps.append(rep)
+                    control["repetitions"].append(rep.block)
+                    done += 1
+                    _progress(run_dir, progress, ci, cases, case.id, r, done, total, True)
+                    results.write_summary(run_dir, summary)
+                control.update(pool_case(case, creps))
+                entry["probes"]["overhead"] = observer_effect(entry, control)
             entry["status"] = "complete"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"

@@ -128,3 +128,32 @@ def sum_counters(dicts: list[dict[str, Any]]) -> dict[str, Any]:
             else:
                 out[k] = out.get(k, 0) + v
     return out
+
+
+def _pct(probed: float | None, control: float | None) -> float | None:
+    if probed is None or not control:
+        return None
+    return round((probed - control) / control * 100.0, 2)
+
+
+def _mc_p50(block: dict[str, Any]) -> float | None:
+    p50s = [r["latency_us"]["p50"] for r in block.get("receivers", [])
+            if r["latency_us"]["p50"] is not None]
+    return sum(p50s) / len(p50s) if p50s else None
+
+
+def observer_effect(probed: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
+    """What the probes cost: case-level probed blocks against the probes-off control run.
+
+    Positive ``p50_pct`` means the probed run was slower; negative ``throughput_pct`` means
+    it moved fewer messages per second.
+    """
+    out: dict[str, Any] = {}
+    pu, cu = probed.get("unicast"), control.get("unicast")
+    if pu and cu:
+        out["throughput_pct"] = _pct(pu["throughput_per_s"], cu["throughput_per_s"])
+        out["p50_pct"] = _pct(pu["rtt_us"]["p50"], cu["rtt_us"]["p50"])
+    pm, cm = probed.get("multicast"), control.get("multicast")
+    if pm and cm:
+        out["multicast_latency_p50_pct"] = _pct(_mc_p50(pm), _mc_p50(cm))
+    return out

@@ -23,7 +23,7 @@ import yaml
 
 from nlperf import capabilities, kmod, results, scenario
 from nlperf.errors import EXIT_INTERRUPTED, NlperfError
-from nlperf.measure import clocksource, env_facts, module_params, run_cases
+from nlperf.measure import clocksource, env_facts, module_params, run_cases, runs_per_case
 from nlperf.targets import vm
 
 DEFAULT_TIMEOUT = 3600.0
@@ -98,8 +98,7 @@ def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None
         summary = results.new_summary(base.name, "host", vm.running_under(),
                                       platform.release(), clocksource())
     results.write_summary(run_dir, summary)
-    bar = progress_factory(sum(c.scenario.repetitions for c in cases)) \
-        if progress_factory else None
+    bar = progress_factory(sum(runs_per_case(c) for c in cases)) if progress_factory else None
     status, error = "complete", None
     try:
         for group in groups:
@@ -176,7 +175,7 @@ def _write_env(run_dir: Path, cases: list[scenario.Case], target: str, accel: st
     """env.json describes the first place the run executed; later groups are appended."""
     env = env_facts(target, accel)
     env["module_params"] = {c.id: module_params(c.scenario) for c in cases}
-    env["probes"] = {"attach": {}, "note": "probe suite not attached in this version"}
+    env["probes"] = {"attach": {}}  # filled in once probes are attached (measure.py)
     path = run_dir / results.ENV
     if path.exists():
         first = results.read_json(path)

@@ -51,7 +51,9 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     assert summary["clocksource"] == "tsc"
     env = json.loads((out / "env.json").read_text())
     assert env["target"] == "vm" and env["kernel"] == summary["kernel"]
-    assert len((out / "progress.jsonl").read_text().splitlines()) == 8
+    # 4 cases × 2 repetitions, each again as the probes-off control run
+    assert len((out / "progress.jsonl").read_text().splitlines()) == 16
+    assert env["probes"]["attach"]["netlink_unicast"].startswith(("fentry", "kprobe"))
     assert (out / "report.md").exists() and (out / "report.html").exists()
     cases = {c["id"]: c for c in summary["cases"]}
     assert set(cases) == {f"mode={m},traffic={t}" for m in ("callback", "kthread")
@@ -62,6 +64,18 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
         assert u["rtt_us"]["count"] == 600
         assert u["rtt_us"]["p50"] >= u["processing_us"]["p50"] > 0
         assert "multicast" not in cases[f"mode={mode},traffic=unicast"]
+        for rep in cases[f"mode={mode},traffic=unicast"]["repetitions"]:
+            calls = rep["probes"]["netlink_unicast"]["by_direction"]
+            # batch 2: one datagram to the kernel per two messages, one reply per message
+            assert calls["to_kernel"]["calls"] == rep["unicast"]["sent"] // 2
+            assert calls["kernel_to_user"]["calls"] == rep["unicast"]["received"]
+        for case in cases.values():
+            control = case["control"]
+            assert len(control["repetitions"]) == 2
+            assert all("probes" not in r for r in control["repetitions"])
+            assert case["probes"]["attach"]
+        overhead = cases[f"mode={mode},traffic=unicast"]["probes"]["overhead"]
+        assert overhead["throughput_pct"] is not None and overhead["p50_pct"] is not None
         m = cases[f"mode={mode},traffic=multicast"]
         assert m["module"]["mode"] == mode
         for rep in m["repetitions"]:
