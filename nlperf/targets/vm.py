@@ -15,9 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from nlperf.capabilities import LabKernel, kvm_usable
 from nlperf.errors import RunFailed
@@ -84,6 +86,12 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    for chunk in iter(lambda: src.read1(65536), b""):  # type: ignore[attr-defined]
+        dst.write(chunk)
+        dst.flush()
+
+
 def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
          console: Path | None = None, cwd: Path | None = None,
          on_tick: Callable[[], None] | None = None) -> int:
@@ -97,26 +105,32 @@ def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
     used = accel()
     argv = vng_argv(kernel, guest_script(cmd, cwd or Path.cwd(), used), rwdirs, used == "kvm")
     env = dict(os.environ, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")
-    out = open(console, "ab") if console else None  # noqa: SIM115 - closed below
+    # vng may reopen its standard output (truncating a file that was ours), so it always
+    # writes to a pipe that this process copies to the console log or to our stdout.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=cwd)
+    assert proc.stdout is not None
+    out = open(console, "ab") if console else sys.stdout.buffer  # noqa: SIM115 - closed below
+    copier = threading.Thread(target=_copy, args=(proc.stdout, out), daemon=True)
+    copier.start()
+    deadline = time.monotonic() + timeout
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, env=env, cwd=cwd)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    return proc.wait(0.5)
-                except subprocess.TimeoutExpired:
-                    pass
-                if on_tick:
-                    on_tick()
-                if time.monotonic() > deadline:
-                    _kill_group(proc)
-                    raise RunFailed(f"the lab VM did not finish within {timeout:.0f} s",
-                                    hint="raise --timeout; the VM runs emulated")
-        except BaseException:
-            _kill_group(proc)
-            raise
+        while True:
+            try:
+                return proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            if on_tick:
+                on_tick()
+            if time.monotonic() > deadline:
+                raise RunFailed(f"the lab VM did not finish within {timeout:.0f} s",
+                                hint="raise --timeout; the VM runs emulated")
+    except BaseException:
+        _kill_group(proc)
+        raise
     finally:
-        if out:
+        copier.join(5)
+        if console:
             out.close()
+        else:
+            out.flush()
