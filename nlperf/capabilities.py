@@ -152,12 +152,8 @@ _BTF_TRAILER: dict[int, tuple[int, int]] = {
 }
 
 
-def btf_find_func(data: bytes, name: str) -> int | None:
-    """Type id of the BTF FUNC called ``name`` in a raw BTF blob, or None if it has none.
-
-    Raises ValueError when the blob is not BTF or is cut short: the caller reports that as
-    "BTF unreadable", which is a different fix from "function not in BTF".
-    """
+def _btf_sections(data: bytes) -> tuple[str, int, int, int]:
+    """Byte order, type section bounds and string section start of a raw BTF blob."""
     if len(data) < 24:
         raise ValueError(f"BTF blob too short ({len(data)} bytes)")
     for order in "<>":
@@ -168,9 +164,19 @@ def btf_find_func(data: bytes, name: str) -> int | None:
     _magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
         order + "HBBIIIII", data, 0)
     types_start, types_end = hdr_len + type_off, hdr_len + type_off + type_len
-    strs_start, strs_end = hdr_len + str_off, hdr_len + str_off + str_len
-    if types_end > len(data) or strs_end > len(data):
+    strs_start = hdr_len + str_off
+    if types_end > len(data) or strs_start + str_len > len(data):
         raise ValueError("BTF header points past the end of the blob")
+    return order, types_start, types_end, strs_start
+
+
+def btf_find_func(data: bytes, name: str) -> int | None:
+    """Type id of the BTF FUNC called ``name`` in a raw BTF blob, or None if it has none.
+
+    Raises ValueError when the blob is not BTF or is cut short: the caller reports that as
+    "BTF unreadable", which is a different fix from "function not in BTF".
+    """
+    order, types_start, types_end, strs_start = _btf_sections(data)
     wanted = name.encode() + b"\0"
     btf_type = struct.Struct(order + "III")
     pos, type_id = types_start, 0
@@ -200,19 +206,7 @@ def btf_member_offsets(data: bytes, wanted: list[tuple[str, str]]) -> dict[tuple
     compiler sees them. Pairs not found are absent from the result; bitfield members are refused
     (they have no byte offset). Raises ValueError when the blob is not BTF, like btf_find_func.
     """
-    if len(data) < 24:
-        raise ValueError(f"BTF blob too short ({len(data)} bytes)")
-    for order in "<>":
-        if struct.unpack_from(order + "H", data, 0)[0] == BTF_MAGIC:
-            break
-    else:
-        raise ValueError(f"not BTF: magic {data[:2].hex()}")
-    _m, _v, _f, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
-        order + "HBBIIIII", data, 0)
-    types_start, types_end = hdr_len + type_off, hdr_len + type_off + type_len
-    strs = hdr_len + str_off
-    if types_end > len(data) or strs + str_len > len(data):
-        raise ValueError("BTF header points past the end of the blob")
+    order, types_start, types_end, strs = _btf_sections(data)
     names = {s.encode() for s, _ in wanted}
     btf_type = struct.Struct(order + "III")
     member = struct.Struct(order + "III")
