@@ -18,7 +18,8 @@ from nlperf.errors import BadInput
 
 COLUMNS = ["run", "case", "status", "sent", "received", "errors", "throughput_per_s",
            "rtt_p50_us", "rtt_p99_us", "queue_p50_us", "processing_p50_us", "mc_sent",
-           "mc_received", "mc_lost", "mc_sk_drops", "mc_latency_p50_us"]
+           "mc_received", "mc_lost", "mc_sk_drops", "mc_latency_p50_us", "probe_tput_pct",
+           "probe_p50_pct", "probe_mc_p50_pct"]
 
 
 def load_summary(run_dir: Path) -> dict[str, Any]:
@@ -43,6 +44,7 @@ def case_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
         recv = m.get("receivers", [])
         drops = [r["sk_drops"] for r in recv if r["sk_drops"] is not None]
         lat = [r["latency_us"]["p50"] for r in recv if r["latency_us"]["p50"] is not None]
+        overhead = (case.get("probes") or {}).get("overhead") or {}
         rows.append({
             "run": run_dir.name, "case": case["id"], "status": case.get("status", "complete"),
             "sent": u.get("sent"), "received": u.get("received"), "errors": u.get("errors"),
@@ -55,12 +57,22 @@ def case_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
             "mc_lost": sum(r["lost"] for r in recv) if recv else None,
             "mc_sk_drops": sum(drops) if drops else None,
             "mc_latency_p50_us": round(sum(lat) / len(lat), 3) if lat else None,
+            # the observer effect: probed run against the probes-off control run
+            "probe_tput_pct": overhead.get("throughput_pct"),
+            "probe_p50_pct": overhead.get("p50_pct"),
+            "probe_mc_p50_pct": overhead.get("multicast_latency_p50_pct"),
         })
     return rows
 
 
+COUNT_COLUMNS = ("sent", "received", "errors", "mc_sent", "mc_received", "mc_lost",
+                 "mc_sk_drops")
+
+
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS)
+    # counts stay integers next to the blanks of cases they do not apply to
+    df = df.astype({c: "Int64" for c in COUNT_COLUMNS})
     return df.dropna(axis=1, how="all")
 
 
