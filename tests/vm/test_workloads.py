@@ -1,0 +1,64 @@
+"""The Python workload drivers against the real module (in the lab VM)."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+
+from nlperf.samples import components
+from nlperf.workloads.unicast import Sender, SenderConfig
+from tests.vm.conftest import Loaded
+
+
+def _run(cfg: SenderConfig, count: int, rcvbuf: int | None = None):  # type: ignore[no-untyped-def]
+    s = Sender(cfg)
+    if rcvbuf:
+        s.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE
+    try:
+        return s.run(count, None)
+    finally:
+        s.close()
+
+
+def _check_timed(records: np.ndarray, n: int) -> None:
+    assert records.shape == (n, 5)
+    parts = components(records)
+    for name in ("user_to_kernel", "queue", "processing", "kernel_to_user"):
+        assert (parts[name] >= 0).all(), name
+    assert (parts["rtt"] == parts["user_to_kernel"] + parts["queue"] + parts["processing"]
+            + parts["kernel_to_user"]).all()
+
+
+def test_ping_pong_and_windowed_batches_account_for_every_message(module: Loaded) -> None:
+    module(mode="kthread")
+    res = _run(SenderConfig(kind="timed", count=500), 500)
+    assert (res.sent, res.received, res.errors, res.timeouts) == (500, 500, 0, 0)
+    assert res.records is not None
+    _check_timed(res.records, 500)
+    res = _run(SenderConfig(kind="timed", count=600, window=8, batch=4), 600)
+    assert (res.sent, res.received, res.errors, res.timeouts) == (600, 600, 0, 0)
+    assert res.records is not None
+    _check_timed(res.records, 600)
+    res = _run(SenderConfig(kind="raw", count=300, window=4), 300)
+    assert (res.sent, res.received) == (300, 300)
+    assert res.records is not None and (components(res.records, False)["rtt"] > 0).all()
+
+
+def test_open_loop_reports_the_rate_it_achieved(module: Loaded) -> None:
+    module(mode="callback")
+    res = _run(SenderConfig(kind="timed", pattern="open", rate=2000, count=400), 400)
+    assert (res.sent, res.received, res.timeouts) == (400, 400, 0)
+    assert res.achieved_rate is not None and 1400 < res.achieved_rate < 2600
+    assert res.max_backlog >= 1
+
+
+def test_a_window_beyond_the_receive_buffer_loses_replies_and_says_so(module: Loaded) -> None:
+    """Replies are sent MSG_DONTWAIT: a full receive queue drops them; the sender must not hang."""
+    module(mode="workqueue", queue_len=4096)
+    cfg = SenderConfig(kind="timed", count=3000, window=3000, batch=64, reply_timeout_ms=300)
+    res = _run(cfg, 3000, rcvbuf=4096)
+    assert res.sent == 3000
+    assert res.timeouts > 0
+    assert res.received + res.timeouts + res.errors == res.sent
+    assert res.sk_drops is not None and res.sk_drops >= res.timeouts - res.errors
