@@ -17,9 +17,16 @@
  *   OFF_TASK_PID       offsetof(struct task_struct, pid)
  *   LIN_STEP_NS        width of a linear histogram bucket
  *   LIN_SLOTS          linear buckets; one more bucket collects everything above
- *   TIMING             1: time calls (entry timestamps, histograms); 0: counts only
+ *   TIMING             1: time calls (entry programs, histograms); 0: count only, from the exit
+ *                      programs alone (fexit sees the arguments and the return value)
+ *   BY_PROCESS         1: also count calls per tgid (a per-CPU hash); 0: no per-process counts
+ *   TASK_STORAGE       1: per-thread entry stacks in task local storage (5.12+); 0: LRU hash
  *   SWITCH_STATE_ARG   1: sched_switch passes prev_state as args[3] (5.18+); 0: read it at
  *                      OFF_TASK_STATE from the task
+ *
+ * Hot-path rules: the protocol filter comes first; counters live in per-CPU arrays indexed by
+ * small integers (no hash update per call); with fentry/fexit only lab calls touch the entry
+ * stack, so a counting-only exit program needs no entry program at all.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -33,6 +40,8 @@
 #define P_WAKEUP	6	/* wakeup -> running, per role */
 #define P_OFFCPU	7	/* blocked: switch-out (voluntary) -> switch-in, per role */
 #define NPROBES		8
+#define NCOUNTED	3	/* P_UNICAST..P_BCAST_FILT: calls counted by direction and result */
+#define NTIMED		5	/* P_UNICAST..P_PROCESS: timed from entry to exit */
 
 #define D_TO_KERNEL	0	/* unicast to port 0: a user socket sends to the kernel */
 #define D_TO_USER	1	/* sending socket is a kernel socket */
@@ -48,32 +57,41 @@
 #define R_ESRCH		3
 #define R_ECONNREFUSED	4
 #define R_OTHER		5
+#define NRESULTS	6
 
 #define NLK_F_KERNEL_SOCKET	0x1
 #define LOG2_SLOTS	65
+#define MAXDEPTH	4	/* nesting levels timed per thread and function */
 
-struct row_log2 { u64 slot[LOG2_SLOTS]; };
-struct row_lin { u64 slot[LIN_SLOTS + 1]; };
-struct row_stat { u64 count; u64 sum; u64 max; };
+/* One histogram row: count, sum and max, log2 and linear buckets (one lookup per record). */
+struct row {
+	u64 count;
+	u64 sum;
+	u64 max;
+	u64 log2[LOG2_SLOTS];
+	u64 lin[LIN_SLOTS + 1];
+};
+BPF_PERCPU_ARRAY(hist, struct row, NPROBES * NDIRS);
 
-BPF_PERCPU_ARRAY(hist_log2, struct row_log2, NPROBES * NDIRS);
-BPF_PERCPU_ARRAY(hist_lin, struct row_lin, NPROBES * NDIRS);
-BPF_PERCPU_ARRAY(stat, struct row_stat, NPROBES * NDIRS);
+/* calls: index (probe * NDIRS + dir) * NRESULTS + result */
+BPF_PERCPU_ARRAY(calls, u64, NCOUNTED * NDIRS * NRESULTS);
+#if BY_PROCESS
+struct pkey { u32 tgid; u32 probe; };
+BPF_PERCPU_HASH(by_proc, struct pkey, u64, 4096);
+#endif
 
-/* calls by (process, probe, direction, result class) */
-struct ckey { u32 tgid; u16 probe; u8 dir; u8 result; };
-BPF_HASH(calls, struct ckey, u64, 4096);
+/* Per-thread entry stacks, one per timed function: in callback mode the reply's netlink_unicast
+ * runs inside the request's, on the same thread. */
+struct frame { u64 ts; u32 dir; u32 lab; };
+struct tstack { u32 depth[NTIMED]; u32 pad; struct frame f[NTIMED][MAXDEPTH]; };
+#if TASK_STORAGE
+BPF_TASK_STORAGE(tstacks, struct tstack);
+#else
+BPF_TABLE("lru_hash", u32, struct tstack, tstacks, 8192);
+#endif
 
-/* Nesting: in callback mode the reply's netlink_unicast runs inside the request's, on the same
- * thread, so start times are keyed by (thread, probe, depth). */
-struct dkey { u32 tid; u32 probe; };
-struct skey { u32 tid; u32 probe; u32 depth; u32 pad; };
-struct sval { u64 ts; u32 dir; u32 tgid; };
-BPF_HASH(depth, struct dkey, u32, 4096);
-BPF_HASH(start, struct skey, struct sval, 8192);
-
-BPF_HASH(overruns, u64, u64, 4096);	/* socket inode -> netlink_overrun calls */
-BPF_HASH(deliveries, u64, u64, 4096);	/* socket inode -> __netlink_sendskb calls */
+BPF_PERCPU_HASH(overruns, u64, u64, 4096);	/* socket inode -> netlink_overrun calls */
+BPF_PERCPU_HASH(deliveries, u64, u64, 4096);	/* socket inode -> __netlink_sendskb calls */
 
 /* Scheduler */
 struct scnt { u64 voluntary; u64 involuntary; u64 wakeups; };
@@ -86,24 +104,21 @@ BPF_HASH(work_ts, u32, u64, 1024);
 
 static __always_inline void record(u32 probe, u32 dir, u64 ns)
 {
-	u32 row = probe * NDIRS + dir;
-	struct row_stat *st = stat.lookup(&row);
-	if (st) {
-		st->count++;
-		st->sum += ns;
-		if (ns > st->max)
-			st->max = ns;
-	}
+	u32 idx = probe * NDIRS + dir;
+	struct row *r = hist.lookup(&idx);
+	if (!r)
+		return;
+	r->count++;
+	r->sum += ns;
+	if (ns > r->max)
+		r->max = ns;
 	u32 s = ns ? bpf_log2l(ns) : 0;	/* slot s holds [2^(s-1), 2^s) */
-	struct row_log2 *lg = hist_log2.lookup(&row);
-	if (lg && s < LOG2_SLOTS)
-		lg->slot[s]++;
+	if (s < LOG2_SLOTS)
+		r->log2[s]++;
 	u64 l = ns / LIN_STEP_NS;
 	if (l > LIN_SLOTS)
 		l = LIN_SLOTS;
-	struct row_lin *ln = hist_lin.lookup(&row);
-	if (ln && l <= LIN_SLOTS)
-		ln->slot[l]++;
+	r->lin[l]++;
 }
 
 static __always_inline u32 classify(long ret)
@@ -117,6 +132,24 @@ static __always_inline u32 classify(long ret)
 	case 111: return R_ECONNREFUSED;
 	}
 	return R_OTHER;
+}
+
+static __always_inline void count_call(u32 probe, u32 dir, long ret)
+{
+	u32 idx = (probe * NDIRS + dir) * NRESULTS + classify(ret);
+	u64 *n = calls.lookup(&idx);
+	if (n)
+		(*n)++;
+#if BY_PROCESS
+	struct pkey pk = { .tgid = bpf_get_current_pid_tgid() >> 32, .probe = probe };
+	u64 *c = by_proc.lookup(&pk);
+	if (c) {
+		(*c)++;
+	} else {
+		u64 one = 1;
+		by_proc.update(&pk, &one);
+	}
+#endif
 }
 
 static __always_inline u16 sk_proto(void *sk)
@@ -144,127 +177,188 @@ static __always_inline u64 sk_inode(void *sk)
 	return ino;
 }
 
-/* Entry of a timed function: every call moves the depth (nesting stays right), only wanted
- * calls leave a start record. */
-static __always_inline void fn_enter(u32 probe, u32 dir, bool wanted)
+static __always_inline struct tstack *my_stack(bool create)
 {
-	u64 pt = bpf_get_current_pid_tgid();
-	struct dkey dk = { .tid = (u32)pt, .probe = probe };
-	u32 *dp = depth.lookup(&dk);
-	u32 d = dp ? *dp : 0;
-	u32 nd = d + 1;
-	depth.update(&dk, &nd);
-	if (!wanted)
+#if TASK_STORAGE
+	return tstacks.task_storage_get(bpf_get_current_task_btf(), 0, create ? 1 : 0);
+#else
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct tstack *st = tstacks.lookup(&tid);
+	if (st || !create)
+		return st;
+	struct tstack zero = {};
+	tstacks.update(&tid, &zero);
+	return tstacks.lookup(&tid);
+#endif
+}
+
+/* Entry of a function whose exit program needs the entry: push a frame (a timestamp when
+ * timing; with kprobes also the direction and whether it is a lab call, which the kretprobe
+ * cannot see). Frames beyond MAXDEPTH only move the depth. */
+static __always_inline void push(u32 probe, u32 dir, u32 lab)
+{
+	struct tstack *st = my_stack(true);
+	if (!st || probe >= NTIMED)
 		return;
-	struct skey sk = { .tid = (u32)pt, .probe = probe, .depth = d };
-	struct sval v = { .ts = TIMING ? bpf_ktime_get_ns() : 0, .dir = dir, .tgid = pt >> 32 };
-	start.update(&sk, &v);
-}
-
-static __always_inline void fn_exit(u32 probe, long ret, bool counted)
-{
-	u64 now = TIMING ? bpf_ktime_get_ns() : 0;
-	u64 pt = bpf_get_current_pid_tgid();
-	struct dkey dk = { .tid = (u32)pt, .probe = probe };
-	u32 *dp = depth.lookup(&dk);
-	if (!dp || *dp == 0)
-		return;		/* the entry ran before we attached */
-	u32 d = *dp - 1;
-	if (d == 0)
-		depth.delete(&dk);
-	else
-		depth.update(&dk, &d);
-	struct skey sk = { .tid = (u32)pt, .probe = probe, .depth = d };
-	struct sval *vp = start.lookup(&sk);
-	if (!vp)
-		return;		/* not a lab call */
-	struct sval v = *vp;
-	start.delete(&sk);
-	if (counted) {
-		struct ckey ck = { .tgid = v.tgid, .probe = probe, .dir = v.dir,
-				   .result = classify(ret) };
-		calls.increment(ck);
+	u32 d = st->depth[probe];
+	st->depth[probe] = d + 1;
+	if (d < MAXDEPTH) {
+		struct frame *f = &st->f[probe][d];
+		f->ts = TIMING ? bpf_ktime_get_ns() : 0;
+		f->dir = dir;
+		f->lab = lab;
 	}
-	if (TIMING && v.ts && now > v.ts)
-		record(probe, v.dir, now - v.ts);
 }
 
-/* ---- netlink_unicast(ssk, skb, portid, nonblock) -> bytes or -errno ---- */
-
-static __always_inline void unicast_enter(void *ssk, u32 portid)
+/* Exit: pop the frame; 0 if there is none (the entry ran before we attached, or too deep). */
+static __always_inline int pop(u32 probe, struct frame *out)
 {
-	bool lab = sk_proto(ssk) == PROTO;
-	u32 dir = portid == 0 ? D_TO_KERNEL : (sk_is_kernel(ssk) ? D_TO_USER : D_USER_USER);
-	fn_enter(P_UNICAST, dir, lab);
+	struct tstack *st = my_stack(false);
+	if (!st || probe >= NTIMED)
+		return 0;
+	u32 d = st->depth[probe];
+	if (d == 0)
+		return 0;
+	d--;
+	st->depth[probe] = d;
+	if (d >= MAXDEPTH)
+		return 0;
+	*out = st->f[probe][d];
+	return 1;
 }
 
+static __always_inline void time_exit(u32 probe, u32 dir, u64 ts)
+{
+#if TIMING
+	u64 now = bpf_ktime_get_ns();
+	if (ts && now > ts)
+		record(probe, dir, now - ts);
+#endif
+}
+
+static __always_inline u32 unicast_dir(void *ssk, u32 portid)
+{
+	if (portid == 0)
+		return D_TO_KERNEL;
+	return sk_is_kernel(ssk) ? D_TO_USER : D_USER_USER;
+}
+
+static __always_inline u32 bcast_dir(void *ssk)
+{
+	return sk_is_kernel(ssk) ? D_TO_USER : D_USER_USER;
+}
+
+/* ---- fentry/fexit: the filter decides the same at entry and exit, so only lab calls push ---- */
+
+static __always_inline void fexit_counted(u32 probe, u32 dir, long ret)
+{
+	count_call(probe, dir, ret);
+#if TIMING
+	struct frame f;
+	if (pop(probe, &f))
+		time_exit(probe, dir, f.ts);
+#endif
+}
+
+/* netlink_unicast(ssk, skb, portid, nonblock) -> bytes or -errno */
+#if TIMING
 KFUNC_PROBE(netlink_unicast, void *ssk, void *skb, u32 portid, int nonblock)
 {
-	unicast_enter(ssk, portid);
+	if (sk_proto(ssk) != PROTO)
+		return 0;
+	push(P_UNICAST, 0, 1);
 	return 0;
 }
+#endif
 
 KRETFUNC_PROBE(netlink_unicast, void *ssk, void *skb, u32 portid, int nonblock, int ret)
 {
-	fn_exit(P_UNICAST, ret, true);
+	if (sk_proto(ssk) != PROTO)
+		return 0;
+	fexit_counted(P_UNICAST, unicast_dir(ssk, portid), ret);
 	return 0;
+}
+
+/* netlink_broadcast(ssk, skb, portid, group, allocation) -> 0 or -errno */
+#if TIMING
+KFUNC_PROBE(netlink_broadcast, void *ssk, void *skb, u32 portid, u32 group, u32 allocation)
+{
+	if (sk_proto(ssk) != PROTO)
+		return 0;
+	push(P_BROADCAST, 0, 1);
+	return 0;
+}
+#endif
+
+KRETFUNC_PROBE(netlink_broadcast, void *ssk, void *skb, u32 portid, u32 group, u32 allocation,
+	       int ret)
+{
+	if (sk_proto(ssk) != PROTO)
+		return 0;
+	fexit_counted(P_BROADCAST, bcast_dir(ssk), ret);
+	return 0;
+}
+
+/* ---- kprobe/kretprobe fallback: the kretprobe sees neither the arguments nor the filter, so
+ * every call pushes a frame that carries them ---- */
+
+static __always_inline void krp_exit(u32 probe, long ret)
+{
+	struct frame f;
+	if (!pop(probe, &f) || !f.lab)
+		return;
+	count_call(probe, f.dir, ret);
+	time_exit(probe, f.dir, f.ts);
 }
 
 int kp__netlink_unicast(struct pt_regs *ctx)
 {
-	unicast_enter((void *)PT_REGS_PARM1(ctx), (u32)PT_REGS_PARM3(ctx));
+	void *ssk = (void *)PT_REGS_PARM1(ctx);
+	if (sk_proto(ssk) != PROTO) {
+		push(P_UNICAST, 0, 0);
+		return 0;
+	}
+	push(P_UNICAST, unicast_dir(ssk, (u32)PT_REGS_PARM3(ctx)), 1);
 	return 0;
 }
 
 int krp__netlink_unicast(struct pt_regs *ctx)
 {
-	fn_exit(P_UNICAST, (int)PT_REGS_RC(ctx), true);
+	krp_exit(P_UNICAST, (int)PT_REGS_RC(ctx));
 	return 0;
 }
 
-/* ---- netlink_broadcast(ssk, skb, portid, group, allocation) -> 0 or -errno ---- */
-
-static __always_inline void bcast_enter(u32 probe, void *ssk)
+static __always_inline void kp_bcast(u32 probe, void *ssk)
 {
-	bool lab = sk_proto(ssk) == PROTO;
-	fn_enter(probe, sk_is_kernel(ssk) ? D_TO_USER : D_USER_USER, lab);
-}
-
-KFUNC_PROBE(netlink_broadcast, void *ssk, void *skb, u32 portid, u32 group, u32 allocation)
-{
-	bcast_enter(P_BROADCAST, ssk);
-	return 0;
-}
-
-KRETFUNC_PROBE(netlink_broadcast, void *ssk, void *skb, u32 portid, u32 group, u32 allocation,
-	       int ret)
-{
-	fn_exit(P_BROADCAST, ret, true);
-	return 0;
+	if (sk_proto(ssk) != PROTO) {
+		push(probe, 0, 0);
+		return;
+	}
+	push(probe, bcast_dir(ssk), 1);
 }
 
 int kp__netlink_broadcast(struct pt_regs *ctx)
 {
-	bcast_enter(P_BROADCAST, (void *)PT_REGS_PARM1(ctx));
+	kp_bcast(P_BROADCAST, (void *)PT_REGS_PARM1(ctx));
 	return 0;
 }
 
 int krp__netlink_broadcast(struct pt_regs *ctx)
 {
-	fn_exit(P_BROADCAST, (int)PT_REGS_RC(ctx), true);
+	krp_exit(P_BROADCAST, (int)PT_REGS_RC(ctx));
 	return 0;
 }
 
 /* netlink_broadcast_filtered: same leading arguments; loaded only where kallsyms has it. */
 int kp__netlink_broadcast_filtered(struct pt_regs *ctx)
 {
-	bcast_enter(P_BCAST_FILT, (void *)PT_REGS_PARM1(ctx));
+	kp_bcast(P_BCAST_FILT, (void *)PT_REGS_PARM1(ctx));
 	return 0;
 }
 
 int krp__netlink_broadcast_filtered(struct pt_regs *ctx)
 {
-	fn_exit(P_BCAST_FILT, (int)PT_REGS_RC(ctx), true);
+	krp_exit(P_BCAST_FILT, (int)PT_REGS_RC(ctx));
 	return 0;
 }
 
@@ -275,10 +369,16 @@ static __always_inline void per_socket(void *sk, bool overrun)
 	if (sk_proto(sk) != PROTO)
 		return;
 	u64 ino = sk_inode(sk);
+	u64 *n = overrun ? overruns.lookup(&ino) : deliveries.lookup(&ino);
+	if (n) {
+		(*n)++;
+		return;
+	}
+	u64 one = 1;
 	if (overrun)
-		overruns.increment(ino);
+		overruns.update(&ino, &one);
 	else
-		deliveries.increment(ino);
+		deliveries.update(&ino, &one);
 }
 
 KFUNC_PROBE(netlink_overrun, void *sk)
@@ -305,31 +405,37 @@ int kp____netlink_sendskb(struct pt_regs *ctx)
 	return 0;
 }
 
-/* ---- the module's functions (kprobes: out-of-tree modules have no BTF) ---- */
+/* ---- the module's functions (kprobes: out-of-tree modules have no BTF); timing only ---- */
 
+#if TIMING
 int kp__nlperf_input(struct pt_regs *ctx)
 {
-	fn_enter(P_INPUT, 0, true);
+	push(P_INPUT, 0, 1);
 	return 0;
 }
 
 int krp__nlperf_input(struct pt_regs *ctx)
 {
-	fn_exit(P_INPUT, 0, false);
+	struct frame f;
+	if (pop(P_INPUT, &f))
+		time_exit(P_INPUT, 0, f.ts);
 	return 0;
 }
 
 int kp__nlperf_process(struct pt_regs *ctx)
 {
-	fn_enter(P_PROCESS, 0, true);
+	push(P_PROCESS, 0, 1);
 	return 0;
 }
 
 int krp__nlperf_process(struct pt_regs *ctx)
 {
-	fn_exit(P_PROCESS, 0, false);
+	struct frame f;
+	if (pop(P_PROCESS, &f))
+		time_exit(P_PROCESS, 0, f.ts);
 	return 0;
 }
+#endif
 
 /* ---- scheduler ---- */
 

@@ -713,3 +713,11 @@ def pick_target(requested: str, checks: list[Check] | None = None) -> tuple[str,
     if requested == "auto":
         return "vm", f"auto picked vm: {why}; {_vm_reason(by)}"
     return "vm", f"vm requested: {_vm_reason(by)}"
+
+
+if __name__ == "__main__":  # `python -m nlperf.capabilities --lab-kernels`, for the Makefile
+    import sys
+
+    if sys.argv[1:] != ["--lab-kernels"]:
+        sys.exit("usage: python -m nlperf.capabilities --lab-kernels")
+    print(" ".join(k.release for k in lab_kernels()))

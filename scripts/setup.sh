@@ -23,6 +23,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
+# A second lab kernel, Debian 12's 6.12 series, so the module and probes are tested on 6.1 and
+# 6.12+. The package names carry the version, so take the newest one the archive offers.
+if ! ls /lib/modules/6.12.*/build >/dev/null 2>&1; then
+    [ -n "$(apt-cache search --names-only '^linux-headers-6\.12\.' 2>/dev/null)" ] || apt-get update -q
+    v=$(apt-cache search --names-only '^linux-headers-6\.12\.[0-9]+\+deb12-amd64$' \
+        | awk '{print $1}' | sed 's/^linux-headers-//' | sort -V | tail -n 1)
+    if [ -n "$v" ]; then
+        echo "setup: installing lab kernel $v"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "linux-image-$v-unsigned" "linux-headers-$v"
+    else
+        echo "setup: no 6.12 kernel in the archive; the lab runs on 6.1 only" >&2
+    fi
+fi
+
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; then
     rm -rf .venv
     /usr/bin/python3 -m venv --system-site-packages .venv
