@@ -67,6 +67,7 @@ ROLES = ("lab", "kthread")  # the scheduler rows use the direction index for the
 RESULTS = ("ok", "EAGAIN", "ENOBUFS", "ESRCH", "ECONNREFUSED", "other")
 _RESULT_ERRNOS = {11: "EAGAIN", 105: "ENOBUFS", 3: "ESRCH", 111: "ECONNREFUSED"}
 ROLE_LAB, ROLE_KTHREAD = 1, 2
+NCOUNTED = 3  # the first NCOUNTED probes count calls by direction and result
 LOG2_SLOTS = 65
 LIN_STEP_NS = 1000
 LIN_SLOTS = 200
@@ -80,6 +81,7 @@ BTF_MEMBERS = (("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", 
 KIND_FENTRY = "fentry/fexit"
 KIND_KPROBE = "kprobe/kretprobe"
 KIND_UNAVAILABLE = "unavailable"
+KIND_OFF = "off (timing=False)"  # module probes only time: with timing off they stay detached
 
 
 # --- pure logic (unit-tested without a kernel) ----------------------------------------------------
@@ -161,14 +163,17 @@ def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> 
 
 
 def cflags(proto: int, offsets: dict[tuple[str, str], int], release: str, *, timing: bool = True,
-           lin_step_ns: int = LIN_STEP_NS, lin_slots: int = LIN_SLOTS) -> list[str]:
+           by_process: bool | None = None, lin_step_ns: int = LIN_STEP_NS,
+           lin_slots: int = LIN_SLOTS) -> list[str]:
     """The -D defines of bpf/netlink.bpf.c; RunFailed names a field BTF did not give."""
     need = [("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
             ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid")]
     missing = [f"{s}.{m}" for s, m in need if (s, m) not in offsets]
     state = offsets.get(("task_struct", "__state"), offsets.get(("task_struct", "state")))
     m = re.match(r"(\d+)\.(\d+)", release)
-    switch_state_arg = bool(m) and (int(m[1]), int(m[2])) >= (5, 18)
+    version = (int(m[1]), int(m[2])) if m else (0, 0)
+    switch_state_arg = version >= (5, 18)
+    task_storage = version >= (5, 12)  # task local storage for kprobes and fentry
     if not switch_state_arg and state is None:
         missing.append("task_struct.__state")
     if missing:
@@ -184,7 +189,9 @@ def cflags(proto: int, offsets: dict[tuple[str, str], int], release: str, *, tim
             f"-DSWITCH_STATE_ARG={int(switch_state_arg)}",
             f"-DTIMING={int(timing)}",
             f"-DLIN_STEP_NS={lin_step_ns}ULL",
-            f"-DLIN_SLOTS={lin_slots}"]
+            f"-DLIN_SLOTS={lin_slots}",
+            f"-DBY_PROCESS={int(timing if by_process is None else by_process)}",
+            f"-DTASK_STORAGE={int(task_storage)}"]
 
 
 @contextlib.contextmanager
@@ -228,13 +235,15 @@ class ProbeSession:
     """
 
     def __init__(self, proto: int, which: Sequence[str] = WHICH, *, timing: bool = True,
-                 lin_step_ns: int = LIN_STEP_NS, src: Path = BPF_SRC) -> None:
+                 by_process: bool | None = None, lin_step_ns: int = LIN_STEP_NS,
+                 src: Path = BPF_SRC) -> None:
         unknown = [w for w in which if w not in WHICH]
         if unknown:
             raise RunFailed(f"probes: unknown probe set {', '.join(unknown)}")
         self.proto = proto
         self.which = list(which)
         self.timing = timing
+        self.by_process = timing if by_process is None else by_process
         self.lin_step_ns = lin_step_ns
         self.attach_kinds: dict[str, str] = {}
         self.notes: list[str] = []
@@ -248,7 +257,8 @@ class ProbeSession:
             offsets = capabilities.vmlinux_member_offsets(BTF_MEMBERS)
         except (OSError, ValueError) as e:
             raise RunFailed(f"probes: cannot read {capabilities.VMLINUX_BTF}: {e}") from None
-        flags = cflags(proto, offsets, platform.release(), timing=timing, lin_step_ns=lin_step_ns)
+        flags = cflags(proto, offsets, platform.release(), timing=timing,
+                       by_process=self.by_process, lin_step_ns=lin_step_ns)
 
         class _NoAutoload(bcc.BPF):  # type: ignore[misc, name-defined]
             # Autoload would attach every kfunc__ variant and fail on kernels refusing fentry.
@@ -275,13 +285,14 @@ class ProbeSession:
 
     # --- attaching ---
 
-    def _try_fentry(self, func: str, exit_too: bool) -> bool:
+    def _try_fentry(self, func: str, entry: bool, exit_too: bool) -> bool:
         if self._fentry_refused:
             return False
         done: list[tuple[str, str, str]] = []
         try:
-            self._bpf.attach_kfunc(fn_name=f"kfunc__{func}".encode())
-            done.append(("kfunc", func, f"kfunc__{func}"))
+            if entry:
+                self._bpf.attach_kfunc(fn_name=f"kfunc__{func}".encode())
+                done.append(("kfunc", func, f"kfunc__{func}"))
             if exit_too:
                 self._bpf.attach_kretfunc(fn_name=f"kretfunc__{func}".encode())
                 done.append(("kretfunc", func, f"kretfunc__{func}"))
@@ -313,9 +324,13 @@ class ProbeSession:
         return True
 
     def _attach_func(self, func: str, exit_too: bool) -> None:
-        entry_kind = KIND_FENTRY if exit_too else "fentry"
-        if self._try_fentry(func, exit_too):
-            self.attach_kinds[func] = entry_kind
+        # Counting alone needs only fexit (it sees the arguments and the return value); timing
+        # needs the entry too. The kprobe fallback always needs both: a kretprobe sees no
+        # arguments.
+        entry = self.timing or not exit_too
+        kind = KIND_FENTRY if entry and exit_too else "fexit" if exit_too else "fentry"
+        if self._try_fentry(func, entry, exit_too):
+            self.attach_kinds[func] = kind
         elif self._try_kprobe(func, exit_too, self._attached):
             self.attach_kinds[func] = KIND_KPROBE if exit_too else "kprobe"
         else:
@@ -381,7 +396,10 @@ class ProbeSession:
         if self._bpf is None:
             return
         self.detach_module()
-        if "module" in self.which:
+        if "module" in self.which and not self.timing:
+            for func in ("nlperf_input", "nlperf_process"):
+                self.attach_kinds[func] = KIND_OFF
+        elif "module" in self.which:
             for func in ("nlperf_input", "nlperf_process"):
                 if self._try_kprobe(func, True, self._module_attached):
                     self.attach_kinds[func] = KIND_KPROBE
@@ -421,11 +439,13 @@ class ProbeSession:
         """Zero every counter and histogram (after warm-up); in-flight start times stay."""
         if self._bpf is None:
             return
-        for name in ("calls", "overruns", "deliveries", "sched_cnt"):
+        names = ["overruns", "deliveries", "sched_cnt"] + (["by_proc"] if self.by_process else [])
+        for name in names:
             self._bpf[name.encode()].clear()
-        for name in ("hist_log2", "hist_lin", "stat"):
+        for name, n in (("hist", len(PROBES) * len(DIRS)),
+                        ("calls", NCOUNTED * len(DIRS) * len(RESULTS))):
             t = self._bpf[name.encode()]
-            for i in range(len(PROBES) * len(DIRS)):
+            for i in range(n):
                 t.clearitem(t.Key(i))
 
     # --- reading ---
@@ -433,20 +453,17 @@ class ProbeSession:
     def _rows(self) -> dict[tuple[int, int], tuple[list[int], list[int], int, int, int]]:
         """(probe, dir) -> (log2, linear, count, sum_ns, max_ns), summed over CPUs, non-empty."""
         out = {}
-        lg, ln, st = self._bpf[b"hist_log2"], self._bpf[b"hist_lin"], self._bpf[b"stat"]
+        h = self._bpf[b"hist"]
         for p in range(len(PROBES)):
             for d in range(len(DIRS)):
-                i = p * len(DIRS) + d
-                stats = st.getvalue(st.Key(i))
-                count = sum(int(s.count) for s in stats)
+                rows = h.getvalue(h.Key(p * len(DIRS) + d))
+                count = sum(int(r.count) for r in rows)
                 if not count:
                     continue
-                log2 = [sum(int(v.slot[k]) for v in lg.getvalue(lg.Key(i)))
-                        for k in range(LOG2_SLOTS)]
-                lin_rows = ln.getvalue(ln.Key(i))
-                linear = [sum(int(v.slot[k]) for v in lin_rows) for k in range(LIN_SLOTS + 1)]
-                out[(p, d)] = (log2, linear, count, sum(int(s.sum) for s in stats),
-                               max(int(s.max) for s in stats))
+                log2 = [sum(int(r.log2[k]) for r in rows) for k in range(LOG2_SLOTS)]
+                linear = [sum(int(r.lin[k]) for r in rows) for k in range(LIN_SLOTS + 1)]
+                out[(p, d)] = (log2, linear, count, sum(int(r.sum) for r in rows),
+                               max(int(r.max) for r in rows))
         return out
 
     def _latency(self, rows: dict[tuple[int, int], Any], probe: int,
@@ -461,23 +478,42 @@ class ProbeSession:
                                sum(r[3] for r in picked), max(r[4] for r in picked))
 
     def _calls_block(self, rows: dict[tuple[int, int], Any], probe: int,
-                     calls: list[tuple[int, int, int, int, int]]) -> dict[str, Any]:
-        mine = [(tgid, d, r, n) for tgid, p, d, r, n in calls if p == probe]
+                     calls: dict[tuple[int, int, int], int],
+                     procs: dict[tuple[int, int], int] | None) -> dict[str, Any]:
+        mine = [(d, r, n) for (p, d, r), n in calls.items() if p == probe and n]
         results = {name: 0 for name in RESULTS}
         by_dir: dict[str, dict[str, Any]] = {}
-        by_proc: dict[str, int] = {}
-        for tgid, d, r, n in mine:
+        for d, r, n in mine:
             results[RESULTS[r]] += n
             entry = by_dir.setdefault(DIRS[d], {"calls": 0, "results": {}})
             entry["calls"] += n
             entry["results"][RESULTS[r]] = entry["results"].get(RESULTS[r], 0) + n
-            by_proc[str(tgid)] = by_proc.get(str(tgid), 0) + n
         if self.timing:
             for name, entry in by_dir.items():
                 entry["latency_ns"] = self._latency(rows, probe, [DIRS.index(name)])
+        by_proc = None if procs is None else {
+            str(tgid): n for (tgid, p), n in sorted(procs.items()) if p == probe and n}
         return {"calls": sum(n for *_, n in mine), "results": results, "by_direction": by_dir,
                 "by_process": by_proc,
                 "latency_ns": self._latency(rows, probe) if self.timing else None}
+
+    def _calls(self) -> dict[tuple[int, int, int], int]:
+        """(probe, dir, result) -> calls, summed over CPUs."""
+        t = self._bpf[b"calls"]
+        out = {}
+        for p in range(NCOUNTED):
+            for d in range(len(DIRS)):
+                for r in range(len(RESULTS)):
+                    i = (p * len(DIRS) + d) * len(RESULTS) + r
+                    out[(p, d, r)] = sum(int(v) for v in t.getvalue(t.Key(i)))
+        return out
+
+    def _procs(self) -> dict[tuple[int, int], int] | None:
+        """(tgid, probe) -> calls, or None when per-process counting is off."""
+        if not self.by_process:
+            return None
+        return {(int(k.tgid), int(k.probe)): sum(int(x) for x in v)
+                for k, v in self._bpf[b"by_proc"].items()}
 
     def read(self) -> dict[str, Any]:
         """The summary block (counters since the last reset)."""
@@ -489,26 +525,28 @@ class ProbeSession:
         if self._bpf is None:
             return out
         rows = self._rows()
-        calls = [(int(k.tgid), int(k.probe), int(k.dir), int(k.result), int(v.value))
-                 for k, v in self._bpf[b"calls"].items()]
+        calls, procs = self._calls(), self._procs()
         if "unicast" in self.which:
             out["netlink_unicast"] = self._calls_block(rows, PROBES.index("netlink_unicast"),
-                                                       calls)
+                                                       calls, procs)
         if "broadcast" in self.which:
             out["netlink_broadcast"] = self._calls_block(
-                rows, PROBES.index("netlink_broadcast"), calls)
+                rows, PROBES.index("netlink_broadcast"), calls, procs)
             if "netlink_broadcast_filtered" in self.attach_kinds:
                 out["netlink_broadcast_filtered"] = self._calls_block(
-                    rows, PROBES.index("netlink_broadcast_filtered"), calls)
+                    rows, PROBES.index("netlink_broadcast_filtered"), calls, procs)
         if "overrun" in self.which:
-            by_sock = {str(int(k.value)): int(v.value)
+            by_sock = {str(int(k.value)): sum(int(x) for x in v)
                        for k, v in self._bpf[b"overruns"].items()}
             out["netlink_overrun"] = {"total": sum(by_sock.values()), "by_socket": by_sock}
-            dl = {str(int(k.value)): int(v.value) for k, v in self._bpf[b"deliveries"].items()}
+            dl = {str(int(k.value)): sum(int(x) for x in v)
+                  for k, v in self._bpf[b"deliveries"].items()}
             out["deliveries"] = {"total": sum(dl.values()), "by_socket": dl}
         if "sched" in self.which:
             out["sched"] = self._sched_block(rows)
-        if "module" in self.which:
+        if "module" in self.which and not self.timing:
+            out["module"] = {f: None for f in ("nlperf_input", "nlperf_process")}
+        elif "module" in self.which:
             out["module"] = {
                 f: self._latency(rows, PROBES.index(f), [0]) or {"count": 0}
                 for f in ("nlperf_input", "nlperf_process")}

@@ -6,8 +6,10 @@ Skipped where no lab VM can run (no qemu, virtme-ng or lab kernel); `make test` 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,4 +104,23 @@ def test_vm_timeout_keeps_partial_results_and_leaves_nothing_running(tmp_path: P
     assert "8 s" in summary["error"]
     assert results.validation_errors(summary) == []
     assert (out / "vm-console.log").exists()
+    assert not _qemu_running(out)
+
+
+def test_ctrl_c_stops_cleanly_with_status_interrupted(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([NLPERF, "run", str(ROOT / "scenarios/smoke.yaml"), "--target", "vm",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "vm-console.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # the VM is booting
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert results.validation_errors(summary) == []
     assert not _qemu_running(out)
