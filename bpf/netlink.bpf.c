@@ -112,13 +112,14 @@ static __always_inline void record(u32 probe, u32 dir, u64 ns)
 	r->sum += ns;
 	if (ns > r->max)
 		r->max = ns;
-	u32 s = ns ? bpf_log2l(ns) : 0;	/* slot s holds [2^(s-1), 2^s) */
+	u64 s = ns ? bpf_log2l(ns) : 0;	/* slot s holds [2^(s-1), 2^s) */
 	if (s < LOG2_SLOTS)
 		r->log2[s]++;
 	u64 l = ns / LIN_STEP_NS;
 	if (l > LIN_SLOTS)
 		l = LIN_SLOTS;
-	r->lin[l]++;
+	if (l <= LIN_SLOTS)	/* again, for older verifiers */
+		r->lin[l]++;
 }
 
 static __always_inline u32 classify(long ret)
@@ -296,6 +297,28 @@ KRETFUNC_PROBE(netlink_broadcast, void *ssk, void *skb, u32 portid, u32 group, u
 	if (sk_proto(ssk) != PROTO)
 		return 0;
 	fexit_counted(P_BROADCAST, bcast_dir(ssk), ret);
+	return 0;
+}
+
+/* netlink_broadcast_filtered(ssk, skb, portid, group, allocation, filter, filter_data): 6.8+,
+ * where nlmsg_multicast calls it directly; attached only where kallsyms has it. */
+#if TIMING
+KFUNC_PROBE(netlink_broadcast_filtered, void *ssk, void *skb, u32 portid, u32 group,
+	    u32 allocation, void *filter, void *filter_data)
+{
+	if (sk_proto(ssk) != PROTO)
+		return 0;
+	push(P_BCAST_FILT, 0, 1);
+	return 0;
+}
+#endif
+
+KRETFUNC_PROBE(netlink_broadcast_filtered, void *ssk, void *skb, u32 portid, u32 group,
+	       u32 allocation, void *filter, void *filter_data, int ret)
+{
+	if (sk_proto(ssk) != PROTO)
+		return 0;
+	fexit_counted(P_BCAST_FILT, bcast_dir(ssk), ret);
 	return 0;
 }
 

@@ -6,7 +6,8 @@ Measures, all aggregated in kernel maps (no per-event output), from bpf/netlink.
   and calls by result class (ok / EAGAIN / ENOBUFS / ESRCH / ECONNREFUSED / other), direction and
   process (tgid of the calling task). Hooks: fentry/fexit, else kprobe/kretprobe.
 - ``netlink_broadcast(ssk, skb, portid, group, allocation)`` and, where kallsyms has it,
-  ``netlink_broadcast_filtered``: the same. Same hooks.
+  ``netlink_broadcast_filtered`` (6.8+, where nlmsg_multicast calls it directly): the same.
+  Same hooks.
 - ``netlink_overrun(sk)``: drops per receiving socket, keyed by socket inode (the Inode column of
   /proc/net/netlink); ``__netlink_sendskb(sk, skb)``: deliveries per receiving socket (unicast
   replies and every broadcast listener; do_one_broadcast is inlined on 6.1). Hooks: fentry, else
@@ -19,12 +20,23 @@ Measures, all aggregated in kernel maps (no per-event output), from bpf/netlink.
   only (an out-of-tree module has no BTF, so fentry cannot load), attached after each module
   load and detached before its unload.
 
-Only the lab's protocol counts: every netlink probe filters on ``ssk->sk_protocol == PROTO``.
+Timing off (``timing=False``, counters only): netlink_unicast/broadcast attach as fexit alone (the
+exit program sees the arguments and the return value, so it filters, classifies and counts with
+no entry program and no per-thread state), the module probes stay detached (they only time:
+``attach`` says ``"off (timing=False)"``, ``module`` reads None) and calls are not counted per
+process unless ``by_process=True`` (``by_process`` reads None), nor per receiving socket unless
+``deliveries=True`` (the ``__netlink_sendskb`` fentry fires on every delivery; ``deliveries``
+reads None; overruns are always counted: they only fire on drops). Counters are per-CPU arrays
+indexed by (probe, direction, result class); per-socket counts are per-CPU hashes; timed entries
+are a per-thread stack in task local storage (5.12+; an LRU hash by thread id before).
+
+Only the lab's protocol counts: every netlink probe filters on ``ssk->sk_protocol == PROTO``,
+first thing.
 Direction of a call: destination port 0 is the kernel (``to_kernel``: a user socket's sendmsg);
 otherwise a sending socket flagged NETLINK_F_KERNEL_SOCKET is the kernel sending
 (``kernel_to_user``); anything else is ``user_to_user`` (user unicast to another port, or a user
 socket's multicast). Calls nest in callback mode (the reply's netlink_unicast runs inside the
-request's, on the same thread), so start times are keyed by (thread, probe, nesting depth).
+request's, on the same thread), so start times are a per-thread stack per probe.
 
 The BPF C is compiled once per run with ``-D`` defines: struct field offsets come from
 /sys/kernel/btf/vmlinux (no kernel struct headers: under TCG they cost tens of seconds of clang).
@@ -235,8 +247,8 @@ class ProbeSession:
     """
 
     def __init__(self, proto: int, which: Sequence[str] = WHICH, *, timing: bool = True,
-                 by_process: bool | None = None, lin_step_ns: int = LIN_STEP_NS,
-                 src: Path = BPF_SRC) -> None:
+                 by_process: bool | None = None, deliveries: bool | None = None,
+                 lin_step_ns: int = LIN_STEP_NS, src: Path = BPF_SRC) -> None:
         unknown = [w for w in which if w not in WHICH]
         if unknown:
             raise RunFailed(f"probes: unknown probe set {', '.join(unknown)}")
@@ -244,6 +256,7 @@ class ProbeSession:
         self.which = list(which)
         self.timing = timing
         self.by_process = timing if by_process is None else by_process
+        self.deliveries = timing if deliveries is None else deliveries
         self.lin_step_ns = lin_step_ns
         self.attach_kinds: dict[str, str] = {}
         self.notes: list[str] = []
@@ -342,14 +355,14 @@ class ProbeSession:
         if "broadcast" in self.which:
             self._attach_func("netlink_broadcast", True)
             if ksym_addr("netlink_broadcast_filtered") is not None:
-                # no fentry variant compiled for it: it exists on 6.8+ kernels only
-                if self._try_kprobe("netlink_broadcast_filtered", True, self._attached):
-                    self.attach_kinds["netlink_broadcast_filtered"] = KIND_KPROBE
-                else:
-                    self.attach_kinds["netlink_broadcast_filtered"] = KIND_UNAVAILABLE
+                # 6.8+: nlmsg_multicast calls it directly, not through netlink_broadcast
+                self._attach_func("netlink_broadcast_filtered", True)
         if "overrun" in self.which:
             self._attach_func("netlink_overrun", False)
-            self._attach_func("__netlink_sendskb", False)
+            if self.deliveries:
+                self._attach_func("__netlink_sendskb", False)
+            else:  # one more fentry on every delivery: not in the cheap counting set
+                self.attach_kinds["__netlink_sendskb"] = KIND_OFF
         if "sched" in self.which:
             for tp in ("sched_switch", "sched_wakeup"):
                 try:
@@ -541,7 +554,8 @@ class ProbeSession:
             out["netlink_overrun"] = {"total": sum(by_sock.values()), "by_socket": by_sock}
             dl = {str(int(k.value)): sum(int(x) for x in v)
                   for k, v in self._bpf[b"deliveries"].items()}
-            out["deliveries"] = {"total": sum(dl.values()), "by_socket": dl}
+            out["deliveries"] = ({"total": sum(dl.values()), "by_socket": dl}
+                                 if self.deliveries else None)
         if "sched" in self.which:
             out["sched"] = self._sched_block(rows)
         if "module" in self.which and not self.timing:

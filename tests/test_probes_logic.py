@@ -27,6 +27,8 @@ def test_codes_match_the_bpf_source() -> None:
         assert defines[f"R_{name.upper()}"] == str(i), name
     assert defines["NPROBES"] == str(len(probes.PROBES))
     assert defines["NDIRS"] == str(len(probes.DIRS))
+    assert defines["NRESULTS"] == str(len(probes.RESULTS))
+    assert defines["NCOUNTED"] == str(probes.NCOUNTED)
     assert defines["LOG2_SLOTS"] == str(probes.LOG2_SLOTS)
     assert (defines["ROLE_LAB"], defines["ROLE_KTHREAD"]) == (str(probes.ROLE_LAB),
                                                               str(probes.ROLE_KTHREAD))
@@ -112,7 +114,11 @@ def test_cflags_are_defines() -> None:
     d = dict(f[2:].split("=", 1) for f in flags)
     assert d["PROTO"] == "31" and d["OFF_SOCKET_INO"] == "192" and d["SWITCH_STATE_ARG"] == "1"
     assert probes.cflags(31, OFFSETS, "5.10.0-1-amd64")[7] == "-DSWITCH_STATE_ARG=0"
-    assert "-DTIMING=0" in probes.cflags(31, OFFSETS, "6.1.0", timing=False)
+    off = probes.cflags(31, OFFSETS, "6.1.0", timing=False)
+    assert "-DTIMING=0" in off and "-DBY_PROCESS=0" in off  # per-process counts follow timing
+    assert "-DBY_PROCESS=1" in probes.cflags(31, OFFSETS, "6.1.0", timing=False, by_process=True)
+    assert d["BY_PROCESS"] == "1" and d["TASK_STORAGE"] == "1"
+    assert "-DTASK_STORAGE=0" in probes.cflags(31, OFFSETS, "5.10.0-1-amd64")
 
 
 def test_cflags_name_missing_fields() -> None:
