@@ -42,6 +42,8 @@ MODULE_COUNTERS = ("received", "processed", "replied", "queue_overflows", "err_p
                    "gen_runs")
 
 _ctx = mp.get_context("fork")
+# one compiled probe session per (protocol, probe set, timing) in a run
+Sessions = dict[tuple[int, tuple[str, ...], bool], ProbeSession]
 PROBE_HISTOGRAMS = "probe-histograms.json"  # beside summary.json: {case id: [per repetition]}
 
 
@@ -316,7 +318,7 @@ ProgressFn = Callable[[dict[str, Any]], None]
 def run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
               progress: ProgressFn | None = None, case_timeout: float = 600.0) -> None:
     """Run every case × repetition, rewriting summary.json after each repetition."""
-    sessions: dict[tuple[int, tuple[str, ...]], ProbeSession] = {}
+    sessions: Sessions = {}
     try:
         _run_cases(cases, run_dir, summary, ko, progress, case_timeout, sessions)
     finally:
@@ -349,7 +351,7 @@ def _progress(run_dir: Path, progress: ProgressFn | None, ci: int, cases: list[C
         progress(record)
 
 
-def probe_attach_kinds(sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]
+def probe_attach_kinds(sessions: Sessions
                        ) -> dict[str, str]:
     kinds: dict[str, str] = {}
     for ps in sessions.values():
@@ -357,21 +359,21 @@ def probe_attach_kinds(sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]
     return kinds
 
 
-def _probe_session(case: Case, sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]
+def _probe_session(case: Case, sessions: Sessions
                    ) -> ProbeSession | None:
     """One compile per run: cases share a session unless their protocol or probe set differs."""
     p = case.scenario.probes
     if not p.enabled:
         return None
-    key = (case.scenario.module.proto, tuple(p.which))
+    key = (case.scenario.module.proto, tuple(p.which), p.timing)
     if key not in sessions:
-        sessions[key] = ProbeSession(key[0], list(key[1]))
+        sessions[key] = ProbeSession(key[0], list(key[1]), timing=p.timing)
     return sessions[key]
 
 
 def _run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
                progress: ProgressFn | None, case_timeout: float,
-               sessions: dict[tuple[int, tuple[str, ...]], ProbeSession]) -> None:
+               sessions: Sessions) -> None:
     total = sum(runs_per_case(c) for c in cases)
     done = 0
     histograms: dict[str, list[Any]] = {}

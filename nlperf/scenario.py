@@ -107,6 +107,7 @@ class Multicast(Strict):
 
 class Probes(Strict):
     enabled: bool = True
+    timing: bool = Field(True, description="per-call durations; false: counters only (cheap)")
     which: list[Literal["unicast", "broadcast", "overrun", "sched", "module"]] = Field(
         default_factory=lambda: ["unicast", "broadcast", "overrun", "sched", "module"])
     control: bool = True
