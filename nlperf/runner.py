@@ -156,7 +156,10 @@ def _run_inner(req: RunRequest, cases: list[scenario.Case]) -> RunOutcome:
     assert req.internal_run_dir is not None and req.internal_ko is not None
     run_dir = req.internal_run_dir
     if req.internal_cases:
-        wanted = set(req.internal_cases.split(CASE_SEP))
+        ids = req.internal_cases
+        if ids.startswith("@"):
+            ids = Path(ids[1:]).read_text().strip()
+        wanted = set(ids.split(CASE_SEP))
         cases = [c for c in cases if c.id in wanted]
         if len(cases) != len(wanted):
             raise NlperfError(f"internal: cases {sorted(wanted)} not all in the scenario")
@@ -210,10 +213,14 @@ def _run_in_vm(req: RunRequest, run_dir: Path, summary: dict[str, Any], group: G
     accel = vm.accel()
     say(f"building the module for {kernel.release}")
     ko = kmod.build(kernel.release, log=run_dir / "kmod-build.log")
+    # the case list goes in a file: the guest command travels on the kernel command line,
+    # which is limited to 2048 bytes
+    cases_file = run_dir / f".cases-{kernel.release}"
+    cases_file.write_text(CASE_SEP.join(c.id for c in group.cases))
     inner = [str(vm.venv_bin() / "nlperf"), "run", str(run_dir / results.SCENARIO_COPY),
              "--target", "host", "--no-report", "--internal-run-dir", str(run_dir),
              "--internal-ko", str(ko), "--internal-target", "vm", "--internal-accel", accel,
-             "--internal-cases", CASE_SEP.join(c.id for c in group.cases)]
+             "--internal-cases", f"@{cases_file}"]
     if not req.probes:
         inner.append("--no-probes")
     console = run_dir / results.CONSOLE_LOG

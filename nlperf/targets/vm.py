@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -57,17 +58,26 @@ def running_under() -> str:
 GUEST_ACCEL_ENV = "NLPERF_VM_ACCEL"
 
 
-def guest_script(cmd: str, cwd: Path, accel_used: str) -> str:
-    """The guest resets PATH to the system default: put the venv back first."""
+def guest_script(cmd: str, cwd: Path, accel_used: str, status_file: Path) -> str:
+    """The guest resets PATH to the system default: put the venv back first.
+
+    The command's exit status is also written to ``status_file`` (in a --rwdir): virtme-ng
+    returns its special 255 when the guest powers off before the status reached the host
+    over its serial port (seen under emulation, with every result written).
+    """
     return (f"export PATH={shlex.quote(str(venv_bin()))}:$PATH "
             f"{GUEST_ACCEL_ENV}={shlex.quote(accel_used)}; "
             f"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing "
-            f"2>/dev/null; cd {shlex.quote(str(cwd))} && {cmd}")
+            f"2>/dev/null; cd {shlex.quote(str(cwd))} && {cmd}; rc=$?; "
+            f"echo $rc > {shlex.quote(str(status_file))}; sync; exit $rc")
 
 
-def vng_argv(kernel: LabKernel, exec_cmd: str, rwdirs: list[Path], use_kvm: bool) -> list[str]:
+def vng_argv(kernel: LabKernel, exec_cmd: str, rwdirs: list[Path], use_kvm: bool,
+             verbose: bool = False) -> list[str]:
     argv = [find_vng(), "--run", str(kernel.vmlinuz), "--memory", VM_MEMORY,
             "--cpus", str(VM_CPUS), "--append", KERNEL_CMDLINE]
+    if verbose:
+        argv.append("--verbose")  # the guest kernel's console too, not only the command's
     if not use_kvm:
         argv.append("--disable-kvm")
     for d in rwdirs:
@@ -92,6 +102,19 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
         dst.flush()
 
 
+VNG_LOST_STATUS = 255
+
+
+def _guest_status(rc: int, status_file: Path) -> int:
+    """vng's exit status, or the one the guest wrote when vng could not fetch it."""
+    try:
+        written = status_file.read_text().strip()
+        status_file.unlink()
+    except OSError:
+        return rc
+    return int(written) if rc == VNG_LOST_STATUS and written.isdigit() else rc
+
+
 def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
          console: Path | None = None, cwd: Path | None = None,
          on_tick: Callable[[], None] | None = None) -> int:
@@ -103,7 +126,9 @@ def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
     if shutil.which("qemu-system-x86_64") is None:
         raise RunFailed("qemu-system-x86_64 is not installed", hint="make setup")
     used = accel()
-    argv = vng_argv(kernel, guest_script(cmd, cwd or Path.cwd(), used), rwdirs, used == "kvm")
+    status_file = rwdirs[0] / f".vm-exit-{uuid.uuid4().hex}"
+    script = guest_script(cmd, cwd or Path.cwd(), used, status_file)
+    argv = vng_argv(kernel, script, rwdirs, used == "kvm", verbose=console is not None)
     env = dict(os.environ, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")
     # vng may reopen its standard output (truncating a file that was ours), so it always
     # writes to a pipe that this process copies to the console log or to our stdout.
@@ -117,9 +142,11 @@ def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
     try:
         while True:
             try:
-                return proc.wait(0.5)
+                rc = proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 pass
+            else:
+                return _guest_status(rc, status_file)
             if on_tick:
                 on_tick()
             if time.monotonic() > deadline:
