@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -58,18 +59,37 @@ def running_under() -> str:
 GUEST_ACCEL_ENV = "NLPERF_VM_ACCEL"
 
 
-def guest_script(cmd: str, cwd: Path, accel_used: str, status_file: Path) -> str:
-    """The guest resets PATH to the system default: put the venv back first.
+@dataclass(frozen=True)
+class Markers:
+    """Files the guest writes into a --rwdir: the command started, and its exit status.
 
-    The command's exit status is also written to ``status_file`` (in a --rwdir): virtme-ng
-    returns its special 255 when the guest powers off before the status reached the host
-    over its serial port (seen under emulation, with every result written).
+    virtme-ng returns its special 255 both when the guest powered off before the status
+    crossed its serial port (seen under emulation, with every result written) and when the
+    guest kernel died before running anything (seen: 6.12 under TCG, an int3 Oops while
+    patching text at boot). The markers tell the two apart.
     """
-    return (f"export PATH={shlex.quote(str(venv_bin()))}:$PATH "
+
+    started: Path
+    status: Path
+
+    @classmethod
+    def new(cls, rwdir: Path) -> Markers:
+        token = uuid.uuid4().hex
+        return cls(rwdir / f".vm-started-{token}", rwdir / f".vm-exit-{token}")
+
+    def clear(self) -> None:
+        for p in (self.started, self.status):
+            p.unlink(missing_ok=True)
+
+
+def guest_script(cmd: str, cwd: Path, accel_used: str, markers: Markers) -> str:
+    """The guest resets PATH to the system default: put the venv back first."""
+    return (f"touch {shlex.quote(str(markers.started))}; "
+            f"export PATH={shlex.quote(str(venv_bin()))}:$PATH "
             f"{GUEST_ACCEL_ENV}={shlex.quote(accel_used)}; "
             f"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing "
             f"2>/dev/null; cd {shlex.quote(str(cwd))} && {cmd}; rc=$?; "
-            f"echo $rc > {shlex.quote(str(status_file))}; sync; exit $rc")
+            f"echo $rc > {shlex.quote(str(markers.status))}; sync; exit $rc")
 
 
 def vng_argv(kernel: LabKernel, exec_cmd: str, rwdirs: list[Path], use_kvm: bool,
@@ -103,16 +123,7 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
 
 
 VNG_LOST_STATUS = 255
-
-
-def _guest_status(rc: int, status_file: Path) -> int:
-    """vng's exit status, or the one the guest wrote when vng could not fetch it."""
-    try:
-        written = status_file.read_text().strip()
-        status_file.unlink()
-    except OSError:
-        return rc
-    return int(written) if rc == VNG_LOST_STATUS and written.isdigit() else rc
+BOOT_ATTEMPTS = 3
 
 
 def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
@@ -121,13 +132,42 @@ def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
     """Boot the lab VM, run ``cmd`` as root in ``cwd``, return its exit status.
 
     The console (kernel log mixed with the command's output) goes to ``console`` when given,
-    else to this terminal.
+    else to this terminal. A guest that died before starting the command is booted again
+    (up to BOOT_ATTEMPTS in all): nothing of the command has run, so nothing is repeated.
     """
     if shutil.which("qemu-system-x86_64") is None:
         raise RunFailed("qemu-system-x86_64 is not installed", hint="make setup")
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        markers = Markers.new(rwdirs[0])
+        try:
+            rc = _boot_once(kernel, cmd, rwdirs, deadline, timeout, console, cwd, on_tick,
+                            markers)
+            started = markers.started.exists()
+            if rc != VNG_LOST_STATUS or started:
+                return _guest_status(rc, markers.status)
+        finally:
+            markers.clear()
+        sys.stderr.write(f"nlperf: the lab VM died before running the command "
+                         f"(attempt {attempt} of {BOOT_ATTEMPTS}); booting again\n")
+    raise RunFailed(f"the lab VM ({kernel.release}) died during boot {BOOT_ATTEMPTS} times",
+                    hint="see the console log; try another --kernel")
+
+
+def _guest_status(rc: int, status_file: Path) -> int:
+    """vng's exit status, or the one the guest wrote when vng could not fetch it."""
+    try:
+        written = status_file.read_text().strip()
+    except OSError:
+        return rc
+    return int(written) if rc == VNG_LOST_STATUS and written.isdigit() else rc
+
+
+def _boot_once(kernel: LabKernel, cmd: str, rwdirs: list[Path], deadline: float,
+               timeout: float, console: Path | None, cwd: Path | None,
+               on_tick: Callable[[], None] | None, markers: Markers) -> int:
     used = accel()
-    status_file = rwdirs[0] / f".vm-exit-{uuid.uuid4().hex}"
-    script = guest_script(cmd, cwd or Path.cwd(), used, status_file)
+    script = guest_script(cmd, cwd or Path.cwd(), used, markers)
     argv = vng_argv(kernel, script, rwdirs, used == "kvm", verbose=console is not None)
     env = dict(os.environ, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")
     # vng may reopen its standard output (truncating a file that was ours), so it always
@@ -138,15 +178,12 @@ def boot(kernel: LabKernel, cmd: str, *, rwdirs: list[Path], timeout: float,
     out = open(console, "ab") if console else sys.stdout.buffer  # noqa: SIM115 - closed below
     copier = threading.Thread(target=_copy, args=(proc.stdout, out), daemon=True)
     copier.start()
-    deadline = time.monotonic() + timeout
     try:
         while True:
             try:
-                rc = proc.wait(0.5)
+                return proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 pass
-            else:
-                return _guest_status(rc, status_file)
             if on_tick:
                 on_tick()
             if time.monotonic() > deadline:
