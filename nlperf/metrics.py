@@ -116,20 +116,6 @@ def pool_multicast(blocks: list[dict[str, Any]], latencies: dict[str, list[np.nd
             "receivers": receivers}
 
 
-def sum_counters(dicts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Add numeric leaves of same-shaped dicts (module stats, sched counters)."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out[k] = sum_counters([out.get(k, {}), v])
-            elif isinstance(v, bool) or not isinstance(v, int | float):
-                out.setdefault(k, v)
-            else:
-                out[k] = out.get(k, 0) + v
-    return out
-
-
 def _pct(probed: float | None, control: float | None) -> float | None:
     if probed is None or not control:
         return None

@@ -10,7 +10,6 @@ BPF_SRC = PROJECT_ROOT / "bpf"
 BUILD_DIR = PROJECT_ROOT / "build"
 RESULTS_DIR = PROJECT_ROOT / "results"
 SCHEMA = RESULTS_DIR / "schema.json"
-SCENARIOS_DIR = PROJECT_ROOT / "scenarios"
 
 
 def kmod_build_dir(release: str) -> Path:

@@ -243,13 +243,6 @@ def test_pool_multicast_sums_repetitions() -> None:
     assert r1["latency_us"]["count"] == 1
 
 
-def test_sum_counters() -> None:
-    out = metrics.sum_counters([{"a": 1, "mode": "kthread", "g": {"1": {"x": 2}}, "f": 0.5},
-                                {"a": 2, "mode": "kthread", "g": {"1": {"x": 3}, "2": {"x": 1}},
-                                 "f": 1.0}])
-    assert out == {"a": 3, "mode": "kthread", "g": {"1": {"x": 5}, "2": {"x": 1}}, "f": 1.5}
-
-
 # --- /proc parsers -----------------------------------------------------------------------------
 
 PROC_NETLINK = """\
