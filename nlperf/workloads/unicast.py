@@ -65,6 +65,13 @@ class SenderResult:
     ctx: dict[str, int] = field(default_factory=dict)
     sk_drops: int | None = None
 
+    def note_overrun(self, e: OSError) -> None:
+        """A receive error: ENOBUFS means replies overran our queue (the lost ones are
+        counted when their timeout expires); anything else is re-raised."""
+        if e.errno != errno.ENOBUFS:
+            raise e
+        self.enobufs += 1
+
 
 class Datagram:
     """``batch`` copies of one message, laid out once; only seq and send time change."""
@@ -196,10 +203,8 @@ class Sender:
                 res.timeouts += 1
                 continue
             except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                res.enobufs += 1
-                res.timeouts += 1
+                res.note_overrun(e)
+                res.timeouts += 1  # the one reply in flight is gone
                 continue
             t = mono()
             if n >= 72 and rbuf[4] != wire.NLMSG_ERROR and kept < capacity:
@@ -281,9 +286,7 @@ class Sender:
                 in_flight = 0
                 continue
             except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                res.enobufs += 1  # replies overran our queue; the timeout counts them
+                res.note_overrun(e)
                 continue
             t = mono()
             in_flight -= 1
@@ -359,9 +362,7 @@ class Sender:
                     except BlockingIOError:
                         break
                     except OSError as e:
-                        if e.errno != errno.ENOBUFS:
-                            raise
-                        res.enobufs += 1  # replies overran our queue; the timeout counts them
+                        res.note_overrun(e)
                         continue
                     got += 1
                     self._on_reply(n, mono(), log, res, raw_sent)
