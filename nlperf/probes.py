@@ -63,7 +63,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlperf import capabilities
+from nlperf import btf
 from nlperf.errors import RunFailed
 from nlperf.paths import BPF_SRC as BPF_DIR
 
@@ -267,9 +267,9 @@ class ProbeSession:
         bcc = _bcc()
         t0 = time.monotonic()
         try:
-            offsets = capabilities.vmlinux_member_offsets(BTF_MEMBERS)
+            offsets = btf.vmlinux_member_offsets(BTF_MEMBERS)
         except (OSError, ValueError) as e:
-            raise RunFailed(f"probes: cannot read {capabilities.VMLINUX_BTF}: {e}") from None
+            raise RunFailed(f"probes: cannot read {btf.VMLINUX_BTF}: {e}") from None
         flags = cflags(proto, offsets, platform.release(), timing=timing,
                        by_process=self.by_process, lin_step_ns=lin_step_ns)
 

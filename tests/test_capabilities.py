@@ -12,6 +12,7 @@ import pytest
 from nlperf import capabilities as cap
 from nlperf.capabilities import Check
 from nlperf.errors import BadInput, RunFailed
+from tests.test_btf import synthetic_btf
 
 ALL_NAMES = ["root", "module loading", "kprobes", "fentry", "tracefs", "BTF", "kernel headers",
              "BCC", "qemu", "virtme-ng", "KVM", "lab kernels"]
@@ -71,90 +72,6 @@ def test_pick_lab_kernel_none(tmp_path: Path) -> None:
     # Naming a kernel does not turn a missing install into the user's mistake.
     with pytest.raises(RunFailed):
         cap.pick_lab_kernel("6.1.0-56-amd64", boot, modules)
-
-
-# --- BTF -----------------------------------------------------------------------------------------
-
-
-class BtfBuilder:
-    """A minimal BTF blob writer, independent of the parser's trailer table."""
-
-    def __init__(self, order: str = "<") -> None:
-        self.order = order
-        self.types = b""
-        self.strings = b"\0"
-        self.count = 0
-
-    def name(self, s: str) -> int:
-        off = len(self.strings)
-        self.strings += s.encode() + b"\0"
-        return off
-
-    def add(self, kind: int, name: str = "", vlen: int = 0, size: int = 0,
-            trailer: bytes = b"") -> int:
-        name_off = self.name(name) if name else 0
-        self.types += struct.pack(self.order + "III", name_off, (kind << 24) | vlen, size)
-        self.types += trailer
-        self.count += 1
-        return self.count
-
-    def blob(self) -> bytes:
-        hdr = struct.pack(self.order + "HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types),
-                          len(self.types), len(self.strings))
-        return hdr + self.types + self.strings
-
-
-def synthetic_btf(order: str = "<") -> tuple[bytes, int]:
-    b = BtfBuilder(order)
-    o = order
-    i32 = b.add(1, "int", size=4, trailer=struct.pack(o + "I", 32))
-    b.add(2, size=i32)  # PTR
-    b.add(3, trailer=struct.pack(o + "III", i32, i32, 4))  # ARRAY
-    b.add(4, "sk_buff", vlen=2, size=8, trailer=struct.pack(o + "6I", 0, i32, 0, 0, i32, 32))
-    b.add(6, "e", vlen=2, size=4, trailer=struct.pack(o + "4I", 0, 1, 0, 2))  # ENUM
-    proto = b.add(13, vlen=2, size=i32, trailer=struct.pack(o + "4I", 0, i32, 0, i32))
-    b.add(14, "netlink_unicast", size=i32, trailer=struct.pack(o + "I", 0))  # a VAR, not a FUNC
-    b.add(12, "netlink_unicast_foo", size=proto)  # a longer name must not match
-    b.add(15, ".data", vlen=1, size=8, trailer=struct.pack(o + "3I", 7, 0, 4))  # DATASEC
-    b.add(17, "tag", size=i32, trailer=struct.pack(o + "i", -1))  # DECL_TAG
-    b.add(19, "e64", vlen=1, size=8, trailer=struct.pack(o + "3I", 0, 1, 2))  # ENUM64
-    b.add(16, "double", size=8)  # FLOAT
-    want = b.add(12, "netlink_unicast", size=proto)
-    b.add(12, "after", size=proto)
-    return b.blob(), want
-
-
-@pytest.mark.parametrize("order", ["<", ">"])
-def test_btf_find_func_synthetic(order: str) -> None:
-    blob, want = synthetic_btf(order)
-    assert want == 13
-    assert cap.btf_find_func(blob, "netlink_unicast") == want
-    assert cap.btf_find_func(blob, "after") == want + 1
-    assert cap.btf_find_func(blob, "netlink_unicast_foo") == 8
-    assert cap.btf_find_func(blob, "sk_buff") is None  # a STRUCT, not a FUNC
-    assert cap.btf_find_func(blob, "missing") is None
-
-
-def test_btf_find_func_malformed() -> None:
-    blob, _ = synthetic_btf()
-    with pytest.raises(ValueError, match="not BTF"):
-        cap.btf_find_func(b"\0" * 32, "x")
-    with pytest.raises(ValueError, match="too short"):
-        cap.btf_find_func(blob[:10], "x")
-    with pytest.raises(ValueError, match="past the end"):
-        cap.btf_find_func(blob[:-5], "x")
-    b = BtfBuilder()
-    b.add(30, "future")
-    with pytest.raises(ValueError, match="unknown kind 30"):
-        cap.btf_find_func(b.blob(), "x")
-
-
-@pytest.mark.skipif(not cap.VMLINUX_BTF.exists(), reason="kernel has no BTF")
-def test_btf_find_func_real_vmlinux() -> None:
-    data = cap.VMLINUX_BTF.read_bytes()
-    func_id = cap.btf_find_func(data, "netlink_unicast")
-    assert func_id is not None and func_id > 0
-    assert cap.btf_find_func(data, "nlperf_no_such_function") is None
 
 
 # --- probes --------------------------------------------------------------------------------------

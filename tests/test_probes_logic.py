@@ -7,8 +7,7 @@ import struct
 
 import pytest
 
-from nlperf import capabilities as cap
-from nlperf import probes
+from nlperf import btf, probes
 from nlperf.errors import RunFailed
 
 
@@ -146,25 +145,25 @@ def synthetic_struct_btf() -> bytes:
     # 4: struct inner { int pad; int x; }
     types += struct.pack("<III", off["inner"], (4 << 24) | 1, 8)
     types += struct.pack("<III", off["x"], 1, 32)
-    hdr = struct.pack("<HBBIIIII", cap.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types),
+    hdr = struct.pack("<HBBIIIII", btf.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types),
                       len(strings))
     return hdr + types + strings
 
 
 def test_btf_member_offsets_synthetic() -> None:
     blob = synthetic_struct_btf()
-    got = cap.btf_member_offsets(blob, [("outer", "a"), ("outer", "b"), ("outer", "c"),
+    got = btf.btf_member_offsets(blob, [("outer", "a"), ("outer", "b"), ("outer", "c"),
                                         ("inner", "x"), ("outer", "d"), ("outer", "zz"),
                                         ("missing", "a")])
     assert got == {("outer", "a"): 0, ("outer", "b"): 4, ("outer", "c"): 4, ("inner", "x"): 4}
     with pytest.raises(ValueError):
-        cap.btf_member_offsets(b"\0" * 32, [("a", "b")])
+        btf.btf_member_offsets(b"\0" * 32, [("a", "b")])
 
 
 def test_btf_member_offsets_real_vmlinux() -> None:
-    if not cap.VMLINUX_BTF.exists():
+    if not btf.VMLINUX_BTF.exists():
         pytest.skip("no vmlinux BTF")
-    got = cap.vmlinux_member_offsets(probes.BTF_MEMBERS)
+    got = btf.vmlinux_member_offsets(probes.BTF_MEMBERS)
     for need in [("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
                  ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid")]:
         assert need in got, need
