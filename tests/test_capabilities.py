@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 from nlperf import capabilities as cap
 from nlperf.capabilities import Check
 from nlperf.errors import BadInput, RunFailed
-from tests.test_btf import synthetic_btf
 
 ALL_NAMES = ["root", "module loading", "kprobes", "fentry", "tracefs", "BTF", "kernel headers",
              "BCC", "qemu", "virtme-ng", "KVM", "lab kernels"]
@@ -72,48 +70,6 @@ def test_pick_lab_kernel_none(tmp_path: Path) -> None:
     # Naming a kernel does not turn a missing install into the user's mistake.
     with pytest.raises(RunFailed):
         cap.pick_lab_kernel("6.1.0-56-amd64", boot, modules)
-
-
-# --- probes --------------------------------------------------------------------------------------
-
-
-def test_linux_version_code() -> None:
-    assert cap.linux_version_code("6.1.0-56-amd64") == 0x060100
-    assert cap.linux_version_code("6.18.44-fc-v657") == (6 << 16) + (18 << 8) + 44
-    assert cap.linux_version_code("4.19.300") == (4 << 16) + (19 << 8) + 255
-    assert cap.linux_version_code("5.4") == 0x050400
-    assert cap.linux_version_code("weird") == 0
-
-
-def test_prog_load_attr_layout() -> None:
-    import ctypes
-
-    insns = ctypes.create_string_buffer(cap.TRIVIAL_PROG, 16)
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = cap.prog_load_attr(26, insns, lic, kern_version=0x060100, expected_attach_type=24,
-                              attach_btf_id=96758)
-    raw = attr.raw
-    assert len(raw) == 144
-    assert struct.unpack_from("=II", raw, 0) == (26, 2)
-    assert struct.unpack_from("=QQ", raw, 8) == (ctypes.addressof(insns), ctypes.addressof(lic))
-    assert struct.unpack_from("=I", raw, 40)[0] == 0x060100
-    assert struct.unpack_from("=I", raw, 68)[0] == 24
-    assert struct.unpack_from("=I", raw, 108)[0] == 96758
-    assert struct.unpack_from("=IIQ", raw, 24) == (0, 0, 0)  # no log unless asked
-
-
-def test_probe_kprobe_without_pmu(tmp_path: Path) -> None:
-    with pytest.raises(cap.ProbeError, match="kprobe PMU missing"):
-        cap.probe_kprobe(pmu_type=tmp_path / "type")
-
-
-def test_probe_fentry_without_btf(tmp_path: Path) -> None:
-    with pytest.raises(cap.ProbeError, match=r"no .*vmlinux"):
-        cap.probe_fentry(btf=tmp_path / "vmlinux")
-    blob, _ = synthetic_btf()
-    (tmp_path / "btf").write_bytes(blob)
-    with pytest.raises(cap.ProbeError, match="not a FUNC"):
-        cap.probe_fentry("nlperf_nothing", btf=tmp_path / "btf")
 
 
 # --- KVM -----------------------------------------------------------------------------------------

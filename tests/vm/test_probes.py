@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nlperf import capabilities, wire
+from nlperf import bpfsys, wire
 from nlperf.nlsock import Control, netlink_drops, open_socket, socket_inode
 from nlperf.probes import ProbeSession
 from tests.vm.conftest import PROTO, Loaded, client, recv_msgs, track
@@ -26,14 +26,14 @@ BPF_PROG_GET_NEXT_ID = 11
 
 def bpf_prog_count() -> int:
     """Loaded BPF programs, by walking BPF_PROG_GET_NEXT_ID (no bpftool needed)."""
-    sys_ = capabilities._Sys()
+    sys_ = bpfsys.Syscalls()
     n, start = 0, 0
     while True:
-        attr = ctypes.create_string_buffer(capabilities.BPF_ATTR_SIZE)
+        attr = ctypes.create_string_buffer(bpfsys.BPF_ATTR_SIZE)
         struct.pack_into("=I", attr, 0, start)
         try:
             sys_.bpf("BPF_PROG_GET_NEXT_ID", BPF_PROG_GET_NEXT_ID, attr)
-        except capabilities.ProbeError:
+        except bpfsys.ProbeError:
             return n
         start = struct.unpack_from("=I", attr, 4)[0]
         n += 1
