@@ -24,7 +24,7 @@ test-host:
 
 # One boot per lab kernel (Debian's 6.1 and 6.12): the module and probes must work on both.
 test-vm:
-	@set -e; for k in $$($(VENV)/bin/python -m nlperf.capabilities --lab-kernels); do \
+	@set -e; for k in $$($(VENV)/bin/python -m nlperf.targets.vm --lab-kernels); do \
 		echo "== lab VM tests on $$k"; \
 		$(NLPERF) vm exec --kernel $$k --timeout 1200 -- $(abspath $(PYTEST)) -q -p no:cacheprovider tests/vm; \
 	done

@@ -3,8 +3,8 @@
 Feature flags lie here (BCC's ``support_kfunc()`` says True on a kernel that refuses every fentry
 load with EPERM), so the probe checks load a trivial BPF program through the raw ``bpf(2)``
 syscall (:mod:`nlperf.bpfsys`) and attach it to ``netlink_unicast``, the function the lab traces.
-Every ``check_*`` returns a :class:`Check` and never raises; only :func:`pick_lab_kernel` and
-:func:`pick_target` raise, because they answer a user's request.
+Every ``check_*`` returns a :class:`Check` and never raises; only :func:`pick_target` raises,
+because it answers a user's request.
 
 The same code runs inside the lab VM guest, so nothing here may assume the host's PATH, kernel or
 mounts.
@@ -12,11 +12,9 @@ mounts.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -26,10 +24,10 @@ from pathlib import Path
 from nlperf.bpfsys import ProbeError, errname, probe_fentry, probe_kprobe
 from nlperf.btf import VMLINUX_BTF, vmlinux_func_id
 from nlperf.errors import BadInput, RunFailed
+from nlperf.targets.vm import SETUP_HINT, kvm_usable, lab_kernels
 
 PROBE_FUNC = "netlink_unicast"
 TRACEFS = Path("/sys/kernel/tracing")
-SETUP_HINT = "make setup installs linux-image-amd64 and linux-headers-amd64"
 VM_HINT = "use --target vm"
 TARGETS = ("auto", "host", "vm")
 
@@ -46,95 +44,6 @@ class Check:
     ok: bool
     detail: str
     fix: str | None
-
-
-@dataclass(frozen=True)
-class LabKernel:
-    release: str
-    vmlinuz: Path
-    build_dir: Path
-
-
-# --- lab kernels ---------------------------------------------------------------------------------
-
-
-def version_key(release: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders 6.10 after 6.9 and -56 after -9.
-
-    Numbers and text are tagged so a tuple never compares an int with a str.
-    """
-    return tuple((0, int(p)) if p.isdigit() else (1, p)
-                 for p in re.split(r"(\d+)", release) if p)
-
-
-def lab_kernels(boot: Path = Path("/boot"),
-                modules: Path = Path("/lib/modules")) -> list[LabKernel]:
-    """Kernels the VM can boot and the module can be built against, newest first."""
-    found = []
-    with contextlib.suppress(OSError):
-        for vmlinuz in boot.glob("vmlinuz-*"):
-            release = vmlinuz.name.removeprefix("vmlinuz-")
-            build = modules / release / "build"
-            # A kernel without its build dir is useless: the lab module is built in the VM run.
-            if vmlinuz.is_file() and build.is_dir():
-                found.append(LabKernel(release, vmlinuz, build))
-    return sorted(found, key=lambda k: version_key(k.release), reverse=True)
-
-
-def pick_lab_kernel(release: str | None = None, boot: Path = Path("/boot"),
-                    modules: Path = Path("/lib/modules")) -> LabKernel:
-    """The newest lab kernel, or the one named by ``--kernel``."""
-    kernels = lab_kernels(boot, modules)
-    if not kernels:
-        raise RunFailed(f"no lab kernel: no {boot}/vmlinuz-<release> with a matching "
-                        f"{modules}/<release>/build", hint=SETUP_HINT)
-    if release is None:
-        return kernels[0]
-    for k in kernels:
-        if k.release == release:
-            return k
-    available = ", ".join(k.release for k in kernels)
-    if (boot / f"vmlinuz-{release}").is_file():
-        raise BadInput(f"kernel {release} has no {modules}/{release}/build; "
-                       f"available: {available}", hint=f"install linux-headers-{release}")
-    raise BadInput(f"unknown kernel {release!r}; available: {available}")
-
-
-# --- KVM -----------------------------------------------------------------------------------------
-
-
-def cpu_virt_flags(cpuinfo: str) -> set[str]:
-    """vmx/svm among the CPU flags: without them a nested host's KVM hangs the guest."""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(f for f in value.split() if f in ("vmx", "svm"))
-    return flags
-
-
-def kvm_usable(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo"),
-               env: dict[str, str] | None = None) -> tuple[bool, str]:
-    """Whether the VM may use KVM, and why. NLPERF_ACCEL=kvm|tcg overrides detection."""
-    accel = (os.environ if env is None else env).get("NLPERF_ACCEL", "").strip().lower()
-    if accel == "kvm":
-        return True, "KVM forced by NLPERF_ACCEL=kvm"
-    if accel == "tcg":
-        return False, "TCG forced by NLPERF_ACCEL=tcg"
-    note = f" (NLPERF_ACCEL={accel!r} ignored: use kvm or tcg)" if accel else ""
-    try:
-        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as e:
-        return False, f"TCG: {dev} does not open read-write ({e.strerror}){note}"
-    os.close(fd)
-    try:
-        flags = cpu_virt_flags(cpuinfo.read_text())
-    except OSError as e:
-        return False, f"TCG: cannot read {cpuinfo} ({e.strerror}){note}"
-    if not flags:
-        # Seen on nested PVM hosts: /dev/kvm opens, but a guest started with it never boots.
-        return False, f"TCG: {dev} opens but {cpuinfo} flags have no vmx/svm{note}"
-    return True, f"KVM: {dev} opens read-write and the CPU has {'/'.join(sorted(flags))}{note}"
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -401,11 +310,3 @@ def pick_target(requested: str, checks: list[Check] | None = None) -> tuple[str,
     if requested == "auto":
         return "vm", f"auto picked vm: {why}; {_vm_reason(by)}"
     return "vm", f"vm requested: {_vm_reason(by)}"
-
-
-if __name__ == "__main__":  # `python -m nlperf.capabilities --lab-kernels`, for the Makefile
-    import sys
-
-    if sys.argv[1:] != ["--lab-kernels"]:
-        sys.exit("usage: python -m nlperf.capabilities --lab-kernels")
-    print(" ".join(k.release for k in lab_kernels()))

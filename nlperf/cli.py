@@ -111,7 +111,7 @@ def vm_exec(kernel: str | None, timeout: float, cmd: tuple[str, ...]) -> None:
     """Boot the lab VM and run CMD as root in the current directory (results/ writable)."""
     from nlperf.targets import vm
 
-    lab = capabilities.pick_lab_kernel(kernel)
+    lab = vm.pick_lab_kernel(kernel)
     kmod.build(lab.release)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     rc = vm.boot(lab, shlex.join(cmd), rwdirs=[RESULTS_DIR], timeout=timeout, cwd=Path.cwd())

@@ -58,7 +58,7 @@ class Group:
     """Cases that run in one place: natively here, or in one VM boot of one kernel."""
 
     target: str                      # host | vm
-    kernel: capabilities.LabKernel | None
+    kernel: vm.LabKernel | None
     cases: list[scenario.Case]
 
 
@@ -134,7 +134,7 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
             said.add(why)
         kernel = None
         if target == "vm":
-            kernel = capabilities.pick_lab_kernel(req.kernel or case.scenario.kernel)
+            kernel = vm.pick_lab_kernel(req.kernel or case.scenario.kernel)
         key = (target, kernel.release if kernel else None)
         groups.setdefault(key, Group(target, kernel, [])).cases.append(case)
     return list(groups.values())

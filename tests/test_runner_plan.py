@@ -8,8 +8,9 @@ import pytest
 
 from nlperf import capabilities, runner, scenario
 from nlperf.errors import BadInput
+from nlperf.targets import vm
 
-KERNELS = {r: capabilities.LabKernel(r, Path(f"/boot/vmlinuz-{r}"), Path(f"/lib/modules/{r}"))
+KERNELS = {r: vm.LabKernel(r, Path(f"/boot/vmlinuz-{r}"), Path(f"/lib/modules/{r}"))
            for r in ("6.1.0-56-amd64", "6.12.9-amd64")}
 
 
@@ -18,7 +19,7 @@ def fake_lab(monkeypatch: pytest.MonkeyPatch) -> None:
     def pick_target(requested: str, checks: object = None) -> tuple[str, str]:
         return ("vm" if requested in ("auto", "vm") else "host"), f"picked for {requested}"
 
-    def pick_lab_kernel(release: str | None = None) -> capabilities.LabKernel:
+    def pick_lab_kernel(release: str | None = None) -> vm.LabKernel:
         if release is None:
             return KERNELS["6.12.9-amd64"]
         if release not in KERNELS:
@@ -26,7 +27,7 @@ def fake_lab(monkeypatch: pytest.MonkeyPatch) -> None:
         return KERNELS[release]
 
     monkeypatch.setattr(capabilities, "pick_target", pick_target)
-    monkeypatch.setattr(capabilities, "pick_lab_kernel", pick_lab_kernel)
+    monkeypatch.setattr(vm, "pick_lab_kernel", pick_lab_kernel)
 
 
 def _cases(matrix: dict[str, list[object]]) -> list[scenario.Case]:

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from nlperf.capabilities import LabKernel
 from nlperf.errors import RunFailed
 from nlperf.targets import vm
 
-KERNEL = LabKernel("6.12.117+deb12-amd64", Path("/boot/vmlinuz-x"), Path("/lib/modules/x"))
+KERNEL = vm.LabKernel("6.12.117+deb12-amd64", Path("/boot/vmlinuz-x"), Path("/lib/modules/x"))
 
 
 def _fake_boots(monkeypatch: pytest.MonkeyPatch, outcomes: list[tuple[int, bool, str | None]]
