@@ -1,0 +1,267 @@
+"""nlperf.stats against synthetic data with known distributions and hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from nlperf import stats
+from nlperf.stats import CompareOptions
+
+FAST = CompareOptions(n_resamples=2000)  # for loops over many seeds
+
+
+def lognormal(seed: int, n: int, median: float, sigma: float) -> np.ndarray:
+    return median * np.exp(np.random.default_rng(seed).normal(0.0, sigma, n))
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def test_summary_exact_values() -> None:
+    s = stats.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert (s.n, s.median, s.mean, s.min, s.max) == (5, 3.0, 22.0, 1.0, 100.0)
+    assert s.std == pytest.approx(math.sqrt((21**2 + 20**2 + 19**2 + 18**2 + 78**2) / 4))
+    assert s.cv == pytest.approx(s.std / 22.0)
+    assert s.estimate == 3.0 and s.statistic == "median"
+    assert s.ci is not None and 1.0 <= s.ci[0] <= 3.0 <= s.ci[1] <= 100.0
+    assert s.ci_reason == ""
+
+
+def test_summary_recovers_a_known_median_and_mean() -> None:
+    s = stats.summarize(lognormal(1, 40, 50.0, 0.05))
+    assert s.median == pytest.approx(50.0, rel=0.02)
+    assert s.mean == pytest.approx(50.0 * math.exp(0.05**2 / 2), rel=0.02)
+    assert s.ci is not None and s.ci[0] < 50.0 < s.ci[1]
+    assert s.warnings == ()
+
+
+def test_median_ci_covers_the_true_median_at_its_nominal_rate() -> None:
+    covered = []
+    for seed in range(200):
+        s = stats.summarize(lognormal(seed, 10, 50.0, 0.05), n_resamples=2000, seed=seed)
+        assert s.ci is not None
+        covered.append(s.ci[0] <= 50.0 <= s.ci[1])
+    assert 0.88 <= np.mean(covered) <= 0.99  # measured 0.93 for percentile bootstrap, n=10
+
+
+def test_one_repetition_has_no_ci() -> None:
+    s = stats.summarize([7.0])
+    assert s.ci is None and "no CI" in s.ci_reason
+    assert s.std is None and s.cv is None and s.ci_halfwidth_pct is None
+    assert s.median == s.mean == 7.0
+    assert any("only 1 repetition" in w for w in s.warnings)
+    assert stats.ci_halfwidth_pct([7.0]) is None
+    assert not stats.target_met([7.0], 50.0, min_repetitions=1)
+
+
+def test_instability_warnings_follow_pyperf_rules() -> None:
+    assert stats.instability_warnings([10.0] * 5) == []
+    assert stats.instability_warnings([10.0] * 5, min_repetitions=9) == [
+        "only 5 repetitions (fewer than 9): the CI is rough or absent"]
+    # std = sqrt(8 / 4) = 1.414, 14 % of the mean 10
+    assert stats.instability_warnings([10.0, 12.0, 8.0, 10.0, 10.0]) == [
+        "unstable: std dev 1.414 is 14 % of the mean 10"]
+    # std = sqrt(0.405) = 0.636, 6 % of the mean: no warning
+    assert stats.instability_warnings([10.0, 10.9, 9.1, 10.0, 10.0]) == []
+    # mean 18.9, std sqrt(108.9 / 9) = 3.479; 9 is 52 % below the mean
+    assert stats.instability_warnings([20.0] * 9 + [9.0]) == [
+        "unstable: std dev 3.479 is 18 % of the mean 18.9",
+        "unstable: minimum 9 is 52 % below the mean 18.9"]
+    # mean 12, std sqrt(360 / 9) = 6.325; 30 is 150 % above the mean
+    assert stats.instability_warnings([10.0] * 9 + [30.0]) == [
+        "unstable: std dev 6.325 is 53 % of the mean 12",
+        "unstable: maximum 30 is 150 % above the mean 12"]
+
+
+def test_bootstrap_is_deterministic_per_seed() -> None:
+    values = lognormal(3, 8, 10.0, 0.05)
+    assert stats.summarize(values, seed=5).ci == stats.summarize(values, seed=5).ci
+    # medians of resamples sit on the repetitions' values; means show the seed
+    assert (stats.summarize(values, statistic="mean", seed=5).ci
+            != stats.summarize(values, statistic="mean", seed=6).ci)
+    a, b = lognormal(4, 6, 10.0, 0.05), lognormal(5, 6, 11.0, 0.05)
+    assert stats.compare_metric(a, b) == stats.compare_metric(a, b)
+
+
+def test_ci_halfwidth_and_target_for_auto_repetitions() -> None:
+    # two values: resampled medians are 10, 11 or 12 with probability 1/4, 1/2, 1/4,
+    # so the 95 % CI is [10, 12] around the median 11: a reach of 1/11
+    assert stats.ci_halfwidth_pct([10.0, 12.0]) == pytest.approx(100 / 11)
+    tight = lognormal(7, 10, 10.0, 0.01)
+    assert stats.target_met(tight, 5.0)
+    assert not stats.target_met(tight[:4], 5.0)  # fewer than 5: the CI is too narrow to trust
+    assert stats.target_met(tight[:4], 5.0, min_repetitions=3)
+    assert not stats.target_met(lognormal(7, 10, 10.0, 0.2), 5.0)
+
+
+def test_bad_input_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="no repetitions"):
+        stats.summarize([])
+    with pytest.raises(ValueError, match="finite"):
+        stats.compare_metric([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="count"):
+        stats.poisson_ci(-1)
+    with pytest.raises(ValueError, match="exposure"):
+        stats.compare_counts(1, 0.0, 1, 1.0)
+
+
+# --------------------------------------------------------------------------- two cases
+
+
+def test_a_twenty_percent_shift_is_slower() -> None:
+    for seed in range(20):
+        c = stats.compare_metric(lognormal(2 * seed, 10, 100.0, 0.03),
+                                 lognormal(2 * seed + 1, 10, 120.0, 0.03), metric="rtt_us")
+        assert c.significant and c.verdict == "slower", c
+        assert c.ratio == pytest.approx(1.2, rel=0.05)
+        assert c.n_a == c.n_b == 10 and c.test == "welch-log"
+    c = stats.compare_metric(lognormal(0, 10, 100.0, 0.03), lognormal(1, 10, 120.0, 0.03))
+    assert c.ci is not None and c.ci[0] < 1.2 < c.ci[1]
+    assert c.p_rank is not None and c.p_rank < 0.001
+
+
+def test_higher_is_better_mirrors_the_words() -> None:
+    a = lognormal(10, 10, 5000.0, 0.03)
+    more = stats.compare_metric(a, a * 1.2, metric="throughput_per_s", higher_is_better=True)
+    less = stats.compare_metric(a, a / 1.2, metric="throughput_per_s", higher_is_better=True)
+    assert (more.verdict, less.verdict) == ("faster", "slower")
+    assert stats.compare_metric(a, a / 1.2).verdict == "faster"  # lower-is-better latency
+
+
+def test_one_distribution_twice_is_rarely_significant() -> None:
+    results = [stats.compare_metric(lognormal(2 * seed, 10, 100.0, 0.03),
+                                    lognormal(2 * seed + 1, 10, 100.0, 0.03), options=FAST)
+               for seed in range(200)]
+    significant = np.mean([c.significant for c in results])
+    false_verdict = np.mean([c.verdict in ("faster", "slower") for c in results])
+    assert significant <= 0.08  # nominal 5 %, 200 draws (measured 5.3 % over 300)
+    assert false_verdict <= 0.05  # a verdict also needs the CI past ±2 % (measured 0.3 %)
+
+
+def test_a_sample_against_itself() -> None:
+    a = lognormal(11, 10, 100.0, 0.01)
+    c = stats.compare_metric(a, a)
+    assert c.ratio == 1.0 and c.p_value == 1.0 and c.p_rank == 1.0
+    assert not c.significant and c.verdict == "no change" and c.reason == ""
+    noisy = lognormal(11, 10, 100.0, 0.10)
+    c = stats.compare_metric(noisy, noisy)
+    # too noisy to bound the change within ±2 %: nothing significant, but no "no change"
+    assert c.ratio == 1.0 and not c.significant and c.verdict == "inconclusive"
+    assert "not significant" in c.reason
+
+
+def test_three_repetitions_25_percent_higher_are_significant_on_every_metric() -> None:
+    names = ["rtt_us", "user_to_kernel_us", "queue_us", "processing_us", "kernel_to_user_us"]
+    a = {name: lognormal(i, 3, 10.0 * (i + 1), 0.03) for i, name in enumerate(names)}
+    scaled = stats.compare_metrics(a, {name: v * 1.25 for name, v in a.items()})
+    for seed in range(10):  # independent noise on B too
+        b = {name: lognormal(100 + 10 * seed + i, 3, 12.5 * (i + 1), 0.03)
+             for i, name in enumerate(names)}
+        drawn = stats.compare_metrics(a, b, options=FAST)
+        assert [c.verdict for c in drawn.values()] == ["slower"] * 5, drawn
+    for c in scaled.values():
+        assert c.significant and c.verdict == "slower" and c.p_holm is not None
+        assert c.ci is not None and c.ci[0] <= 1.25 <= c.ci[1]
+        assert c.ratio == pytest.approx(1.25)
+        assert c.p_rank == pytest.approx(0.1)  # why the rank test cannot decide at n = 3
+    assert list(scaled) == names
+
+
+def test_rank_test_can_be_chosen_and_is_the_fallback_without_logs() -> None:
+    a, b = lognormal(1, 3, 10.0, 0.03), lognormal(2, 3, 12.5, 0.03)
+    c = stats.compare_metric(a, b, options=CompareOptions(test="mannwhitney"))
+    assert c.test == "mannwhitney" and c.p_value == pytest.approx(0.1)
+    assert c.verdict == "inconclusive" and "not significant" in c.reason
+    zeros = stats.compare_metric([0.0, 0.0, 0.0], [0.0, 1.0, 2.0], metric="queue_us")
+    assert zeros.test == "mannwhitney" and zeros.ratio is None and zeros.ci is None
+    assert zeros.verdict == "inconclusive" and "baseline" in zeros.reason
+
+
+def test_one_repetition_comparison_is_inconclusive() -> None:
+    c = stats.compare_metric([10.0], [12.0, 12.1, 12.2])
+    assert c.ci is None and c.p_value is None and c.p_holm is None and c.test == "none"
+    assert c.verdict == "inconclusive" and "no CI" in c.reason
+    assert c.ratio == pytest.approx(1.21)
+
+
+def test_holm_against_a_hand_computed_example() -> None:
+    # sorted: 0.005×4 = 0.02, 0.01×3 = 0.03, 0.03×2 = 0.06, 0.04×1 = 0.04 → running max 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.02, None, 0.04]) == pytest.approx([0.04, None, 0.04])  # m = 2
+    assert stats.holm([0.6, 0.7]) == [1.0, 1.0]
+    assert stats.holm([]) == []
+
+
+def test_holm_family_turns_a_lone_success_inconclusive() -> None:
+    a, b = lognormal(1, 10, 100.0, 0.03), lognormal(2, 10, 120.0, 0.03)
+    alone = stats.compare_metric(a, b)
+    assert alone.verdict == "slower" and alone.p_holm == alone.p_value
+    family = stats.holm_adjust({"x": replace(alone, p_value=0.03),
+                                "y": replace(alone, p_value=0.04)})
+    assert family["x"].p_holm == pytest.approx(0.06)
+    assert [c.verdict for c in family.values()] == ["inconclusive"] * 2
+    assert "outside 1 ± 0.02 but not significant" in family["x"].reason
+
+
+def test_compare_metrics_uses_the_metrics_both_sides_have() -> None:
+    a = {"rtt_us": [1.0, 1.1, 1.2], "only_a": [1.0, 2.0]}
+    b = {"rtt_us": [1.0, 1.1, 1.2], "only_b": [1.0, 2.0]}
+    assert list(stats.compare_metrics(a, b)) == ["rtt_us"]
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def test_poisson_ci_known_values() -> None:
+    assert stats.poisson_ci(0) == pytest.approx((0.0, 3.689), abs=5e-4)
+    assert stats.poisson_ci(10) == pytest.approx((4.795, 18.39), abs=5e-3)
+    assert stats.poisson_ci(1) == pytest.approx((0.0253, 5.572), abs=5e-4)
+    assert stats.poisson_ci(10, exposure=1000.0) == pytest.approx((0.004795, 0.01839), rel=1e-3)
+
+
+def binomial_tail(k: int, n: int, at_least: bool) -> float:
+    terms = range(k, n + 1) if at_least else range(k + 1)
+    return sum(math.comb(n, i) for i in terms) / 2**n
+
+
+def test_compare_counts_exact_test_and_ci() -> None:
+    c = stats.compare_counts(10, 1e6, 30, 1e6, metric="lost")
+    assert c.p_value == pytest.approx(2 * binomial_tail(30, 40, at_least=True))
+    assert c.ratio == pytest.approx(3.0) and c.verdict == "slower"
+    assert (c.estimate_a, c.estimate_b, c.n_a, c.n_b) == (1e-5, 3e-5, 10, 30)
+    # Clopper-Pearson ends: the tail beyond 30 of 40 at the end's share is exactly 2.5 %
+    assert c.ci is not None
+    for ratio, at_least in ((c.ci[0], True), (c.ci[1], False)):
+        share = ratio / (1 + ratio)
+        tail = sum(math.comb(40, i) * share**i * (1 - share) ** (40 - i)
+                   for i in (range(30, 41) if at_least else range(31)))
+        assert tail == pytest.approx(0.025, rel=1e-6)
+    assert stats.compare_counts(30, 1e6, 10, 1e6).verdict == "faster"
+
+
+def test_compare_counts_edge_cases() -> None:
+    same = stats.compare_counts(10, 1000.0, 20, 2000.0)
+    assert same.ratio == pytest.approx(1.0) and same.p_value == pytest.approx(1.0)
+    assert same.verdict == "inconclusive"
+    none = stats.compare_counts(0, 1e6, 0, 1e6)
+    assert none.verdict == "no change" and none.ratio is None and none.p_value is None
+    new = stats.compare_counts(0, 1e6, 20, 1e6)
+    assert new.ratio is None and new.ci is not None and new.ci[1] == math.inf
+    assert new.verdict == "slower"
+    assert new.as_dict()["ci"][1] is None
+
+
+def test_results_are_json_serialisable() -> None:
+    items = [stats.summarize([1.0, 2.0, 3.0]).as_dict(), stats.summarize([1.0]).as_dict(),
+             stats.compare_metric([1.0, 1.1], [1.2, 1.3]).as_dict(),
+             stats.compare_counts(0, 10.0, 5, 10.0).as_dict()]
+    round_trip = json.loads(json.dumps(items, allow_nan=False))
+    assert round_trip[0]["ci"] == list(stats.summarize([1.0, 2.0, 3.0]).ci or [])
+    assert round_trip[2]["verdict"] in ("faster", "slower", "no change", "inconclusive")
+    assert set(round_trip[2]) >= {"ratio", "ci", "p_value", "p_holm", "significant",
+                                  "verdict", "n_a", "n_b", "reason"}
