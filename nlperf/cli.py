@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from nlperf import __version__, capabilities, kmod
+from nlperf import __version__, capabilities, kmod, signals
 from nlperf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_FAILED, NlperfError
 from nlperf.paths import RESULTS_DIR
 
@@ -196,6 +196,7 @@ def compare(run_dirs: tuple[Path, ...], fmt: str) -> None:
 
 
 def main() -> None:
+    signals.install()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -207,9 +208,9 @@ def main() -> None:
     except NlperfError as e:
         _say(f"error: {e}")
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        _say("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+        _say(f"interrupted ({e})" if isinstance(e, signals.Terminated) else "interrupted")
+        sys.exit(signals.exit_status(e))
     except Exception as e:  # a bug: one line, the traceback only on request
         if os.environ.get("NLPERF_DEBUG"):
             raise

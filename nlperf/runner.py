@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from nlperf import capabilities, kmod, results, scenario
+from nlperf import capabilities, kmod, results, scenario, signals
 from nlperf.errors import EXIT_INTERRUPTED, NlperfError
 from nlperf.measure import clocksource, env_facts, module_params, run_cases, runs_per_case
 from nlperf.targets import vm
@@ -67,7 +67,7 @@ Bar = Any
 
 
 def _exit_for(status: str) -> int:
-    return {"complete": 0, "interrupted": EXIT_INTERRUPTED}.get(status, 1)
+    return {"complete": 0, "interrupted": signals.exit_status()}.get(status, 1)
 
 
 def _finish(run_dir: Path, summary: dict[str, Any], status: str, error: str | None) -> None:

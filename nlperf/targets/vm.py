@@ -29,11 +29,16 @@ from pathlib import Path
 from typing import IO
 
 from nlperf.errors import BadInput, RunFailed
+from nlperf.targets import leash
 
 VM_MEMORY = "2G"
 VM_CPUS = 2
 # Without tsc=reliable the guest falls back to hpet and every timestamp costs ~1.6 µs.
-KERNEL_CMDLINE = "tsc=reliable"
+# GUEST_MARKER is how code (tests/vm) knows it runs in the throwaway lab VM and may load the
+# module: no workstation's kernel command line carries it, whatever the environment says.
+GUEST_MARKER = "nlperf_lab_vm=1"
+KERNEL_CMDLINE = ("tsc=reliable", GUEST_MARKER)
+
 SETUP_HINT = "make setup installs linux-image-amd64 and linux-headers-amd64"
 
 
@@ -126,6 +131,13 @@ def kvm_usable(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo
     return True, f"KVM: {dev} opens read-write and the CPU has {'/'.join(sorted(flags))}{note}"
 
 
+def in_lab_vm(cmdline: Path = Path("/proc/cmdline")) -> bool:
+    try:
+        return GUEST_MARKER in cmdline.read_text().split()
+    except OSError:
+        return False
+
+
 # --- booting -------------------------------------------------------------------------------------
 
 
@@ -192,7 +204,9 @@ def guest_script(cmd: str, cwd: Path, accel_used: str, markers: Markers) -> str:
 def vng_argv(kernel: LabKernel, exec_cmd: str, rwdirs: list[Path], use_kvm: bool,
              verbose: bool = False) -> list[str]:
     argv = [find_vng(), "--run", str(kernel.vmlinuz), "--memory", VM_MEMORY,
-            "--cpus", str(VM_CPUS), "--append", KERNEL_CMDLINE]
+            "--cpus", str(VM_CPUS)]
+    for option in KERNEL_CMDLINE:
+        argv += ["--append", option]
     if verbose:
         argv.append("--verbose")  # the guest kernel's console too, not only the command's
     if not use_kvm:
@@ -266,6 +280,8 @@ def _boot_once(kernel: LabKernel, cmd: str, rwdirs: list[Path], deadline: float,
     used = accel()
     script = guest_script(cmd, cwd or Path.cwd(), used, markers)
     argv = vng_argv(kernel, script, rwdirs, used == "kvm", verbose=console is not None)
+    # The leash kills the VM's group should this process die without doing it (SIGKILL).
+    argv = leash.wrap(argv, os.getpid(), rwdirs[0] / "summary.json")
     env = dict(os.environ, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")
     # vng may reopen its standard output (truncating a file that was ours), so it always
     # writes to a pipe that this process copies to the console log or to our stdout.
