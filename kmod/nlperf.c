@@ -35,9 +35,18 @@
 
 #include "nlperf_uapi.h"
 
+/*
+ * Parameter bounds, NLPERF_<PARAM>_MIN and _MAX (an unsigned parameter
+ * without _MIN starts at 0). nlperf/kmod.py's PARAMS repeats them for
+ * user space and a test compares the two.
+ */
 #define NLPERF_PROTO_MIN	16
 #define NLPERF_PROTO_MAX	31
+#define NLPERF_QUEUE_LEN_MIN	1U
 #define NLPERF_QUEUE_LEN_MAX	1048576U
+#define NLPERF_WORK_NS_MAX	NSEC_PER_SEC
+#define NLPERF_WORK_SLEEP_US_MAX	USEC_PER_SEC
+
 #define NLPERF_GEN_SIZE_MAX	65536U
 #define NLPERF_WQ_NAME		"nlperf_wq"
 
@@ -51,6 +60,13 @@
 static int proto = NLPERF_PROTO_DEFAULT;
 module_param(proto, int, 0444);
 MODULE_PARM_DESC(proto, "netlink protocol number, 16..31 (default 31)");
+
+/* Names of enum nlperf_mode, for the mode parameter. */
+static const char * const nlperf_mode_names[] = {
+	[NLPERF_MODE_CALLBACK] = "callback",
+	[NLPERF_MODE_KTHREAD] = "kthread",
+	[NLPERF_MODE_WORKQUEUE] = "workqueue",
+};
 
 static char *mode = "callback";
 module_param(mode, charp, 0444);
@@ -853,49 +869,37 @@ static void nlperf_input(struct sk_buff *skb)
 
 static int nlperf_parse_params(void)
 {
+	int m;
+
 	if (proto < NLPERF_PROTO_MIN || proto > NLPERF_PROTO_MAX) {
 		pr_err("invalid proto=%d (allowed %d..%d)\n", proto,
 		       NLPERF_PROTO_MIN, NLPERF_PROTO_MAX);
 		return -EINVAL;
 	}
-	if (mode && sysfs_streq(mode, "callback")) {
-		nlperf_mode = NLPERF_MODE_CALLBACK;
-	} else if (mode && sysfs_streq(mode, "kthread")) {
-		nlperf_mode = NLPERF_MODE_KTHREAD;
-	} else if (mode && sysfs_streq(mode, "workqueue")) {
-		nlperf_mode = NLPERF_MODE_WORKQUEUE;
-	} else {
+	m = mode ? sysfs_match_string(nlperf_mode_names, mode) : -EINVAL;
+	if (m < 0) {
 		pr_err("invalid mode=%s (callback, kthread or workqueue)\n",
 		       mode ? mode : "");
 		return -EINVAL;
 	}
-	if (queue_len < 1 || queue_len > NLPERF_QUEUE_LEN_MAX) {
-		pr_err("invalid queue_len=%u (allowed 1..%u)\n", queue_len,
-		       NLPERF_QUEUE_LEN_MAX);
+	nlperf_mode = m;
+	if (queue_len < NLPERF_QUEUE_LEN_MIN ||
+	    queue_len > NLPERF_QUEUE_LEN_MAX) {
+		pr_err("invalid queue_len=%u (allowed %u..%u)\n", queue_len,
+		       NLPERF_QUEUE_LEN_MIN, NLPERF_QUEUE_LEN_MAX);
 		return -EINVAL;
 	}
-	if (work_ns > NSEC_PER_SEC) {
-		pr_err("invalid work_ns=%lu (max %lu)\n", work_ns, NSEC_PER_SEC);
+	if (work_ns > NLPERF_WORK_NS_MAX) {
+		pr_err("invalid work_ns=%lu (max %lu)\n", work_ns,
+		       NLPERF_WORK_NS_MAX);
 		return -EINVAL;
 	}
-	if (work_sleep_us > USEC_PER_SEC) {
+	if (work_sleep_us > NLPERF_WORK_SLEEP_US_MAX) {
 		pr_err("invalid work_sleep_us=%u (max %lu)\n", work_sleep_us,
-		       USEC_PER_SEC);
+		       NLPERF_WORK_SLEEP_US_MAX);
 		return -EINVAL;
 	}
 	return 0;
-}
-
-static const char *nlperf_mode_name(void)
-{
-	switch (nlperf_mode) {
-	case NLPERF_MODE_KTHREAD:
-		return "kthread";
-	case NLPERF_MODE_WORKQUEUE:
-		return "workqueue";
-	default:
-		return "callback";
-	}
 }
 
 static int nlperf_start_model(void)
@@ -963,8 +967,8 @@ static int __init nlperf_init(void)
 	}
 
 	pr_info("loaded: mode=%s proto=%d queue_len=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
-		nlperf_mode_name(), proto, queue_len, work_ns, work_sleep_us,
-		allow_unpriv);
+		nlperf_mode_names[nlperf_mode], proto, queue_len, work_ns,
+		work_sleep_us, allow_unpriv);
 	return 0;
 }
 

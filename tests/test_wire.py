@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nlperf import wire
+from nlperf import kmod, wire
 
-UAPI = Path(__file__).resolve().parent.parent / "kmod" / "nlperf_uapi.h"
+KMOD = Path(__file__).resolve().parent.parent / "kmod"
+UAPI = KMOD / "nlperf_uapi.h"
 
 STRUCTS = {
     "nlperf_stamp": (wire.STAMP, wire.STAMP_FIELDS),
@@ -115,3 +116,76 @@ def test_nlmsg_pads_to_four_bytes_and_groups_mask() -> None:
     assert wire.groups_mask([1, 3, 32]) == 0x80000005
     with pytest.raises(ValueError):
         wire.groups_mask([0])
+
+
+# --- module parameters: kmod.PARAMS against the module_param declarations of nlperf.c ----------
+
+# Kernel constants the module's bounds may name.
+KERNEL_CONSTANTS = {"NSEC_PER_SEC": 1_000_000_000, "USEC_PER_SEC": 1_000_000}
+C_PARAM = re.compile(  # the definition, module_param() and MODULE_PARM_DESC() of a parameter
+    r"^static (?P<ctype>[\w ]+?) \*?(?P<name>\w+)(?: = (?P<default>[^;]+))?;\n"
+    r"module_param\((?P=name), (?P<kind>\w+), 0\d+\);\n"
+    r'MODULE_PARM_DESC\((?P=name), "(?P<desc>[^"]*)"\);', re.M)
+
+
+def c_defines() -> dict[str, int]:
+    """Numeric #defines of nlperf.c and its header, with the names they use resolved."""
+    raw = dict(re.findall(r"^#define\s+(NLPERF_\w+)\s+(\w+)", UAPI.read_text()
+                          + (KMOD / "nlperf.c").read_text(), re.M))
+
+    def value(token: str) -> int:
+        if token in KERNEL_CONSTANTS:
+            return KERNEL_CONSTANTS[token]
+        if token in raw:
+            return value(raw[token])
+        return int(token.rstrip("UL"), 0)
+
+    return {k: value(v) for k, v in raw.items() if re.fullmatch(r"\w+", v)
+            and (v in raw or v in KERNEL_CONSTANTS or v.rstrip("UL").isdigit())}
+
+
+@pytest.fixture(scope="module")
+def c_params() -> dict[str, dict[str, str]]:
+    found = {m["name"]: m.groupdict() for m in C_PARAM.finditer((KMOD / "nlperf.c").read_text())}
+    assert found, "no module_param() found in nlperf.c"
+    return found
+
+
+def test_module_params_are_the_same_names(c_params: dict[str, dict[str, str]]) -> None:
+    assert set(c_params) == set(kmod.PARAMS)
+
+
+@pytest.mark.parametrize("name", list(kmod.PARAMS))
+def test_module_param_matches_c(c_params: dict[str, dict[str, str]], name: str) -> None:
+    """Type, default and bounds of each parameter agree with nlperf.c, and the module checks
+    the bounds it names (NLPERF_<NAME>_MIN/_MAX; an unsigned parameter without _MIN starts
+    at 0)."""
+    source = (KMOD / "nlperf.c").read_text()
+    c, param, defines = c_params[name], kmod.PARAMS[name], c_defines()
+    if c["kind"] == "charp":
+        assert param.kind is str
+        assert c["default"] == f'"{param.default}"'
+        table = re.search(r"nlperf_mode_names\[\] = \{(.*?)\};", source, re.S)
+        assert table is not None
+        names = {wire.MODES[m.lower()]: n for m, n in
+                 re.findall(r'\[NLPERF_MODE_(\w+)\] = "(\w+)"', table[1])}
+        assert names == {i: n for i, n in enumerate(param.choices)}
+        return
+    if c["kind"] == "bool":
+        assert (param.kind, param.lo, param.hi) == (bool, 0, 1)
+        assert (c["default"] == "true") is param.default
+        return
+    assert param.kind is int and c["kind"] in ("int", "uint", "ulong")
+    default = c["default"] or "0"  # a static without initialiser is 0
+    assert (defines[default] if default in defines else int(default)) == param.default
+    upper = f"NLPERF_{name.upper()}"
+    lo = defines.get(f"{upper}_MIN", 0 if c["kind"] != "int" else None)
+    assert (lo, defines[f"{upper}_MAX"]) == (param.lo, param.hi)
+    assert re.search(rf"\b{name} > {upper}_MAX\b", source), f"{name} is not checked"
+    if f"{upper}_MIN" in defines:
+        assert re.search(rf"\b{name} < {upper}_MIN\b", source), f"{name} is not checked"
+    # the description tells the same range
+    for lo_hi in re.findall(r"(\d+)\.\.(\d+)", c["desc"]):
+        assert tuple(map(int, lo_hi)) == (param.lo, param.hi), c["desc"]
+    for dflt in re.findall(r"default (\d+)", c["desc"]):
+        assert int(dflt) == param.default, c["desc"]
