@@ -101,32 +101,22 @@ struct nlperf_msg {
 	bool capable;			/* sender may be served */
 };
 
-/* Module-wide counters, see struct nlperf_stats. */
-enum nlperf_ctr {
-	C_RECEIVED,
-	C_PROCESSED,
-	C_REPLIED,
-	C_QUEUE_OVERFLOWS,
-	C_ERR_PERM,
-	C_ERR_INVAL,
-	C_ERR_NOTSUPP,
-	C_ERR_TRUNCATED,
-	C_ERR_NOMEM,
-	C_ERR_REPLY,
-	C_GEN_RUNS,
-	C_NUM
-};
+/*
+ * Counters: one atomic per field of struct nlperf_stats_counters and of
+ * struct nlperf_group_stats, in field order, so that the stats reply is a
+ * copy and a new counter is a new field (nlperf_uapi.h).
+ */
+#define NLPERF_NR_CTRS	(sizeof(struct nlperf_stats_counters) / sizeof(u64))
+#define NLPERF_NR_GCTRS	(sizeof(struct nlperf_group_stats) / sizeof(u64))
+#define NLPERF_CTR_IDX(field)	\
+	(offsetof(struct nlperf_stats_counters, field) / sizeof(u64))
+#define NLPERF_GCTR_IDX(field)	\
+	(offsetof(struct nlperf_group_stats, field) / sizeof(u64))
 
-/* Per group counters, same order as struct nlperf_group_stats. */
-enum nlperf_gctr {
-	G_RELAY_SENT,
-	G_GEN_SENT,
-	G_BCAST_OK,
-	G_BCAST_ESRCH,
-	G_BCAST_ENOBUFS,
-	G_BCAST_OTHER,
-	G_NUM
-};
+/* The atomic behind a module-wide counter, or a group's counter. */
+#define nlperf_ctr(field)	(&nlperf_cnt[NLPERF_CTR_IDX(field)])
+#define nlperf_gctr(group, field) \
+	(&nlperf_gcnt[(group) - 1][NLPERF_GCTR_IDX(field)])
 
 struct nlperf_queue {
 	spinlock_t lock;		/* protects list, depth, hwm */
@@ -146,9 +136,8 @@ static struct sock *nlperf_sk;
 static enum nlperf_mode nlperf_mode;
 static bool nlperf_stopping;
 
-static atomic64_t nlperf_cnt[C_NUM];
-static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][G_NUM];
-static atomic64_t nlperf_skbs_held;
+static atomic64_t nlperf_cnt[NLPERF_NR_CTRS];
+static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][NLPERF_NR_GCTRS];
 
 static struct nlperf_queue nlperf_q;
 static DECLARE_WAIT_QUEUE_HEAD(nlperf_worker_wait);
@@ -164,30 +153,30 @@ static u32 nlperf_gen_pid;
 
 static void nlperf_count_bcast(unsigned int group, int err)
 {
-	enum nlperf_gctr c;
+	atomic64_t *c;
 
 	if (!err)
-		c = G_BCAST_OK;
+		c = nlperf_gctr(group, bcast_ok);
 	else if (err == -ESRCH)
-		c = G_BCAST_ESRCH;
+		c = nlperf_gctr(group, bcast_esrch);
 	else if (err == -ENOBUFS)
-		c = G_BCAST_ENOBUFS;
+		c = nlperf_gctr(group, bcast_enobufs);
 	else
-		c = G_BCAST_OTHER;
-	atomic64_inc(&nlperf_gcnt[group - 1][c]);
+		c = nlperf_gctr(group, bcast_other);
+	atomic64_inc(c);
 }
 
 static void nlperf_count_error(int err)
 {
 	switch (err) {
 	case -EPERM:
-		atomic64_inc(&nlperf_cnt[C_ERR_PERM]);
+		atomic64_inc(nlperf_ctr(err_perm));
 		break;
 	case -EINVAL:
-		atomic64_inc(&nlperf_cnt[C_ERR_INVAL]);
+		atomic64_inc(nlperf_ctr(err_inval));
 		break;
 	case -EOPNOTSUPP:
-		atomic64_inc(&nlperf_cnt[C_ERR_NOTSUPP]);
+		atomic64_inc(nlperf_ctr(err_notsupp));
 		break;
 	default:
 		break;
@@ -198,10 +187,11 @@ static void nlperf_reset_counters(void)
 {
 	unsigned int i, g;
 
-	for (i = 0; i < C_NUM; i++)
-		atomic64_set(&nlperf_cnt[i], 0);
+	for (i = 0; i < NLPERF_NR_CTRS; i++)
+		if (i != NLPERF_CTR_IDX(skbs_held))	/* a level, not a count */
+			atomic64_set(&nlperf_cnt[i], 0);
 	for (g = 0; g < NLPERF_MAX_GROUPS; g++)
-		for (i = 0; i < G_NUM; i++)
+		for (i = 0; i < NLPERF_NR_GCTRS; i++)
 			atomic64_set(&nlperf_gcnt[g][i], 0);
 
 	spin_lock_bh(&nlperf_q.lock);
@@ -215,9 +205,9 @@ static void nlperf_reset_counters(void)
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
 	if (nlmsg_unicast(nlperf_sk, skb, m->portid) < 0)
-		atomic64_inc(&nlperf_cnt[C_ERR_REPLY]);
+		atomic64_inc(nlperf_ctr(err_reply));
 	else
-		atomic64_inc(&nlperf_cnt[C_REPLIED]);
+		atomic64_inc(nlperf_ctr(replied));
 }
 
 /* Allocates a reply of @type with @len payload bytes addressed to @m. */
@@ -239,7 +229,7 @@ static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
 	return skb;
 
 err_nomem:
-	atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+	atomic64_inc(nlperf_ctr(err_nomem));
 	return NULL;
 }
 
@@ -323,7 +313,7 @@ static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
 	struct sk_buff *skb;
 	struct nlmsghdr *nlh;
 
-	atomic64_inc(&nlperf_gcnt[group - 1][G_RELAY_SENT]);
+	atomic64_inc(nlperf_gctr(group, relay_sent));
 	skb = nlmsg_new(len, GFP_KERNEL);
 	if (!skb)
 		goto err_alloc;
@@ -369,15 +359,14 @@ static int nlperf_do_relay(const struct nlperf_msg *m)
 	return NLPERF_DONE;
 }
 
-static void nlperf_fill_group(struct nlperf_group_stats *gs,
-			      const atomic64_t *c)
+/* Copies @n counters into the @n 64-bit fields of a stats struct at @dst. */
+static void nlperf_read_counters(void *dst, const atomic64_t *c, size_t n)
 {
-	gs->relay_sent = atomic64_read(&c[G_RELAY_SENT]);
-	gs->gen_sent = atomic64_read(&c[G_GEN_SENT]);
-	gs->bcast_ok = atomic64_read(&c[G_BCAST_OK]);
-	gs->bcast_esrch = atomic64_read(&c[G_BCAST_ESRCH]);
-	gs->bcast_enobufs = atomic64_read(&c[G_BCAST_ENOBUFS]);
-	gs->bcast_other = atomic64_read(&c[G_BCAST_OTHER]);
+	u64 *out = dst;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		out[i] = atomic64_read(&c[i]);
 }
 
 static void nlperf_fill_stats(struct nlperf_stats *s)
@@ -398,23 +387,13 @@ static void nlperf_fill_stats(struct nlperf_stats *s)
 	s->queue_hwm = nlperf_q.hwm;
 	spin_unlock_bh(&nlperf_q.lock);
 
-	s->received = atomic64_read(&nlperf_cnt[C_RECEIVED]);
-	s->processed = atomic64_read(&nlperf_cnt[C_PROCESSED]);
-	s->replied = atomic64_read(&nlperf_cnt[C_REPLIED]);
-	s->queue_overflows = atomic64_read(&nlperf_cnt[C_QUEUE_OVERFLOWS]);
-	s->err_perm = atomic64_read(&nlperf_cnt[C_ERR_PERM]);
-	s->err_inval = atomic64_read(&nlperf_cnt[C_ERR_INVAL]);
-	s->err_notsupp = atomic64_read(&nlperf_cnt[C_ERR_NOTSUPP]);
-	s->err_truncated = atomic64_read(&nlperf_cnt[C_ERR_TRUNCATED]);
-	s->err_nomem = atomic64_read(&nlperf_cnt[C_ERR_NOMEM]);
-	s->err_reply = atomic64_read(&nlperf_cnt[C_ERR_REPLY]);
-	s->skbs_held = atomic64_read(&nlperf_skbs_held);
-	s->gen_runs = atomic64_read(&nlperf_cnt[C_GEN_RUNS]);
+	nlperf_read_counters(&s->counters, nlperf_cnt, NLPERF_NR_CTRS);
 	if (nlperf_mode == NLPERF_MODE_WORKQUEUE)
 		strscpy(s->wq_name, NLPERF_WQ_NAME, sizeof(s->wq_name));
 
 	for (g = 0; g < NLPERF_MAX_GROUPS; g++)
-		nlperf_fill_group(&s->groups[g], nlperf_gcnt[g]);
+		nlperf_read_counters(&s->groups[g], nlperf_gcnt[g],
+				     NLPERF_NR_GCTRS);
 }
 
 static int nlperf_do_stats_get(const struct nlperf_msg *m)
@@ -450,7 +429,7 @@ static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
 	struct nlmsghdr *nlh;
 	struct sk_buff *skb;
 
-	atomic64_inc(&nlperf_gcnt[group - 1][G_GEN_SENT]);
+	atomic64_inc(nlperf_gctr(group, gen_sent));
 	skb = nlmsg_new(len, gfp);
 	if (!skb)
 		goto err_alloc;
@@ -570,7 +549,7 @@ static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
 
 	gen = kzalloc(sizeof(*gen), GFP_KERNEL);
 	if (!gen) {
-		atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+		atomic64_inc(nlperf_ctr(err_nomem));
 		return -ENOMEM;
 	}
 	gen->req = *req;
@@ -582,7 +561,7 @@ static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
 	gen->task = task;
 	WRITE_ONCE(nlperf_gen_cur, gen);
 	WRITE_ONCE(nlperf_gen_pid, task_pid_nr(task));
-	atomic64_inc(&nlperf_cnt[C_GEN_RUNS]);
+	atomic64_inc(nlperf_ctr(gen_runs));
 	wake_up_process(task);
 	return 0;
 }
@@ -683,7 +662,7 @@ static noinline void nlperf_process(struct nlperf_msg *m)
 	int ret;
 
 	m->proc_ns = ktime_get_ns();
-	atomic64_inc(&nlperf_cnt[C_PROCESSED]);
+	atomic64_inc(nlperf_ctr(processed));
 	if (!nlperf_is_control(m->nlh->nlmsg_type))
 		nlperf_simulate_work();
 
@@ -730,7 +709,7 @@ static void nlperf_msg_free(struct nlperf_msg *m, bool processed)
 		consume_skb(m->skb);
 	else
 		kfree_skb(m->skb);
-	atomic64_dec(&nlperf_skbs_held);
+	atomic64_dec(nlperf_ctr(skbs_held));
 	kfree(m);
 }
 
@@ -762,7 +741,7 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 
 	m = kmalloc(sizeof(*m), GFP_KERNEL);
 	if (!m) {
-		atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+		atomic64_inc(nlperf_ctr(err_nomem));
 		nlperf_send_error(tmpl, -ENOMEM);
 		return;
 	}
@@ -772,12 +751,12 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 	if (nlperf_q.depth >= queue_len) {
 		spin_unlock_bh(&nlperf_q.lock);
 		kfree(m);
-		atomic64_inc(&nlperf_cnt[C_QUEUE_OVERFLOWS]);
+		atomic64_inc(nlperf_ctr(queue_overflows));
 		nlperf_send_error(tmpl, -ENOBUFS);
 		return;
 	}
 	m->skb = skb_get(skb);
-	atomic64_inc(&nlperf_skbs_held);
+	atomic64_inc(nlperf_ctr(skbs_held));
 	list_add_tail(&m->node, &nlperf_q.list);
 	if (++nlperf_q.depth > nlperf_q.hwm)
 		nlperf_q.hwm = nlperf_q.depth;
@@ -846,10 +825,10 @@ static void nlperf_input(struct sk_buff *skb)
 
 		if (rem < NLMSG_HDRLEN || nlh->nlmsg_len < NLMSG_HDRLEN ||
 		    nlh->nlmsg_len > rem) {
-			atomic64_inc(&nlperf_cnt[C_ERR_TRUNCATED]);
+			atomic64_inc(nlperf_ctr(err_truncated));
 			break;
 		}
-		atomic64_inc(&nlperf_cnt[C_RECEIVED]);
+		atomic64_inc(nlperf_ctr(received));
 		m.nlh = nlh;
 		if (nlperf_mode == NLPERF_MODE_CALLBACK ||
 		    nlperf_is_control(nlh->nlmsg_type))
@@ -980,9 +959,9 @@ static void __exit nlperf_exit(void)
 	nlperf_gen_stop();
 	nlperf_stop_model();
 	purged = nlperf_purge();
-	if (atomic64_read(&nlperf_skbs_held))
+	if (atomic64_read(nlperf_ctr(skbs_held)))
 		pr_err("skbs_held=%lld after purge\n",
-		       (long long)atomic64_read(&nlperf_skbs_held));
+		       (long long)atomic64_read(nlperf_ctr(skbs_held)));
 	netlink_kernel_release(nlperf_sk);
 	pr_info("unloaded: proto=%d, %u queued messages dropped\n", proto,
 		purged);

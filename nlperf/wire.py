@@ -163,6 +163,8 @@ GEN_REQ = Layout("nlperf_gen_req", (
     ("rate", "I"),
     ("alloc", "I"),
 ))
+# Counters: "Q" counts events since load or reset, "q" is a level a reset leaves alone. A new
+# module counter is one line here (and one field in the C struct of the same name).
 GROUP_STATS = Layout("nlperf_group_stats", (
     ("relay_sent", "Q"),
     ("gen_sent", "Q"),
@@ -171,16 +173,7 @@ GROUP_STATS = Layout("nlperf_group_stats", (
     ("bcast_enobufs", "Q"),
     ("bcast_other", "Q"),
 ))
-STATS = Layout("nlperf_stats", (
-    ("version", "H"),
-    ("size", "H"),
-    ("mode", "I"),
-    ("proto", "I"),
-    ("kthread_pid", "I"),
-    ("gen_pid", "I"),
-    ("queue_len", "I"),
-    ("queue_depth", "I"),
-    ("queue_hwm", "I"),
+STATS_COUNTERS_LAYOUT = Layout("nlperf_stats_counters", (
     ("received", "Q"),
     ("processed", "Q"),
     ("replied", "Q"),
@@ -193,6 +186,18 @@ STATS = Layout("nlperf_stats", (
     ("err_reply", "Q"),
     ("skbs_held", "q"),
     ("gen_runs", "Q"),
+))
+STATS = Layout("nlperf_stats", (
+    ("version", "H"),
+    ("size", "H"),
+    ("mode", "I"),
+    ("proto", "I"),
+    ("kthread_pid", "I"),
+    ("gen_pid", "I"),
+    ("queue_len", "I"),
+    ("queue_depth", "I"),
+    ("queue_hwm", "I"),
+    ("counters", STATS_COUNTERS_LAYOUT),
     ("wq_name", "32s"),
     ("groups", f"{MAX_GROUPS * GROUP_STATS.size}s"),  # struct nlperf_group_stats[MAX_GROUPS]
 ))
@@ -201,6 +206,8 @@ STATS = Layout("nlperf_stats", (
 STATS_SIZE = STATS.size
 STATS_HEAD = STATS.struct_of("version", "wq_name")  # everything before groups[]
 STATS_FIELDS = STATS.names[:STATS.names.index("wq_name") + 1]
+# module-wide event counts, which add up over repetitions (levels such as skbs_held do not)
+STATS_COUNTERS = tuple(m.name for m in STATS_COUNTERS_LAYOUT.members if m.fmt == "Q")
 GROUP_STATS_FIELDS = GROUP_STATS.names
 
 

@@ -87,7 +87,7 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
 
 def test_every_wire_struct_is_checked() -> None:
     assert {"nlmsghdr", "nlmsgerr", "nlperf_stamp", "nlperf_relay_req", "nlperf_gen_req",
-            "nlperf_group_stats", "nlperf_stats"} <= set(LAYOUTS)
+            "nlperf_group_stats", "nlperf_stats_counters", "nlperf_stats"} <= set(LAYOUTS)
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -107,6 +107,19 @@ def test_derived_views_of_the_tables() -> None:
     assert wire.STATS_HEAD.size + wire.MAX_GROUPS * wire.GROUP_STATS.size == wire.STATS_SIZE
     assert wire.STATS_HEAD.format.startswith("=HHIIIIIIIQQQQQQQQQQqQ")
     assert wire.STATS_FIELDS[-1] == "wq_name" and "groups" not in wire.STATS_FIELDS
+    # the module-wide counts that add up over repetitions (unsigned); skbs_held is a level
+    unsigned = tuple(m.name for m in wire.STATS_COUNTERS_LAYOUT.members if m.fmt == "Q")
+    assert unsigned == wire.STATS_COUNTERS
+    assert wire.STATS_COUNTERS[:11] == (
+        "received", "processed", "replied", "queue_overflows", "err_perm", "err_inval",
+        "err_notsupp", "err_truncated", "err_nomem", "err_reply", "gen_runs")
+    assert "skbs_held" not in wire.STATS_COUNTERS
+
+
+@pytest.mark.parametrize("layout", [wire.STATS_COUNTERS_LAYOUT, wire.GROUP_STATS])
+def test_counter_structs_hold_only_64_bit_values(layout: wire.Layout) -> None:
+    """The module keeps these as arrays of atomic64_t and copies them out as arrays of u64."""
+    assert {m.fmt for m in layout.members} <= {"Q", "q"}
     assert wire.NLMSGERR.format == "=iIHHII"
     assert wire.NLMSGHDR.offset("nlmsg_seq") == 8
     assert wire.STAMP.span("user_send_ns", "kern_send_ns", wire.NLMSG_HDRLEN) == slice(32, 64)
