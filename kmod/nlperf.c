@@ -210,27 +210,72 @@ static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 		atomic64_inc(nlperf_ctr(replied));
 }
 
+/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
+static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
+			     gfp_t gfp)
+{
+	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
+						  gfp));
+}
+
+/* Allocates a message of @type with @len payload bytes; NULL: no memory. */
+static struct sk_buff *nlperf_msg_new(u32 portid, u32 seq, u16 type,
+				      size_t len, u16 flags, gfp_t gfp,
+				      void **data)
+{
+	struct nlmsghdr *nlh;
+	struct sk_buff *skb;
+
+	skb = nlmsg_new(len, gfp);
+	if (!skb)
+		return NULL;
+	nlh = nlmsg_put(skb, portid, seq, type, len, flags);
+	if (!nlh) {
+		nlmsg_free(skb);
+		return NULL;
+	}
+	*data = nlmsg_data(nlh);
+	return skb;
+}
+
 /* Allocates a reply of @type with @len payload bytes addressed to @m. */
 static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
 					size_t len, u16 flags, void **data)
 {
-	struct nlmsghdr *rep;
 	struct sk_buff *skb;
 
-	skb = nlmsg_new(len, GFP_KERNEL);
+	skb = nlperf_msg_new(m->portid, m->nlh->nlmsg_seq, type, len, flags,
+			     GFP_KERNEL, data);
 	if (!skb)
-		goto err_nomem;
-	rep = nlmsg_put(skb, m->portid, m->nlh->nlmsg_seq, type, len, flags);
-	if (!rep) {
-		nlmsg_free(skb);
-		goto err_nomem;
-	}
-	*data = nlmsg_data(rep);
+		atomic64_inc(nlperf_ctr(err_nomem));
 	return skb;
+}
 
-err_nomem:
-	atomic64_inc(nlperf_ctr(err_nomem));
-	return NULL;
+/*
+ * Multicasts NLPERF_MSG_MCAST_DATA with sequence @seq to @group: @st, then
+ * @len - sizeof(*st) bytes of @tail (zeros if NULL). kern_send_ns is
+ * stamped last. Counts the outcome, a failed allocation included.
+ */
+static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
+				 size_t len, u32 seq, unsigned int group,
+				 gfp_t gfp)
+{
+	struct sk_buff *skb;
+	void *data;
+
+	skb = nlperf_msg_new(0, seq, NLPERF_MSG_MCAST_DATA, len, 0, gfp,
+			     &data);
+	if (!skb) {
+		nlperf_count_bcast(group, -ENOMEM);
+		return;
+	}
+	if (tail)
+		memcpy(data + sizeof(*st), tail, len - sizeof(*st));
+	else
+		memset(data + sizeof(*st), 0, len - sizeof(*st));
+	st->kern_send_ns = ktime_get_ns();
+	memcpy(data, st, sizeof(*st));
+	nlperf_multicast(skb, group, gfp);
 }
 
 /*
@@ -250,14 +295,6 @@ static void nlperf_send_error(const struct nlperf_msg *m, int err)
 	e->error = err;
 	e->msg = *m->nlh;
 	nlperf_unicast(m, skb);
-}
-
-/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
-static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
-			     gfp_t gfp)
-{
-	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
-						  gfp));
 }
 
 /* ---- message handlers ---- */
@@ -306,34 +343,19 @@ static int nlperf_do_timed_echo(const struct nlperf_msg *m)
 	return NLPERF_REPLIED;
 }
 
+/* Multicasts the relayed stamp and what follows it (@len bytes) to @group. */
 static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
-			     const void *payload, size_t len)
+			     const u8 *payload, size_t len)
 {
 	struct nlperf_stamp st;
-	struct sk_buff *skb;
-	struct nlmsghdr *nlh;
 
 	atomic64_inc(nlperf_gctr(group, relay_sent));
-	skb = nlmsg_new(len, GFP_KERNEL);
-	if (!skb)
-		goto err_alloc;
-	nlh = nlmsg_put(skb, 0, m->nlh->nlmsg_seq, NLPERF_MSG_MCAST_DATA, len, 0);
-	if (!nlh) {
-		nlmsg_free(skb);
-		goto err_alloc;
-	}
-	memcpy(nlmsg_data(nlh), payload, len);
 	memcpy(&st, payload, sizeof(st));
 	st.group = group;
 	st.kern_recv_ns = m->recv_ns;
 	st.proc_start_ns = m->proc_ns;
-	st.kern_send_ns = ktime_get_ns();
-	memcpy(nlmsg_data(nlh), &st, sizeof(st));
-	nlperf_multicast(skb, group, GFP_KERNEL);
-	return;
-
-err_alloc:
-	nlperf_count_bcast(group, -ENOMEM);
+	nlperf_mcast_stamped(&st, payload + sizeof(st), len, m->nlh->nlmsg_seq,
+			     group, GFP_KERNEL);
 }
 
 static int nlperf_do_relay(const struct nlperf_msg *m)
@@ -426,26 +448,9 @@ static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
 		.group = group,
 		.seq = gen->seq[group - 1]++,
 	};
-	struct nlmsghdr *nlh;
-	struct sk_buff *skb;
 
 	atomic64_inc(nlperf_gctr(group, gen_sent));
-	skb = nlmsg_new(len, gfp);
-	if (!skb)
-		goto err_alloc;
-	nlh = nlmsg_put(skb, 0, (u32)st.seq, NLPERF_MSG_MCAST_DATA, len, 0);
-	if (!nlh) {
-		nlmsg_free(skb);
-		goto err_alloc;
-	}
-	memset(nlmsg_data(nlh) + sizeof(st), 0, len - sizeof(st));
-	st.kern_send_ns = ktime_get_ns();
-	memcpy(nlmsg_data(nlh), &st, sizeof(st));
-	nlperf_multicast(skb, group, gfp);
-	return;
-
-err_alloc:
-	nlperf_count_bcast(group, -ENOMEM);
+	nlperf_mcast_stamped(&st, NULL, len, (u32)st.seq, group, gfp);
 }
 
 static void nlperf_gen_round(struct nlperf_gen *gen, u16 flags)
