@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from nlperf import kmod, wire
+from nlperf.samples import StampLog
+from nlperf.workloads import common
 
 KMOD = Path(__file__).resolve().parent.parent / "kmod"
 UAPI = KMOD / "nlperf_uapi.h"
@@ -236,3 +238,26 @@ def test_module_param_matches_c(c_params: dict[str, dict[str, str]], name: str) 
         assert tuple(map(int, lo_hi)) == (param.lo, param.hi), c["desc"]
     for dflt in re.findall(r"default (\d+)", c["desc"]):
         assert int(dflt) == param.default, c["desc"]
+
+
+# --- the workloads' hot-loop constants, derived from the tables -------------------------------
+
+
+def test_hot_loop_constants_are_the_offsets_they_name() -> None:
+    """The values the workloads' loops used as literals, now derived from the tables."""
+    assert (common.TYPE_AT, common.SEQ_AT, common.SEQ.format) == (4, 8, "=I")
+    assert (common.PAYLOAD_AT, common.STAMP_AT) == (wire.NLMSG_HDRLEN, wire.NLMSG_HDRLEN)
+    assert (common.ERRNO_AT, common.ERRNO.format, common.ERROR_MIN) == (16, "=i", 20)
+    assert common.STAMP_SEQ_TS.format == "=QQ" and wire.STAMP.offset("seq") == 8
+    assert common.STAMP_FLAGS_GROUP_SEQ.format == "=HHQ" and wire.STAMP.offset("flags") == 4
+    assert (common.STAMP_TIMES.start, common.STAMP_TIMES.stop) == (32, 64)
+    # a timed reply is recorded from the fast path once it holds the whole stamp
+    assert common.STAMPED_MIN == wire.NLMSG_HDRLEN + wire.STAMP.size == 64
+
+
+def test_a_log_record_is_the_four_stamp_times_then_the_receive_time() -> None:
+    copied = wire.STAMP.names[wire.STAMP.names.index("user_send_ns"):]
+    assert [f"{n}_ns" for n in StampLog.FIELDS[:4]] == list(copied)
+    assert StampLog.FIELDS[4] == "user_recv"
+    assert common.LOG_RECV_AT == 4 * common.TS.size == 32
+    assert common.LOG_RECORD == common.LOG_RECV_AT + common.TS.size == 40
