@@ -261,3 +261,15 @@ def test_a_log_record_is_the_four_stamp_times_then_the_receive_time() -> None:
     assert StampLog.FIELDS[4] == "user_recv"
     assert common.LOG_RECV_AT == 4 * common.TS.size == 32
     assert common.LOG_RECORD == common.LOG_RECV_AT + common.TS.size == 40
+
+
+def test_a_send_budget_ends_at_the_count_or_the_deadline() -> None:
+    by_count = common.Budget.begin(5, None)
+    assert (by_count.limit, by_count.deadline) == (5, None)
+    assert by_count.more(4) and not by_count.more(5)
+    assert not by_count.expired()  # no deadline: never, and the clock is not read
+    by_time = common.Budget(start=1_000, limit=common.NO_LIMIT, deadline=3_000)
+    assert by_time.more(10**9, now=2_999) and not by_time.more(0, now=3_000)
+    assert by_time.expired(3_000) and not by_time.expired(2_999)
+    begun = common.Budget.begin(None, 2.5)
+    assert begun.deadline is not None and begun.deadline - begun.start == 2_500_000_000

@@ -1,5 +1,5 @@
-"""What the unicast and multicast workloads share: where things sit in a message, and the
-preallocated datagram they send.
+"""What the unicast and multicast workloads share: where things sit in a message, the
+preallocated datagram they send, and when a sender stops.
 
 The offsets are module-level constants derived once from the struct tables in nlperf.wire, so
 the hot loops read named values (bound to locals there) instead of literal numbers, at no cost.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
+from dataclasses import dataclass
 
 from nlperf import wire
 from nlperf.samples import StampLog
@@ -37,6 +39,41 @@ STAMP_TIMES = wire.STAMP.span("user_send_ns", "kern_send_ns", base=STAMP_AT)
 TS = struct.Struct("=q")
 LOG_RECV_AT = STAMP_TIMES.stop - STAMP_TIMES.start  # in a record: after the four stamp times
 LOG_RECORD = StampLog.RECORD
+
+NO_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a sender stops: after ``limit`` messages or at ``deadline`` (monotonic ns), whichever
+    comes first; a scenario sets one of count or duration.
+
+    ``more()`` is the rule. The hottest loops copy ``limit`` and ``deadline`` into locals and
+    test them inline (a method call per message is measurable under emulation), or call
+    ``expired()`` only every so many messages.
+    """
+
+    start: int
+    limit: int
+    deadline: int | None
+
+    @classmethod
+    def begin(cls, count: int | None, duration: float | None) -> Budget:
+        """Starts the clock now."""
+        start = time.monotonic_ns()
+        return cls(start, count if count is not None else NO_LIMIT,
+                   start + int(duration * 1e9) if duration else None)
+
+    def expired(self, now: int | None = None) -> bool:
+        """Past the deadline (``now`` or the clock, read only when there is a deadline)."""
+        if self.deadline is None:
+            return False
+        return (time.monotonic_ns() if now is None else now) >= self.deadline
+
+    def more(self, sent: int, now: int | None = None) -> bool:
+        """Whether a sender that has sent ``sent`` messages may send another."""
+        return sent < self.limit and not self.expired(now)
+
 
 class Datagram:
     """``batch`` copies of one message, laid out once; only seq and send time change."""

@@ -33,6 +33,7 @@ from nlperf.workloads.common import (
     STAMPED_MIN,
     TS,
     TYPE_AT,
+    Budget,
     Datagram,
     socket_wait,
 )
@@ -203,12 +204,12 @@ class RelaySender:
         pack_seq_ts = STAMP_SEQ_TS.pack_into
         seq_off = _RELAY_STAMP_AT + wire.STAMP.offset("seq")
         mono = time.monotonic_ns
-        start = next_send = mono()
-        deadline = start + int(duration * 1e9) if duration else None
+        budget = Budget.begin(count, duration)
+        start = next_send = budget.start
+        limit, deadline = budget.limit, budget.deadline
         interval = int(1e9 / rate) if rate else 0
-        limit = count if count is not None else 1 << 62
         seq = 0
-        while seq < limit and (deadline is None or mono() < deadline):
+        while seq < limit and (deadline is None or mono() < deadline):  # budget.more(seq)
             if interval:
                 wait = next_send - mono()
                 if wait > 0:

@@ -33,6 +33,7 @@ from nlperf.workloads.common import (
     STAMPED_MIN,
     TS,
     TYPE_AT,
+    Budget,
     Datagram,
     socket_wait,
 )
@@ -175,12 +176,11 @@ class Sender:
         log_buf, capacity = log.buf, log.capacity
         kept = log.count
         seq = self.seq
-        start = mono()
-        deadline = start + int(duration * 1e9) if duration else None
-        limit = count if count is not None else 1 << 62
+        budget = Budget.begin(count, duration)
+        start, limit, expired = budget.start, budget.limit, budget.expired
         sent = received = 0
         while sent < limit:
-            if deadline is not None and not sent & 63 and mono() >= deadline:
+            if not sent & 63 and expired():
                 break
             pack_stamp(buf, stamp_off, seq, mono())
             send(buf)
@@ -237,13 +237,13 @@ class Sender:
         reply_min, record, recv_at = STAMPED_MIN, LOG_RECORD, LOG_RECV_AT
         times = STAMP_TIMES
         log_buf, capacity, kept = log.buf, log.capacity, log.count
-        start = mono()
-        deadline = start + int(duration * 1e9) if duration else None
-        limit = count if count is not None else 1 << 62
+        budget = Budget.begin(count, duration)
+        start, limit, deadline = budget.start, budget.limit, budget.deadline
         sent = in_flight = 0
         seq = self.seq
         while True:
             nb = min(batch, limit - sent)  # the last datagram may carry fewer messages
+            # budget.more(sent) inlined: limit is in nb, then the deadline
             if (nb > 0 and (in_flight + nb <= window or not expect_reply)
                     and (deadline is None or mono() < deadline)):
                 t = mono()
@@ -317,10 +317,8 @@ class Sender:
         expect_reply = cfg.kind != "sink"
         raw_sent = array("q", bytes(8 << 16)) if cfg.kind == "raw" else None
         mono = time.monotonic_ns
-        start = mono()
-        deadline = start + int(duration * 1e9) if duration else None
-        limit = count if count is not None else 1 << 62
-        next_send = start
+        budget = Budget.begin(count, duration)
+        start = next_send = budget.start
         in_flight = 0
         last_reply = start
         timeout_ns = cfg.reply_timeout_ms * 1_000_000
@@ -329,9 +327,9 @@ class Sender:
         try:
             while True:
                 now = mono()
-                sending = res.sent < limit and (deadline is None or now < deadline)
+                sending = budget.more(res.sent, now)
                 if sending and now >= next_send:
-                    nb = min(cfg.batch, limit - res.sent)
+                    nb = min(cfg.batch, budget.limit - res.sent)
                     self._stamp_batch(now, nb)
                     if raw_sent is not None:
                         self._note_raw_send(raw_sent, now, nb)
