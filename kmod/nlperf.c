@@ -35,9 +35,18 @@
 
 #include "nlperf_uapi.h"
 
+/*
+ * Parameter bounds, NLPERF_<PARAM>_MIN and _MAX (an unsigned parameter
+ * without _MIN starts at 0). nlperf/kmod.py's PARAMS repeats them for
+ * user space and a test compares the two.
+ */
 #define NLPERF_PROTO_MIN	16
 #define NLPERF_PROTO_MAX	31
+#define NLPERF_QUEUE_LEN_MIN	1U
 #define NLPERF_QUEUE_LEN_MAX	1048576U
+#define NLPERF_WORK_NS_MAX	NSEC_PER_SEC
+#define NLPERF_WORK_SLEEP_US_MAX	USEC_PER_SEC
+
 #define NLPERF_GEN_SIZE_MAX	65536U
 #define NLPERF_WQ_NAME		"nlperf_wq"
 
@@ -51,6 +60,13 @@
 static int proto = NLPERF_PROTO_DEFAULT;
 module_param(proto, int, 0444);
 MODULE_PARM_DESC(proto, "netlink protocol number, 16..31 (default 31)");
+
+/* Names of enum nlperf_mode, for the mode parameter. */
+static const char * const nlperf_mode_names[] = {
+	[NLPERF_MODE_CALLBACK] = "callback",
+	[NLPERF_MODE_KTHREAD] = "kthread",
+	[NLPERF_MODE_WORKQUEUE] = "workqueue",
+};
 
 static char *mode = "callback";
 module_param(mode, charp, 0444);
@@ -85,32 +101,22 @@ struct nlperf_msg {
 	bool capable;			/* sender may be served */
 };
 
-/* Module-wide counters, see struct nlperf_stats. */
-enum nlperf_ctr {
-	C_RECEIVED,
-	C_PROCESSED,
-	C_REPLIED,
-	C_QUEUE_OVERFLOWS,
-	C_ERR_PERM,
-	C_ERR_INVAL,
-	C_ERR_NOTSUPP,
-	C_ERR_TRUNCATED,
-	C_ERR_NOMEM,
-	C_ERR_REPLY,
-	C_GEN_RUNS,
-	C_NUM
-};
+/*
+ * Counters: one atomic per field of struct nlperf_stats_counters and of
+ * struct nlperf_group_stats, in field order, so that the stats reply is a
+ * copy and a new counter is a new field (nlperf_uapi.h).
+ */
+#define NLPERF_NR_CTRS	(sizeof(struct nlperf_stats_counters) / sizeof(u64))
+#define NLPERF_NR_GCTRS	(sizeof(struct nlperf_group_stats) / sizeof(u64))
+#define NLPERF_CTR_IDX(field)	\
+	(offsetof(struct nlperf_stats_counters, field) / sizeof(u64))
+#define NLPERF_GCTR_IDX(field)	\
+	(offsetof(struct nlperf_group_stats, field) / sizeof(u64))
 
-/* Per group counters, same order as struct nlperf_group_stats. */
-enum nlperf_gctr {
-	G_RELAY_SENT,
-	G_GEN_SENT,
-	G_BCAST_OK,
-	G_BCAST_ESRCH,
-	G_BCAST_ENOBUFS,
-	G_BCAST_OTHER,
-	G_NUM
-};
+/* The atomic behind a module-wide counter, or a group's counter. */
+#define nlperf_ctr(field)	(&nlperf_cnt[NLPERF_CTR_IDX(field)])
+#define nlperf_gctr(group, field) \
+	(&nlperf_gcnt[(group) - 1][NLPERF_GCTR_IDX(field)])
 
 struct nlperf_queue {
 	spinlock_t lock;		/* protects list, depth, hwm */
@@ -130,9 +136,8 @@ static struct sock *nlperf_sk;
 static enum nlperf_mode nlperf_mode;
 static bool nlperf_stopping;
 
-static atomic64_t nlperf_cnt[C_NUM];
-static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][G_NUM];
-static atomic64_t nlperf_skbs_held;
+static atomic64_t nlperf_cnt[NLPERF_NR_CTRS];
+static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][NLPERF_NR_GCTRS];
 
 static struct nlperf_queue nlperf_q;
 static DECLARE_WAIT_QUEUE_HEAD(nlperf_worker_wait);
@@ -148,30 +153,30 @@ static u32 nlperf_gen_pid;
 
 static void nlperf_count_bcast(unsigned int group, int err)
 {
-	enum nlperf_gctr c;
+	atomic64_t *c;
 
 	if (!err)
-		c = G_BCAST_OK;
+		c = nlperf_gctr(group, bcast_ok);
 	else if (err == -ESRCH)
-		c = G_BCAST_ESRCH;
+		c = nlperf_gctr(group, bcast_esrch);
 	else if (err == -ENOBUFS)
-		c = G_BCAST_ENOBUFS;
+		c = nlperf_gctr(group, bcast_enobufs);
 	else
-		c = G_BCAST_OTHER;
-	atomic64_inc(&nlperf_gcnt[group - 1][c]);
+		c = nlperf_gctr(group, bcast_other);
+	atomic64_inc(c);
 }
 
 static void nlperf_count_error(int err)
 {
 	switch (err) {
 	case -EPERM:
-		atomic64_inc(&nlperf_cnt[C_ERR_PERM]);
+		atomic64_inc(nlperf_ctr(err_perm));
 		break;
 	case -EINVAL:
-		atomic64_inc(&nlperf_cnt[C_ERR_INVAL]);
+		atomic64_inc(nlperf_ctr(err_inval));
 		break;
 	case -EOPNOTSUPP:
-		atomic64_inc(&nlperf_cnt[C_ERR_NOTSUPP]);
+		atomic64_inc(nlperf_ctr(err_notsupp));
 		break;
 	default:
 		break;
@@ -182,10 +187,11 @@ static void nlperf_reset_counters(void)
 {
 	unsigned int i, g;
 
-	for (i = 0; i < C_NUM; i++)
-		atomic64_set(&nlperf_cnt[i], 0);
+	for (i = 0; i < NLPERF_NR_CTRS; i++)
+		if (i != NLPERF_CTR_IDX(skbs_held))	/* a level, not a count */
+			atomic64_set(&nlperf_cnt[i], 0);
 	for (g = 0; g < NLPERF_MAX_GROUPS; g++)
-		for (i = 0; i < G_NUM; i++)
+		for (i = 0; i < NLPERF_NR_GCTRS; i++)
 			atomic64_set(&nlperf_gcnt[g][i], 0);
 
 	spin_lock_bh(&nlperf_q.lock);
@@ -199,32 +205,77 @@ static void nlperf_reset_counters(void)
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
 	if (nlmsg_unicast(nlperf_sk, skb, m->portid) < 0)
-		atomic64_inc(&nlperf_cnt[C_ERR_REPLY]);
+		atomic64_inc(nlperf_ctr(err_reply));
 	else
-		atomic64_inc(&nlperf_cnt[C_REPLIED]);
+		atomic64_inc(nlperf_ctr(replied));
+}
+
+/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
+static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
+			     gfp_t gfp)
+{
+	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
+						  gfp));
+}
+
+/* Allocates a message of @type with @len payload bytes; NULL: no memory. */
+static struct sk_buff *nlperf_msg_new(u32 portid, u32 seq, u16 type,
+				      size_t len, u16 flags, gfp_t gfp,
+				      void **data)
+{
+	struct nlmsghdr *nlh;
+	struct sk_buff *skb;
+
+	skb = nlmsg_new(len, gfp);
+	if (!skb)
+		return NULL;
+	nlh = nlmsg_put(skb, portid, seq, type, len, flags);
+	if (!nlh) {
+		nlmsg_free(skb);
+		return NULL;
+	}
+	*data = nlmsg_data(nlh);
+	return skb;
 }
 
 /* Allocates a reply of @type with @len payload bytes addressed to @m. */
 static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
 					size_t len, u16 flags, void **data)
 {
-	struct nlmsghdr *rep;
 	struct sk_buff *skb;
 
-	skb = nlmsg_new(len, GFP_KERNEL);
+	skb = nlperf_msg_new(m->portid, m->nlh->nlmsg_seq, type, len, flags,
+			     GFP_KERNEL, data);
 	if (!skb)
-		goto err_nomem;
-	rep = nlmsg_put(skb, m->portid, m->nlh->nlmsg_seq, type, len, flags);
-	if (!rep) {
-		nlmsg_free(skb);
-		goto err_nomem;
-	}
-	*data = nlmsg_data(rep);
+		atomic64_inc(nlperf_ctr(err_nomem));
 	return skb;
+}
 
-err_nomem:
-	atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
-	return NULL;
+/*
+ * Multicasts NLPERF_MSG_MCAST_DATA with sequence @seq to @group: @st, then
+ * @len - sizeof(*st) bytes of @tail (zeros if NULL). kern_send_ns is
+ * stamped last. Counts the outcome, a failed allocation included.
+ */
+static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
+				 size_t len, u32 seq, unsigned int group,
+				 gfp_t gfp)
+{
+	struct sk_buff *skb;
+	void *data;
+
+	skb = nlperf_msg_new(0, seq, NLPERF_MSG_MCAST_DATA, len, 0, gfp,
+			     &data);
+	if (!skb) {
+		nlperf_count_bcast(group, -ENOMEM);
+		return;
+	}
+	if (tail)
+		memcpy(data + sizeof(*st), tail, len - sizeof(*st));
+	else
+		memset(data + sizeof(*st), 0, len - sizeof(*st));
+	st->kern_send_ns = ktime_get_ns();
+	memcpy(data, st, sizeof(*st));
+	nlperf_multicast(skb, group, gfp);
 }
 
 /*
@@ -244,14 +295,6 @@ static void nlperf_send_error(const struct nlperf_msg *m, int err)
 	e->error = err;
 	e->msg = *m->nlh;
 	nlperf_unicast(m, skb);
-}
-
-/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
-static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
-			     gfp_t gfp)
-{
-	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
-						  gfp));
 }
 
 /* ---- message handlers ---- */
@@ -300,34 +343,19 @@ static int nlperf_do_timed_echo(const struct nlperf_msg *m)
 	return NLPERF_REPLIED;
 }
 
+/* Multicasts the relayed stamp and what follows it (@len bytes) to @group. */
 static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
-			     const void *payload, size_t len)
+			     const u8 *payload, size_t len)
 {
 	struct nlperf_stamp st;
-	struct sk_buff *skb;
-	struct nlmsghdr *nlh;
 
-	atomic64_inc(&nlperf_gcnt[group - 1][G_RELAY_SENT]);
-	skb = nlmsg_new(len, GFP_KERNEL);
-	if (!skb)
-		goto err_alloc;
-	nlh = nlmsg_put(skb, 0, m->nlh->nlmsg_seq, NLPERF_MSG_MCAST_DATA, len, 0);
-	if (!nlh) {
-		nlmsg_free(skb);
-		goto err_alloc;
-	}
-	memcpy(nlmsg_data(nlh), payload, len);
+	atomic64_inc(nlperf_gctr(group, relay_sent));
 	memcpy(&st, payload, sizeof(st));
 	st.group = group;
 	st.kern_recv_ns = m->recv_ns;
 	st.proc_start_ns = m->proc_ns;
-	st.kern_send_ns = ktime_get_ns();
-	memcpy(nlmsg_data(nlh), &st, sizeof(st));
-	nlperf_multicast(skb, group, GFP_KERNEL);
-	return;
-
-err_alloc:
-	nlperf_count_bcast(group, -ENOMEM);
+	nlperf_mcast_stamped(&st, payload + sizeof(st), len, m->nlh->nlmsg_seq,
+			     group, GFP_KERNEL);
 }
 
 static int nlperf_do_relay(const struct nlperf_msg *m)
@@ -353,15 +381,14 @@ static int nlperf_do_relay(const struct nlperf_msg *m)
 	return NLPERF_DONE;
 }
 
-static void nlperf_fill_group(struct nlperf_group_stats *gs,
-			      const atomic64_t *c)
+/* Copies @n counters into the @n 64-bit fields of a stats struct at @dst. */
+static void nlperf_read_counters(void *dst, const atomic64_t *c, size_t n)
 {
-	gs->relay_sent = atomic64_read(&c[G_RELAY_SENT]);
-	gs->gen_sent = atomic64_read(&c[G_GEN_SENT]);
-	gs->bcast_ok = atomic64_read(&c[G_BCAST_OK]);
-	gs->bcast_esrch = atomic64_read(&c[G_BCAST_ESRCH]);
-	gs->bcast_enobufs = atomic64_read(&c[G_BCAST_ENOBUFS]);
-	gs->bcast_other = atomic64_read(&c[G_BCAST_OTHER]);
+	u64 *out = dst;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		out[i] = atomic64_read(&c[i]);
 }
 
 static void nlperf_fill_stats(struct nlperf_stats *s)
@@ -382,23 +409,13 @@ static void nlperf_fill_stats(struct nlperf_stats *s)
 	s->queue_hwm = nlperf_q.hwm;
 	spin_unlock_bh(&nlperf_q.lock);
 
-	s->received = atomic64_read(&nlperf_cnt[C_RECEIVED]);
-	s->processed = atomic64_read(&nlperf_cnt[C_PROCESSED]);
-	s->replied = atomic64_read(&nlperf_cnt[C_REPLIED]);
-	s->queue_overflows = atomic64_read(&nlperf_cnt[C_QUEUE_OVERFLOWS]);
-	s->err_perm = atomic64_read(&nlperf_cnt[C_ERR_PERM]);
-	s->err_inval = atomic64_read(&nlperf_cnt[C_ERR_INVAL]);
-	s->err_notsupp = atomic64_read(&nlperf_cnt[C_ERR_NOTSUPP]);
-	s->err_truncated = atomic64_read(&nlperf_cnt[C_ERR_TRUNCATED]);
-	s->err_nomem = atomic64_read(&nlperf_cnt[C_ERR_NOMEM]);
-	s->err_reply = atomic64_read(&nlperf_cnt[C_ERR_REPLY]);
-	s->skbs_held = atomic64_read(&nlperf_skbs_held);
-	s->gen_runs = atomic64_read(&nlperf_cnt[C_GEN_RUNS]);
+	nlperf_read_counters(&s->counters, nlperf_cnt, NLPERF_NR_CTRS);
 	if (nlperf_mode == NLPERF_MODE_WORKQUEUE)
 		strscpy(s->wq_name, NLPERF_WQ_NAME, sizeof(s->wq_name));
 
 	for (g = 0; g < NLPERF_MAX_GROUPS; g++)
-		nlperf_fill_group(&s->groups[g], nlperf_gcnt[g]);
+		nlperf_read_counters(&s->groups[g], nlperf_gcnt[g],
+				     NLPERF_NR_GCTRS);
 }
 
 static int nlperf_do_stats_get(const struct nlperf_msg *m)
@@ -431,26 +448,9 @@ static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
 		.group = group,
 		.seq = gen->seq[group - 1]++,
 	};
-	struct nlmsghdr *nlh;
-	struct sk_buff *skb;
 
-	atomic64_inc(&nlperf_gcnt[group - 1][G_GEN_SENT]);
-	skb = nlmsg_new(len, gfp);
-	if (!skb)
-		goto err_alloc;
-	nlh = nlmsg_put(skb, 0, (u32)st.seq, NLPERF_MSG_MCAST_DATA, len, 0);
-	if (!nlh) {
-		nlmsg_free(skb);
-		goto err_alloc;
-	}
-	memset(nlmsg_data(nlh) + sizeof(st), 0, len - sizeof(st));
-	st.kern_send_ns = ktime_get_ns();
-	memcpy(nlmsg_data(nlh), &st, sizeof(st));
-	nlperf_multicast(skb, group, gfp);
-	return;
-
-err_alloc:
-	nlperf_count_bcast(group, -ENOMEM);
+	atomic64_inc(nlperf_gctr(group, gen_sent));
+	nlperf_mcast_stamped(&st, NULL, len, (u32)st.seq, group, gfp);
 }
 
 static void nlperf_gen_round(struct nlperf_gen *gen, u16 flags)
@@ -554,7 +554,7 @@ static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
 
 	gen = kzalloc(sizeof(*gen), GFP_KERNEL);
 	if (!gen) {
-		atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+		atomic64_inc(nlperf_ctr(err_nomem));
 		return -ENOMEM;
 	}
 	gen->req = *req;
@@ -566,7 +566,7 @@ static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
 	gen->task = task;
 	WRITE_ONCE(nlperf_gen_cur, gen);
 	WRITE_ONCE(nlperf_gen_pid, task_pid_nr(task));
-	atomic64_inc(&nlperf_cnt[C_GEN_RUNS]);
+	atomic64_inc(nlperf_ctr(gen_runs));
 	wake_up_process(task);
 	return 0;
 }
@@ -667,7 +667,7 @@ static noinline void nlperf_process(struct nlperf_msg *m)
 	int ret;
 
 	m->proc_ns = ktime_get_ns();
-	atomic64_inc(&nlperf_cnt[C_PROCESSED]);
+	atomic64_inc(nlperf_ctr(processed));
 	if (!nlperf_is_control(m->nlh->nlmsg_type))
 		nlperf_simulate_work();
 
@@ -714,7 +714,7 @@ static void nlperf_msg_free(struct nlperf_msg *m, bool processed)
 		consume_skb(m->skb);
 	else
 		kfree_skb(m->skb);
-	atomic64_dec(&nlperf_skbs_held);
+	atomic64_dec(nlperf_ctr(skbs_held));
 	kfree(m);
 }
 
@@ -746,7 +746,7 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 
 	m = kmalloc(sizeof(*m), GFP_KERNEL);
 	if (!m) {
-		atomic64_inc(&nlperf_cnt[C_ERR_NOMEM]);
+		atomic64_inc(nlperf_ctr(err_nomem));
 		nlperf_send_error(tmpl, -ENOMEM);
 		return;
 	}
@@ -756,12 +756,12 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 	if (nlperf_q.depth >= queue_len) {
 		spin_unlock_bh(&nlperf_q.lock);
 		kfree(m);
-		atomic64_inc(&nlperf_cnt[C_QUEUE_OVERFLOWS]);
+		atomic64_inc(nlperf_ctr(queue_overflows));
 		nlperf_send_error(tmpl, -ENOBUFS);
 		return;
 	}
 	m->skb = skb_get(skb);
-	atomic64_inc(&nlperf_skbs_held);
+	atomic64_inc(nlperf_ctr(skbs_held));
 	list_add_tail(&m->node, &nlperf_q.list);
 	if (++nlperf_q.depth > nlperf_q.hwm)
 		nlperf_q.hwm = nlperf_q.depth;
@@ -830,10 +830,10 @@ static void nlperf_input(struct sk_buff *skb)
 
 		if (rem < NLMSG_HDRLEN || nlh->nlmsg_len < NLMSG_HDRLEN ||
 		    nlh->nlmsg_len > rem) {
-			atomic64_inc(&nlperf_cnt[C_ERR_TRUNCATED]);
+			atomic64_inc(nlperf_ctr(err_truncated));
 			break;
 		}
-		atomic64_inc(&nlperf_cnt[C_RECEIVED]);
+		atomic64_inc(nlperf_ctr(received));
 		m.nlh = nlh;
 		if (nlperf_mode == NLPERF_MODE_CALLBACK ||
 		    nlperf_is_control(nlh->nlmsg_type))
@@ -853,49 +853,37 @@ static void nlperf_input(struct sk_buff *skb)
 
 static int nlperf_parse_params(void)
 {
+	int m;
+
 	if (proto < NLPERF_PROTO_MIN || proto > NLPERF_PROTO_MAX) {
 		pr_err("invalid proto=%d (allowed %d..%d)\n", proto,
 		       NLPERF_PROTO_MIN, NLPERF_PROTO_MAX);
 		return -EINVAL;
 	}
-	if (mode && sysfs_streq(mode, "callback")) {
-		nlperf_mode = NLPERF_MODE_CALLBACK;
-	} else if (mode && sysfs_streq(mode, "kthread")) {
-		nlperf_mode = NLPERF_MODE_KTHREAD;
-	} else if (mode && sysfs_streq(mode, "workqueue")) {
-		nlperf_mode = NLPERF_MODE_WORKQUEUE;
-	} else {
+	m = mode ? sysfs_match_string(nlperf_mode_names, mode) : -EINVAL;
+	if (m < 0) {
 		pr_err("invalid mode=%s (callback, kthread or workqueue)\n",
 		       mode ? mode : "");
 		return -EINVAL;
 	}
-	if (queue_len < 1 || queue_len > NLPERF_QUEUE_LEN_MAX) {
-		pr_err("invalid queue_len=%u (allowed 1..%u)\n", queue_len,
-		       NLPERF_QUEUE_LEN_MAX);
+	nlperf_mode = m;
+	if (queue_len < NLPERF_QUEUE_LEN_MIN ||
+	    queue_len > NLPERF_QUEUE_LEN_MAX) {
+		pr_err("invalid queue_len=%u (allowed %u..%u)\n", queue_len,
+		       NLPERF_QUEUE_LEN_MIN, NLPERF_QUEUE_LEN_MAX);
 		return -EINVAL;
 	}
-	if (work_ns > NSEC_PER_SEC) {
-		pr_err("invalid work_ns=%lu (max %lu)\n", work_ns, NSEC_PER_SEC);
+	if (work_ns > NLPERF_WORK_NS_MAX) {
+		pr_err("invalid work_ns=%lu (max %lu)\n", work_ns,
+		       NLPERF_WORK_NS_MAX);
 		return -EINVAL;
 	}
-	if (work_sleep_us > USEC_PER_SEC) {
+	if (work_sleep_us > NLPERF_WORK_SLEEP_US_MAX) {
 		pr_err("invalid work_sleep_us=%u (max %lu)\n", work_sleep_us,
-		       USEC_PER_SEC);
+		       NLPERF_WORK_SLEEP_US_MAX);
 		return -EINVAL;
 	}
 	return 0;
-}
-
-static const char *nlperf_mode_name(void)
-{
-	switch (nlperf_mode) {
-	case NLPERF_MODE_KTHREAD:
-		return "kthread";
-	case NLPERF_MODE_WORKQUEUE:
-		return "workqueue";
-	default:
-		return "callback";
-	}
 }
 
 static int nlperf_start_model(void)
@@ -963,8 +951,8 @@ static int __init nlperf_init(void)
 	}
 
 	pr_info("loaded: mode=%s proto=%d queue_len=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
-		nlperf_mode_name(), proto, queue_len, work_ns, work_sleep_us,
-		allow_unpriv);
+		nlperf_mode_names[nlperf_mode], proto, queue_len, work_ns,
+		work_sleep_us, allow_unpriv);
 	return 0;
 }
 
@@ -976,9 +964,9 @@ static void __exit nlperf_exit(void)
 	nlperf_gen_stop();
 	nlperf_stop_model();
 	purged = nlperf_purge();
-	if (atomic64_read(&nlperf_skbs_held))
+	if (atomic64_read(nlperf_ctr(skbs_held)))
 		pr_err("skbs_held=%lld after purge\n",
-		       (long long)atomic64_read(&nlperf_skbs_held));
+		       (long long)atomic64_read(nlperf_ctr(skbs_held)));
 	netlink_kernel_release(nlperf_sk);
 	pr_info("unloaded: proto=%d, %u queued messages dropped\n", proto,
 		purged);

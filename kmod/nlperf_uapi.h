@@ -83,6 +83,16 @@ enum nlperf_mode {
 	NLPERF_MODE_WORKQUEUE	= 2,
 };
 
+/*
+ * Counters. The module keeps one 64-bit atomic per field of
+ * struct nlperf_group_stats and of struct nlperf_stats_counters, in field
+ * order, and copies them into the stats reply as they are: a new counter
+ * is one __u64 line in one of these structs (and one line in the matching
+ * table of nlperf/wire.py, which a test compares with this header). __u64
+ * fields count events since load or NLPERF_MSG_STATS_RESET; skbs_held, the
+ * one __s64, is a level that a reset leaves alone.
+ */
+
 /* Per multicast group counters; index g - 1 for group g. */
 struct nlperf_group_stats {
 	__u64	relay_sent;	/* relay broadcasts issued */
@@ -91,6 +101,22 @@ struct nlperf_group_stats {
 	__u64	bcast_esrch;	/* -ESRCH: no listener, or all overran */
 	__u64	bcast_enobufs;	/* -ENOBUFS: a BROADCAST_ERROR listener */
 	__u64	bcast_other;	/* any other error, allocation included */
+};
+
+/* Module-wide counters and levels, inside struct nlperf_stats. */
+struct nlperf_stats_counters {
+	__u64	received;	/* messages accepted by input() */
+	__u64	processed;	/* messages the processing function ran on */
+	__u64	replied;	/* replies and acks handed to netlink */
+	__u64	queue_overflows; /* refused with -ENOBUFS: queue full */
+	__u64	err_perm;	/* sender lacks CAP_NET_ADMIN */
+	__u64	err_inval;	/* intact header, inconsistent payload */
+	__u64	err_notsupp;	/* unknown message type */
+	__u64	err_truncated;	/* datagrams cut short by a bad header */
+	__u64	err_nomem;	/* reply allocation failed */
+	__u64	err_reply;	/* nlmsg_unicast() to the sender failed */
+	__s64	skbs_held;	/* skb references the module holds now */
+	__u64	gen_runs;	/* generator streams started */
 };
 
 /* NLPERF_MSG_STATS_GET reply payload. Counters since load or reset. */
@@ -104,18 +130,7 @@ struct nlperf_stats {
 	__u32	queue_len;	/* queue bound (deferred modes) */
 	__u32	queue_depth;	/* messages queued now */
 	__u32	queue_hwm;	/* queue depth high-water mark */
-	__u64	received;	/* messages accepted by input() */
-	__u64	processed;	/* messages the processing function ran on */
-	__u64	replied;	/* replies and acks handed to netlink */
-	__u64	queue_overflows; /* refused with -ENOBUFS: queue full */
-	__u64	err_perm;	/* sender lacks CAP_NET_ADMIN */
-	__u64	err_inval;	/* intact header, inconsistent payload */
-	__u64	err_notsupp;	/* unknown message type */
-	__u64	err_truncated;	/* datagrams cut short by a bad header */
-	__u64	err_nomem;	/* reply allocation failed */
-	__u64	err_reply;	/* nlmsg_unicast() to the sender failed */
-	__s64	skbs_held;	/* skb references the module holds now */
-	__u64	gen_runs;	/* generator streams started */
+	struct nlperf_stats_counters counters;
 	char	wq_name[32];	/* workqueue name (workqueue mode), else "" */
 	struct nlperf_group_stats groups[NLPERF_MAX_GROUPS];
 };

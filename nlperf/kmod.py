@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from nlperf import wire
@@ -18,18 +19,40 @@ from nlperf.paths import KMOD_SRC, kmod_build_dir
 MODULE = "nlperf"
 SYSFS = Path("/sys/module") / MODULE
 
-# name -> (parse, check, what is expected); mirrors the module's own validation so a bad
-# value is refused here with a clear message instead of a bare insmod EINVAL.
-PARAMS: dict[str, tuple[type, str]] = {
-    "mode": (str, "callback, kthread or workqueue"),
-    "proto": (int, "an integer 16..31"),
-    "queue_len": (int, "an integer 1..1048576"),
-    "work_ns": (int, "nanoseconds 0..1000000000"),
-    "work_sleep_us": (int, "microseconds 0..1000000"),
-    "allow_unpriv": (int, "0 or 1"),
+@dataclass(frozen=True)
+class Param:
+    """One module parameter of kmod/nlperf.c: its default and the values it accepts.
+
+    The module checks its parameters at load; this is the same check in user space, so a bad
+    value is refused with a clear message instead of a bare insmod EINVAL. The scenario's
+    ``module`` section takes its bounds from here, and a test compares these with the
+    module_param declarations and bounds in nlperf.c.
+    """
+
+    kind: type[int] | type[bool] | type[str]
+    default: int | bool | str
+    lo: int = 0
+    hi: int = 0
+    choices: tuple[str, ...] = ()
+    unit: str = "an integer"
+
+    @property
+    def expected(self) -> str:
+        if self.choices:
+            return f"{', '.join(self.choices[:-1])} or {self.choices[-1]}"
+        if self.kind is bool:
+            return "0 or 1"
+        return f"{self.unit} {self.lo}..{self.hi}"
+
+
+PARAMS: dict[str, Param] = {
+    "mode": Param(str, "callback", choices=tuple(wire.MODES)),
+    "proto": Param(int, wire.PROTO_DEFAULT, 16, 31),
+    "queue_len": Param(int, 1024, 1, 1 << 20),
+    "work_ns": Param(int, 0, 0, 1_000_000_000, unit="nanoseconds"),
+    "work_sleep_us": Param(int, 0, 0, 1_000_000, unit="microseconds"),
+    "allow_unpriv": Param(bool, False, 0, 1),
 }
-_RANGES = {"proto": (16, 31), "queue_len": (1, 1 << 20), "work_ns": (0, 1_000_000_000),
-           "work_sleep_us": (0, 1_000_000), "allow_unpriv": (0, 1)}
 
 
 def validate_params(params: dict[str, str | int | bool]) -> dict[str, str]:
@@ -39,21 +62,21 @@ def validate_params(params: dict[str, str | int | bool]) -> dict[str, str]:
         if name not in PARAMS:
             raise BadInput(f"unknown module parameter {name!r}",
                            hint=f"known: {', '.join(PARAMS)}")
-        kind, expected = PARAMS[name]
+        param = PARAMS[name]
         if isinstance(raw, bool):
             raw = int(raw)
-        if kind is str:
-            if str(raw) not in wire.MODES:
-                raise BadInput(f"module parameter {name}={raw!r}: expected {expected}")
+        if param.choices:
+            if str(raw) not in param.choices:
+                raise BadInput(f"module parameter {name}={raw!r}: expected {param.expected}")
             out[name] = str(raw)
             continue
         try:
             value = int(str(raw), 0)
         except ValueError:
-            raise BadInput(f"module parameter {name}={raw!r}: expected {expected}") from None
-        lo, hi = _RANGES[name]
-        if not lo <= value <= hi:
-            raise BadInput(f"module parameter {name}={value}: expected {expected}")
+            raise BadInput(f"module parameter {name}={raw!r}: expected {param.expected}"
+                           ) from None
+        if not param.lo <= value <= param.hi:
+            raise BadInput(f"module parameter {name}={value}: expected {param.expected}")
         out[name] = str(value)
     return out
 

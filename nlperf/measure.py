@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nlperf import __version__, kmod, results
+from nlperf import __version__, kmod, results, wire
 from nlperf.errors import RunFailed
 from nlperf.metrics import (
     multicast_block,
@@ -37,9 +37,7 @@ from nlperf.workloads.procstat import ctx_switches, delta
 from nlperf.workloads.unicast import Sender, SenderConfig
 
 BARRIER_TIMEOUT = 120.0
-MODULE_COUNTERS = ("received", "processed", "replied", "queue_overflows", "err_perm",
-                   "err_inval", "err_notsupp", "err_truncated", "err_nomem", "err_reply",
-                   "gen_runs")
+MODULE_COUNTERS = wire.STATS_COUNTERS  # summed over repetitions; the rest are levels
 
 _ctx = mp.get_context("fork")
 # one compiled probe session per (protocol, probe set, timing) in a run

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nlperf import kmod
 from nlperf.errors import BadInput
 
 Group = Annotated[int, Field(ge=1, le=32)]
@@ -33,13 +34,22 @@ class Warmup(Strict):
     seconds: float | None = Field(None, ge=0, le=600)
 
 
+def _module_param(name: str) -> Any:
+    """A module parameter's default and bounds, from its one definition (kmod.PARAMS)."""
+    param = kmod.PARAMS[name]
+    if param.kind is int:
+        return Field(param.default, ge=param.lo, le=param.hi)
+    return Field(param.default)
+
+
 class Module(Strict):
-    mode: Literal["callback", "kthread", "workqueue"] = "callback"
-    proto: int = Field(31, ge=16, le=31)
-    queue_len: int = Field(1024, ge=1, le=1 << 20)
-    work_ns: int = Field(0, ge=0, le=1_000_000_000)
-    work_sleep_us: int = Field(0, ge=0, le=1_000_000)
-    allow_unpriv: bool = False
+    # one key per module parameter, bounds and defaults from kmod.PARAMS (a test holds them equal)
+    mode: Literal[kmod.PARAMS["mode"].choices] = _module_param("mode")  # type: ignore[valid-type]
+    proto: int = _module_param("proto")
+    queue_len: int = _module_param("queue_len")
+    work_ns: int = _module_param("work_ns")
+    work_sleep_us: int = _module_param("work_sleep_us")
+    allow_unpriv: bool = _module_param("allow_unpriv")
 
 
 class Unicast(Strict):

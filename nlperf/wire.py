@@ -1,13 +1,16 @@
 """Python mirror of kmod/nlperf_uapi.h, wire format v1.
 
-The C header is the definition; this module repeats it for the workloads. ``tests/test_wire.py``
-compiles a program that prints every size and offset from the header and compares them with the
-structs below, so the two cannot drift apart silently.
+The C header is the definition; this module repeats each struct once, as a table of
+(field name, struct format) pairs in declaration order, and derives sizes, offsets and packers
+from it. ``tests/test_wire.py`` compiles a program that prints the size, offset, width and
+signedness of every field of every table here from the C headers, so the two cannot drift apart
+silently.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,33 +51,164 @@ ALLOC_KERNEL = 0
 ALLOC_ATOMIC = 1
 ALLOCS = {"kernel": ALLOC_KERNEL, "atomic": ALLOC_ATOMIC}
 
-# struct nlmsghdr: len, type, flags, seq, pid
-NLMSGHDR = struct.Struct("=IHHII")
-# struct nlmsgerr: int error + the offending struct nlmsghdr
-NLMSGERR = struct.Struct("=iIHHII")
-# struct nlperf_stamp
-STAMP = struct.Struct("=HHHHQQQQQ")
-# struct nlperf_relay_req
-RELAY_REQ = struct.Struct("=II")
-# struct nlperf_gen_req
-GEN_REQ = struct.Struct("=IIQQII")
-# struct nlperf_group_stats
-GROUP_STATS = struct.Struct("=QQQQQQ")
-# struct nlperf_stats, without the trailing groups[] array
-STATS_HEAD = struct.Struct("=HHIIIIIIIQQQQQQQQQQqQ32s")
-STATS_SIZE = STATS_HEAD.size + MAX_GROUPS * GROUP_STATS.size
 
-# Field names in declaration order: the layout test checks offsets by these names.
-STAMP_FIELDS = ("version", "size", "flags", "group", "seq", "user_send_ns", "kern_recv_ns",
-                "proc_start_ns", "kern_send_ns")
-RELAY_REQ_FIELDS = ("groups", "reserved")
-GEN_REQ_FIELDS = ("groups", "size", "count", "duration_ns", "rate", "alloc")
-GROUP_STATS_FIELDS = ("relay_sent", "gen_sent", "bcast_ok", "bcast_esrch", "bcast_enobufs",
-                      "bcast_other")
-STATS_FIELDS = ("version", "size", "mode", "proto", "kthread_pid", "gen_pid", "queue_len",
-                "queue_depth", "queue_hwm", "received", "processed", "replied",
-                "queue_overflows", "err_perm", "err_inval", "err_notsupp", "err_truncated",
-                "err_nomem", "err_reply", "skbs_held", "gen_runs", "wq_name")
+@dataclass(frozen=True)
+class Member:
+    """One scalar field of a C struct: its C member path (``msg.nlmsg_seq`` inside a nested
+    struct), struct format and byte offset."""
+
+    path: str
+    fmt: str
+    offset: int
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+
+class Layout:
+    """A C struct declared as (field name, struct format or nested Layout) pairs, in order.
+
+    Packed native ("="): the C structs are laid out without padding, which the layout test
+    proves. Nested structs are flattened, so ``pack``/``unpack_from`` take and give the scalar
+    fields in declaration order, exactly like the equivalent ``struct.Struct`` (whose bound
+    methods these are: no cost over using one directly).
+    """
+
+    def __init__(self, c_name: str, fields: Sequence[tuple[str, str | Layout]]) -> None:
+        self.c_name = c_name
+        self.fields = tuple(fields)
+        members: list[Member] = []
+        pos = 0
+        for name, kind in self.fields:
+            if isinstance(kind, Layout):
+                members += [Member(f"{name}.{m.path}", m.fmt, pos + m.offset)
+                            for m in kind.members]
+                pos += kind.size
+            else:
+                members.append(Member(name, kind, pos))
+                pos += struct.calcsize("=" + kind)
+        self.members = tuple(members)
+        self.names = tuple(m.name for m in members)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"struct {c_name}: a field name repeats: {self.names}")
+        self._by_name = {m.name: m for m in members}
+        self.struct = struct.Struct("=" + "".join(m.fmt for m in members))
+        self.format = self.struct.format
+        self.size = self.struct.size
+        assert self.size == pos
+        self.pack = self.struct.pack
+        self.pack_into = self.struct.pack_into
+        self.unpack = self.struct.unpack
+        self.unpack_from = self.struct.unpack_from
+
+    def offset(self, name: str) -> int:
+        return self._by_name[name].offset
+
+    def _run(self, first: str, last: str) -> list[Member]:
+        i, j = self.names.index(first), self.names.index(last)
+        if j < i:
+            raise ValueError(f"struct {self.c_name}: {last} comes before {first}")
+        return list(self.members[i:j + 1])
+
+    def struct_of(self, first: str, last: str | None = None) -> struct.Struct:
+        """The consecutive fields ``first``..``last`` as one struct, to pack them in one call
+        at ``offset(first)``."""
+        return struct.Struct("=" + "".join(m.fmt for m in self._run(first, last or first)))
+
+    def span(self, first: str, last: str, base: int = 0) -> slice:
+        """The bytes of fields ``first``..``last``, in a buffer where the struct starts at
+        ``base``."""
+        run = self._run(first, last)
+        end = run[-1].offset + struct.calcsize("=" + run[-1].fmt)
+        return slice(base + run[0].offset, base + end)
+
+    def __repr__(self) -> str:
+        return f"Layout(struct {self.c_name}, {self.format!r}, {self.size} bytes)"
+
+
+# linux/netlink.h
+NLMSGHDR = Layout("nlmsghdr", (
+    ("nlmsg_len", "I"),
+    ("nlmsg_type", "H"),
+    ("nlmsg_flags", "H"),
+    ("nlmsg_seq", "I"),
+    ("nlmsg_pid", "I"),
+))
+NLMSGERR = Layout("nlmsgerr", (
+    ("error", "i"),
+    ("msg", NLMSGHDR),  # the offending request's header
+))
+
+STAMP = Layout("nlperf_stamp", (
+    ("version", "H"),
+    ("size", "H"),
+    ("flags", "H"),
+    ("group", "H"),
+    ("seq", "Q"),
+    ("user_send_ns", "Q"),
+    ("kern_recv_ns", "Q"),
+    ("proc_start_ns", "Q"),
+    ("kern_send_ns", "Q"),
+))
+RELAY_REQ = Layout("nlperf_relay_req", (
+    ("groups", "I"),
+    ("reserved", "I"),
+))
+GEN_REQ = Layout("nlperf_gen_req", (
+    ("groups", "I"),
+    ("size", "I"),
+    ("count", "Q"),
+    ("duration_ns", "Q"),
+    ("rate", "I"),
+    ("alloc", "I"),
+))
+# Counters: "Q" counts events since load or reset, "q" is a level a reset leaves alone. A new
+# module counter is one line here (and one field in the C struct of the same name).
+GROUP_STATS = Layout("nlperf_group_stats", (
+    ("relay_sent", "Q"),
+    ("gen_sent", "Q"),
+    ("bcast_ok", "Q"),
+    ("bcast_esrch", "Q"),
+    ("bcast_enobufs", "Q"),
+    ("bcast_other", "Q"),
+))
+STATS_COUNTERS_LAYOUT = Layout("nlperf_stats_counters", (
+    ("received", "Q"),
+    ("processed", "Q"),
+    ("replied", "Q"),
+    ("queue_overflows", "Q"),
+    ("err_perm", "Q"),
+    ("err_inval", "Q"),
+    ("err_notsupp", "Q"),
+    ("err_truncated", "Q"),
+    ("err_nomem", "Q"),
+    ("err_reply", "Q"),
+    ("skbs_held", "q"),
+    ("gen_runs", "Q"),
+))
+STATS = Layout("nlperf_stats", (
+    ("version", "H"),
+    ("size", "H"),
+    ("mode", "I"),
+    ("proto", "I"),
+    ("kthread_pid", "I"),
+    ("gen_pid", "I"),
+    ("queue_len", "I"),
+    ("queue_depth", "I"),
+    ("queue_hwm", "I"),
+    ("counters", STATS_COUNTERS_LAYOUT),
+    ("wq_name", "32s"),
+    ("groups", f"{MAX_GROUPS * GROUP_STATS.size}s"),  # struct nlperf_group_stats[MAX_GROUPS]
+))
+
+# Derived views used across the code base.
+STATS_SIZE = STATS.size
+STATS_HEAD = STATS.struct_of("version", "wq_name")  # everything before groups[]
+STATS_FIELDS = STATS.names[:STATS.names.index("wq_name") + 1]
+# module-wide event counts, which add up over repetitions (levels such as skbs_held do not)
+STATS_COUNTERS = tuple(m.name for m in STATS_COUNTERS_LAYOUT.members if m.fmt == "Q")
+GROUP_STATS_FIELDS = GROUP_STATS.names
 
 
 def pad4(n: int) -> int:
@@ -132,6 +266,9 @@ class Stamp:
         return cls(*STAMP.unpack_from(buf, offset))
 
 
+_GROUPS_AT = STATS.offset("groups")
+
+
 @dataclass(frozen=True)
 class Stats:
     """struct nlperf_stats, decoded."""
@@ -155,7 +292,7 @@ class Stats:
         fields["mode"] = MODE_NAMES.get(int(fields["mode"]), str(fields["mode"]))
         groups: dict[int, dict[str, int]] = {}
         for i in range(MAX_GROUPS):
-            values = GROUP_STATS.unpack_from(buf, STATS_HEAD.size + i * GROUP_STATS.size)
+            values = GROUP_STATS.unpack_from(buf, _GROUPS_AT + i * GROUP_STATS.size)
             if any(values):
                 groups[i + 1] = dict(zip(GROUP_STATS_FIELDS, values, strict=True))
         return cls(fields, groups)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from nlperf import scenario
+from nlperf import kmod, scenario
 from nlperf.errors import EXIT_BAD_INPUT, BadInput
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
@@ -185,6 +186,30 @@ def test_set_dotted() -> None:
         scenario.set_dotted(d, "a.b.first.c", 1)
     with pytest.raises(KeyError):
         scenario.set_dotted(d, "x.y.z", 1)
+
+
+# --- the module section is kmod.PARAMS --------------------------------------------------------
+
+
+def test_module_section_takes_names_defaults_and_bounds_from_kmod_params() -> None:
+    fields = scenario.Module.model_fields
+    assert set(fields) == set(kmod.PARAMS)
+    for name, param in kmod.PARAMS.items():
+        assert fields[name].default == param.default, name
+        if param.kind is int:
+            bounds = {type(m).__name__: m for m in fields[name].metadata}
+            assert (bounds["Ge"].ge, bounds["Le"].le) == (param.lo, param.hi), name
+    assert typing.get_args(fields["mode"].annotation) == kmod.PARAMS["mode"].choices
+
+
+@pytest.mark.parametrize("name", [n for n, p in kmod.PARAMS.items() if p.kind is int])
+def test_module_bounds_are_enforced_at_both_ends(name: str) -> None:
+    param = kmod.PARAMS[name]
+    for value in (param.lo, param.hi):
+        assert getattr(scenario.parse({**BASE, "module": {name: value}}).module, name) == value
+    for value in (param.lo - 1, param.hi + 1):
+        with pytest.raises(BadInput, match=f"module.{name}"):
+            scenario.parse({**BASE, "module": {name: value}})
 
 
 # --- one-line errors ---------------------------------------------------------------------------

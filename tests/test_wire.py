@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import struct
@@ -10,46 +11,72 @@ from pathlib import Path
 
 import pytest
 
-from nlperf import wire
+from nlperf import kmod, wire
+from nlperf.samples import StampLog
+from nlperf.workloads import common
 
-UAPI = Path(__file__).resolve().parent.parent / "kmod" / "nlperf_uapi.h"
+KMOD = Path(__file__).resolve().parent.parent / "kmod"
+UAPI = KMOD / "nlperf_uapi.h"
 
-STRUCTS = {
-    "nlperf_stamp": (wire.STAMP, wire.STAMP_FIELDS),
-    "nlperf_relay_req": (wire.RELAY_REQ, wire.RELAY_REQ_FIELDS),
-    "nlperf_gen_req": (wire.GEN_REQ, wire.GEN_REQ_FIELDS),
-    "nlperf_group_stats": (wire.GROUP_STATS, wire.GROUP_STATS_FIELDS),
-    "nlperf_stats": (wire.STATS_HEAD, wire.STATS_FIELDS),
+# Every struct table in nlperf/wire.py: a new one is covered without being listed here.
+LAYOUTS = {v.c_name: v for v in vars(wire).values() if isinstance(v, wire.Layout)}
+
+# C constant -> the Python value that mirrors it.
+CONSTANTS = {
+    "NLPERF_WIRE_VERSION": wire.WIRE_VERSION, "NLPERF_PROTO_DEFAULT": wire.PROTO_DEFAULT,
+    "NLPERF_MAX_GROUPS": wire.MAX_GROUPS, "NLPERF_STAMP_F_END": wire.STAMP_F_END,
+    "NLPERF_MSG_ECHO": wire.MSG_ECHO, "NLPERF_MSG_TIMED_ECHO": wire.MSG_TIMED_ECHO,
+    "NLPERF_MSG_SINK": wire.MSG_SINK, "NLPERF_MSG_RELAY": wire.MSG_RELAY,
+    "NLPERF_MSG_GEN_START": wire.MSG_GEN_START, "NLPERF_MSG_GEN_STOP": wire.MSG_GEN_STOP,
+    "NLPERF_MSG_STATS_GET": wire.MSG_STATS_GET,
+    "NLPERF_MSG_STATS_RESET": wire.MSG_STATS_RESET,
+    "NLPERF_MSG_MCAST_DATA": wire.MSG_MCAST_DATA,
+    "NLPERF_MODE_CALLBACK": wire.MODE_CALLBACK, "NLPERF_MODE_KTHREAD": wire.MODE_KTHREAD,
+    "NLPERF_MODE_WORKQUEUE": wire.MODE_WORKQUEUE,
+    "NLPERF_ALLOC_KERNEL": wire.ALLOC_KERNEL, "NLPERF_ALLOC_ATOMIC": wire.ALLOC_ATOMIC,
+    # linux/netlink.h and sys/socket.h
+    "NLMSG_HDRLEN": wire.NLMSG_HDRLEN, "NLMSG_ERROR": wire.NLMSG_ERROR,
+    "NLM_F_REQUEST": wire.NLM_F_REQUEST, "NLM_F_ACK": wire.NLM_F_ACK,
+    "SOL_NETLINK": wire.SOL_NETLINK, "NETLINK_ADD_MEMBERSHIP": wire.NETLINK_ADD_MEMBERSHIP,
+    "NETLINK_DROP_MEMBERSHIP": wire.NETLINK_DROP_MEMBERSHIP,
+    "NETLINK_BROADCAST_ERROR": wire.NETLINK_BROADCAST_ERROR,
+    "NETLINK_NO_ENOBUFS": wire.NETLINK_NO_ENOBUFS,
 }
 
 
-def python_offsets(st: struct.Struct, names: tuple[str, ...]) -> dict[str, int]:
-    """Offsets of each field of a packed ("=") struct format, by declaration order."""
-    codes = re.findall(r"(\d*)([a-zA-Z?])", st.format.lstrip("=<>!@"))
-    assert len(codes) == len(names), f"{st.format} has {len(codes)} fields, names {len(names)}"
-    offsets, pos = {}, 0
-    for (count, code), name in zip(codes, names, strict=True):
-        offsets[name] = pos
-        pos += struct.calcsize("=" + count + code)
-    return offsets
+def _is_integer(fmt: str) -> bool:
+    return fmt[-1] in "bBhHiIlLqQ"
+
+
+def python_layout(layout: wire.Layout) -> dict[str, int]:
+    """What the C program prints for a struct, computed from the Python table alone."""
+    out = {layout.c_name: layout.size}
+    for m in layout.members:
+        key = f"{layout.c_name}.{m.path}"
+        out[f"{key}@"] = m.offset
+        out[f"{key}#"] = struct.calcsize("=" + m.fmt)
+        if _is_integer(m.fmt):
+            out[f"{key}-"] = int(m.fmt.islower())
+    return out
 
 
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
+    """sizeof, and for each field its offset (@), width (#) and signedness (-), from the C
+    headers, keyed like python_layout()."""
     if not shutil.which("cc"):
         pytest.skip("no C compiler")
-    src = ['#include <stdio.h>', '#include <stddef.h>', f'#include "{UAPI}"', "int main(void) {"]
-    for name, (_, fields) in STRUCTS.items():
+    src = ["#include <stdio.h>", "#include <stddef.h>", "#include <sys/socket.h>",
+           "#include <linux/netlink.h>", f'#include "{UAPI}"', "int main(void) {"]
+    for name, layout in LAYOUTS.items():
         src.append(f'printf("{name} %zu\\n", sizeof(struct {name}));')
-        for f in fields:
-            src.append(f'printf("{name}.{f} %zu\\n", offsetof(struct {name}, {f}));')
-    consts = ["NLPERF_WIRE_VERSION", "NLPERF_PROTO_DEFAULT", "NLPERF_MAX_GROUPS",
-              "NLPERF_STAMP_F_END", "NLPERF_MSG_ECHO", "NLPERF_MSG_TIMED_ECHO",
-              "NLPERF_MSG_SINK", "NLPERF_MSG_RELAY", "NLPERF_MSG_GEN_START",
-              "NLPERF_MSG_GEN_STOP", "NLPERF_MSG_STATS_GET", "NLPERF_MSG_STATS_RESET",
-              "NLPERF_MSG_MCAST_DATA", "NLPERF_MODE_CALLBACK", "NLPERF_MODE_KTHREAD",
-              "NLPERF_MODE_WORKQUEUE", "NLPERF_ALLOC_KERNEL", "NLPERF_ALLOC_ATOMIC"]
-    for c in consts:
+        for m in layout.members:
+            key, field = f"{name}.{m.path}", f"((struct {name} *)0)->{m.path}"
+            src.append(f'printf("{key}@ %zu\\n", offsetof(struct {name}, {m.path}));')
+            src.append(f'printf("{key}# %zu\\n", sizeof({field}));')
+            if _is_integer(m.fmt):
+                src.append(f'printf("{key}- %d\\n", (__typeof__({field}))-1 < 0);')
+    for c in CONSTANTS:
         src.append(f'printf("{c} %ld\\n", (long){c});')
     src.append("return 0; }")
     d = tmp_path_factory.mktemp("layout")
@@ -60,50 +87,73 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
 
 
-@pytest.mark.parametrize("name", STRUCTS)
+def test_every_wire_struct_is_checked() -> None:
+    assert {"nlmsghdr", "nlmsgerr", "nlperf_stamp", "nlperf_relay_req", "nlperf_gen_req",
+            "nlperf_group_stats", "nlperf_stats_counters", "nlperf_stats"} <= set(LAYOUTS)
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
 def test_struct_layout_matches_header(c_layout: dict[str, int], name: str) -> None:
-    st, fields = STRUCTS[name]
-    expected_size = wire.STATS_SIZE if name == "nlperf_stats" else st.size
-    assert c_layout[name] == expected_size
-    for field, off in python_offsets(st, fields).items():
-        assert c_layout[f"{name}.{field}"] == off, f"{name}.{field}"
+    """Size, and every field's offset, width and signedness, as the C compiler sees them."""
+    expected = python_layout(LAYOUTS[name])
+    assert {k: c_layout.get(k) for k in expected} == expected
 
 
 def test_constants_match_header(c_layout: dict[str, int]) -> None:
-    pairs = {
-        "NLPERF_WIRE_VERSION": wire.WIRE_VERSION, "NLPERF_PROTO_DEFAULT": wire.PROTO_DEFAULT,
-        "NLPERF_MAX_GROUPS": wire.MAX_GROUPS, "NLPERF_STAMP_F_END": wire.STAMP_F_END,
-        "NLPERF_MSG_ECHO": wire.MSG_ECHO, "NLPERF_MSG_TIMED_ECHO": wire.MSG_TIMED_ECHO,
-        "NLPERF_MSG_SINK": wire.MSG_SINK, "NLPERF_MSG_RELAY": wire.MSG_RELAY,
-        "NLPERF_MSG_GEN_START": wire.MSG_GEN_START, "NLPERF_MSG_GEN_STOP": wire.MSG_GEN_STOP,
-        "NLPERF_MSG_STATS_GET": wire.MSG_STATS_GET,
-        "NLPERF_MSG_STATS_RESET": wire.MSG_STATS_RESET,
-        "NLPERF_MSG_MCAST_DATA": wire.MSG_MCAST_DATA,
-        "NLPERF_MODE_CALLBACK": wire.MODE_CALLBACK, "NLPERF_MODE_KTHREAD": wire.MODE_KTHREAD,
-        "NLPERF_MODE_WORKQUEUE": wire.MODE_WORKQUEUE,
-        "NLPERF_ALLOC_KERNEL": wire.ALLOC_KERNEL, "NLPERF_ALLOC_ATOMIC": wire.ALLOC_ATOMIC,
-    }
-    for name, value in pairs.items():
+    for name, value in CONSTANTS.items():
         assert c_layout[name] == value, name
 
 
+def test_derived_views_of_the_tables() -> None:
+    """The names the rest of the code uses, as the tables derive them."""
+    assert wire.STATS_HEAD.size + wire.MAX_GROUPS * wire.GROUP_STATS.size == wire.STATS_SIZE
+    assert wire.STATS_HEAD.format.startswith("=HHIIIIIIIQQQQQQQQQQqQ")
+    assert wire.STATS_FIELDS[-1] == "wq_name" and "groups" not in wire.STATS_FIELDS
+    # the module-wide counts that add up over repetitions (unsigned); skbs_held is a level
+    unsigned = tuple(m.name for m in wire.STATS_COUNTERS_LAYOUT.members if m.fmt == "Q")
+    assert unsigned == wire.STATS_COUNTERS
+    assert wire.STATS_COUNTERS[:11] == (
+        "received", "processed", "replied", "queue_overflows", "err_perm", "err_inval",
+        "err_notsupp", "err_truncated", "err_nomem", "err_reply", "gen_runs")
+    assert "skbs_held" not in wire.STATS_COUNTERS
+
+
+@pytest.mark.parametrize("layout", [wire.STATS_COUNTERS_LAYOUT, wire.GROUP_STATS])
+def test_counter_structs_hold_only_64_bit_values(layout: wire.Layout) -> None:
+    """The module keeps these as arrays of atomic64_t and copies them out as arrays of u64."""
+    assert {m.fmt for m in layout.members} <= {"Q", "q"}
+    assert wire.NLMSGERR.format == "=iIHHII"
+    assert wire.NLMSGHDR.offset("nlmsg_seq") == 8
+    assert wire.STAMP.span("user_send_ns", "kern_send_ns", wire.NLMSG_HDRLEN) == slice(32, 64)
+    assert wire.STAMP.struct_of("flags", "seq").format == "=HHQ"
+    with pytest.raises(ValueError):
+        wire.STAMP.struct_of("seq", "flags")
+    assert [f.name for f in dataclasses.fields(wire.Stamp)] == list(wire.STAMP.names)
+
+
+def stats_head(**values: int | bytes) -> bytes:
+    """A stats reply's fixed part, by field name (unnamed fields 0), whatever the counters."""
+    values = {"version": wire.WIRE_VERSION, "size": wire.STATS_SIZE, "wq_name": b"", **values}
+    return wire.STATS_HEAD.pack(*(values.get(name, 0) for name in wire.STATS_FIELDS))
+
+
 def test_stats_roundtrip_decodes_groups_and_name() -> None:
-    head = wire.STATS_HEAD.pack(wire.WIRE_VERSION, wire.STATS_SIZE, wire.MODE_WORKQUEUE, 31,
-                                0, 0, 1024, 3, 7, 10, 9, 8, 1, 0, 0, 0, 0, 0, 2, 3, 0,
-                                b"nlperf_wq")
+    head = stats_head(mode=wire.MODE_WORKQUEUE, proto=31, queue_len=1024, queue_depth=3,
+                      queue_hwm=7, received=10, processed=9, replied=8, queue_overflows=1,
+                      err_reply=2, skbs_held=3, wq_name=b"nlperf_wq")
     groups = bytearray(wire.MAX_GROUPS * wire.GROUP_STATS.size)
     wire.GROUP_STATS.pack_into(groups, 2 * wire.GROUP_STATS.size, 5, 0, 4, 1, 0, 0)
     stats = wire.Stats.unpack(head + bytes(groups))
     assert stats.fields["mode"] == "workqueue"
     assert stats.fields["wq_name"] == "nlperf_wq"
     assert stats.fields["skbs_held"] == 3
+    assert (stats.fields["received"], stats.fields["err_reply"]) == (10, 2)
     assert stats.groups == {3: {"relay_sent": 5, "gen_sent": 0, "bcast_ok": 4, "bcast_esrch": 1,
                                 "bcast_enobufs": 0, "bcast_other": 0}}
 
 
 def test_stats_with_wrong_size_is_refused() -> None:
-    head = wire.STATS_HEAD.pack(wire.WIRE_VERSION, 99, 0, 31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                0, 0, 0, 0, 0, 0, b"")
+    head = stats_head(size=99, proto=31)
     with pytest.raises(ValueError, match="size 99"):
         wire.Stats.unpack(head + bytes(wire.MAX_GROUPS * wire.GROUP_STATS.size))
 
@@ -115,3 +165,111 @@ def test_nlmsg_pads_to_four_bytes_and_groups_mask() -> None:
     assert wire.groups_mask([1, 3, 32]) == 0x80000005
     with pytest.raises(ValueError):
         wire.groups_mask([0])
+
+
+# --- module parameters: kmod.PARAMS against the module_param declarations of nlperf.c ----------
+
+# Kernel constants the module's bounds may name.
+KERNEL_CONSTANTS = {"NSEC_PER_SEC": 1_000_000_000, "USEC_PER_SEC": 1_000_000}
+C_PARAM = re.compile(  # the definition, module_param() and MODULE_PARM_DESC() of a parameter
+    r"^static (?P<ctype>[\w ]+?) \*?(?P<name>\w+)(?: = (?P<default>[^;]+))?;\n"
+    r"module_param\((?P=name), (?P<kind>\w+), 0\d+\);\n"
+    r'MODULE_PARM_DESC\((?P=name), "(?P<desc>[^"]*)"\);', re.M)
+
+
+def c_defines() -> dict[str, int]:
+    """Numeric #defines of nlperf.c and its header, with the names they use resolved."""
+    raw = dict(re.findall(r"^#define\s+(NLPERF_\w+)\s+(\w+)", UAPI.read_text()
+                          + (KMOD / "nlperf.c").read_text(), re.M))
+
+    def value(token: str) -> int:
+        if token in KERNEL_CONSTANTS:
+            return KERNEL_CONSTANTS[token]
+        if token in raw:
+            return value(raw[token])
+        return int(token.rstrip("UL"), 0)
+
+    return {k: value(v) for k, v in raw.items() if re.fullmatch(r"\w+", v)
+            and (v in raw or v in KERNEL_CONSTANTS or v.rstrip("UL").isdigit())}
+
+
+@pytest.fixture(scope="module")
+def c_params() -> dict[str, dict[str, str]]:
+    found = {m["name"]: m.groupdict() for m in C_PARAM.finditer((KMOD / "nlperf.c").read_text())}
+    assert found, "no module_param() found in nlperf.c"
+    return found
+
+
+def test_module_params_are_the_same_names(c_params: dict[str, dict[str, str]]) -> None:
+    assert set(c_params) == set(kmod.PARAMS)
+
+
+@pytest.mark.parametrize("name", list(kmod.PARAMS))
+def test_module_param_matches_c(c_params: dict[str, dict[str, str]], name: str) -> None:
+    """Type, default and bounds of each parameter agree with nlperf.c, and the module checks
+    the bounds it names (NLPERF_<NAME>_MIN/_MAX; an unsigned parameter without _MIN starts
+    at 0)."""
+    source = (KMOD / "nlperf.c").read_text()
+    c, param, defines = c_params[name], kmod.PARAMS[name], c_defines()
+    if c["kind"] == "charp":
+        assert param.kind is str
+        assert c["default"] == f'"{param.default}"'
+        table = re.search(r"nlperf_mode_names\[\] = \{(.*?)\};", source, re.S)
+        assert table is not None
+        names = {wire.MODES[m.lower()]: n for m, n in
+                 re.findall(r'\[NLPERF_MODE_(\w+)\] = "(\w+)"', table[1])}
+        assert names == {i: n for i, n in enumerate(param.choices)}
+        return
+    if c["kind"] == "bool":
+        assert (param.kind, param.lo, param.hi) == (bool, 0, 1)
+        assert (c["default"] == "true") is param.default
+        return
+    assert param.kind is int and c["kind"] in ("int", "uint", "ulong")
+    default = c["default"] or "0"  # a static without initialiser is 0
+    assert (defines[default] if default in defines else int(default)) == param.default
+    upper = f"NLPERF_{name.upper()}"
+    lo = defines.get(f"{upper}_MIN", 0 if c["kind"] != "int" else None)
+    assert (lo, defines[f"{upper}_MAX"]) == (param.lo, param.hi)
+    assert re.search(rf"\b{name} > {upper}_MAX\b", source), f"{name} is not checked"
+    if f"{upper}_MIN" in defines:
+        assert re.search(rf"\b{name} < {upper}_MIN\b", source), f"{name} is not checked"
+    # the description tells the same range
+    for lo_hi in re.findall(r"(\d+)\.\.(\d+)", c["desc"]):
+        assert tuple(map(int, lo_hi)) == (param.lo, param.hi), c["desc"]
+    for dflt in re.findall(r"default (\d+)", c["desc"]):
+        assert int(dflt) == param.default, c["desc"]
+
+
+# --- the workloads' hot-loop constants, derived from the tables -------------------------------
+
+
+def test_hot_loop_constants_are_the_offsets_they_name() -> None:
+    """The values the workloads' loops used as literals, now derived from the tables."""
+    assert (common.TYPE_AT, common.SEQ_AT, common.SEQ.format) == (4, 8, "=I")
+    assert (common.PAYLOAD_AT, common.STAMP_AT) == (wire.NLMSG_HDRLEN, wire.NLMSG_HDRLEN)
+    assert (common.ERRNO_AT, common.ERRNO.format, common.ERROR_MIN) == (16, "=i", 20)
+    assert common.STAMP_SEQ_TS.format == "=QQ" and wire.STAMP.offset("seq") == 8
+    assert common.STAMP_FLAGS_GROUP_SEQ.format == "=HHQ" and wire.STAMP.offset("flags") == 4
+    assert (common.STAMP_TIMES.start, common.STAMP_TIMES.stop) == (32, 64)
+    # a timed reply is recorded from the fast path once it holds the whole stamp
+    assert common.STAMPED_MIN == wire.NLMSG_HDRLEN + wire.STAMP.size == 64
+
+
+def test_a_log_record_is_the_four_stamp_times_then_the_receive_time() -> None:
+    copied = wire.STAMP.names[wire.STAMP.names.index("user_send_ns"):]
+    assert [f"{n}_ns" for n in StampLog.FIELDS[:4]] == list(copied)
+    assert StampLog.FIELDS[4] == "user_recv"
+    assert common.LOG_RECV_AT == 4 * common.TS.size == 32
+    assert common.LOG_RECORD == common.LOG_RECV_AT + common.TS.size == 40
+
+
+def test_a_send_budget_ends_at_the_count_or_the_deadline() -> None:
+    by_count = common.Budget.begin(5, None)
+    assert (by_count.limit, by_count.deadline) == (5, None)
+    assert by_count.more(4) and not by_count.more(5)
+    assert not by_count.expired()  # no deadline: never, and the clock is not read
+    by_time = common.Budget(start=1_000, limit=common.NO_LIMIT, deadline=3_000)
+    assert by_time.more(10**9, now=2_999) and not by_time.more(0, now=3_000)
+    assert by_time.expired(3_000) and not by_time.expired(2_999)
+    begun = common.Budget.begin(None, 2.5)
+    assert begun.deadline is not None and begun.deadline - begun.start == 2_500_000_000

@@ -10,7 +10,6 @@ source finished (an end marker can be dropped like any other message).
 from __future__ import annotations
 
 import errno
-import struct
 import time
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
@@ -20,15 +19,29 @@ import numpy as np
 from nlperf import wire
 from nlperf.nlsock import netlink_drops, open_socket, socket_inode
 from nlperf.samples import StampLog
+from nlperf.workloads.common import (
+    ERRNO,
+    ERRNO_AT,
+    ERROR_MIN,
+    LOG_RECV_AT,
+    PAYLOAD_AT,
+    STAMP_AT,
+    STAMP_FLAGS,
+    STAMP_FLAGS_GROUP_SEQ,
+    STAMP_SEQ_TS,
+    STAMP_TIMES,
+    STAMPED_MIN,
+    TS,
+    TYPE_AT,
+    Budget,
+    Datagram,
+    socket_wait,
+)
 from nlperf.workloads.procstat import ctx_switches, delta
-from nlperf.workloads.unicast import Datagram, socket_wait
 
-_STAMP_TIMES = slice(wire.NLMSG_HDRLEN + 16, wire.NLMSG_HDRLEN + 48)
-_TS = struct.Struct("=q")
-# flags, group, seq at stamp offset 4
-_FLAGS_GROUP_SEQ = struct.Struct("=HHQ")
-_RELAY_SEQ_TS = struct.Struct("=QQ")
-_ERRNO = struct.Struct("=i")
+_FLAGS_GROUP_SEQ_AT = STAMP_AT + wire.STAMP.offset("flags")
+# in a relay request the stamp follows struct nlperf_relay_req
+_RELAY_STAMP_AT = PAYLOAD_AT + wire.RELAY_REQ.size
 
 
 @dataclass
@@ -98,6 +111,9 @@ class Receiver:
         log.reset()
         ctx0, drops0 = self._ctx0, self._drops0
         sock, buf, mono = self.sock, self.buf, time.monotonic_ns
+        type_at, data_type, stamped_min = TYPE_AT, wire.MSG_MCAST_DATA, STAMPED_MIN
+        unpack_fgs, fgs_at = STAMP_FLAGS_GROUP_SEQ.unpack_from, _FLAGS_GROUP_SEQ_AT
+        times, recv_at, pack_ts = STAMP_TIMES, LOG_RECV_AT, TS.pack_into
         sock.settimeout(0.05)
         delay = cfg.delay_us / 1e6
         drain_ns = cfg.drain_timeout_ms * 1_000_000
@@ -115,9 +131,9 @@ class Receiver:
                     continue
                 raise
             last = t = mono()
-            if n < wire.NLMSG_HDRLEN + wire.STAMP.size or buf[4] != wire.MSG_MCAST_DATA:
+            if n < stamped_min or buf[type_at] != data_type:
                 continue
-            flags, group, seq = _FLAGS_GROUP_SEQ.unpack_from(buf, wire.NLMSG_HDRLEN + 4)
+            flags, group, seq = unpack_fgs(buf, fgs_at)
             res.received += 1
             res.received_by_group[group] = res.received_by_group.get(group, 0) + 1
             expected = next_seq.get(group, 0)
@@ -130,8 +146,8 @@ class Receiver:
             else:
                 off = log.slot()
                 if off is not None:
-                    log.buf[off:off + 32] = buf[_STAMP_TIMES]
-                    _TS.pack_into(log.buf, off + 32, t)
+                    log.buf[off:off + recv_at] = buf[times]
+                    pack_ts(log.buf, off + recv_at, t)
             if delay:
                 time.sleep(delay)
         drops1 = netlink_drops(self.inode)
@@ -159,7 +175,7 @@ class RelaySender:
         self.mask = wire.groups_mask(groups)
         payload = size + wire.RELAY_REQ.size
         self.dgram = Datagram(wire.MSG_RELAY, payload, 1)
-        off = wire.NLMSG_HDRLEN
+        off = PAYLOAD_AT
         # the relay header comes first, then the stamp the module multicasts
         self.dgram.buf[off:off + payload] = wire.relay_payload(
             self.mask, 0, 0, pad=size - wire.STAMP.size)
@@ -174,8 +190,8 @@ class RelaySender:
                 n = self.sock.recv_into(self.rbuf, 0, 0x40)  # MSG_DONTWAIT
             except BlockingIOError:
                 return
-            if n >= wire.NLMSG_HDRLEN + 4 and self.rbuf[4] == wire.NLMSG_ERROR:
-                err = -_ERRNO.unpack_from(self.rbuf, wire.NLMSG_HDRLEN)[0]
+            if n >= ERROR_MIN and self.rbuf[TYPE_AT] == wire.NLMSG_ERROR:
+                err = -ERRNO.unpack_from(self.rbuf, ERRNO_AT)[0]
                 if err:
                     name = errno.errorcode.get(err, str(err))
                     res.errnos[name] = res.errnos.get(name, 0) + 1
@@ -185,28 +201,29 @@ class RelaySender:
         res = RelayResult()
         ctx0 = ctx_switches()
         buf, send = self.dgram.buf, self.sock.send
-        seq_off = wire.NLMSG_HDRLEN + wire.RELAY_REQ.size + 8
+        pack_seq_ts = STAMP_SEQ_TS.pack_into
+        seq_off = _RELAY_STAMP_AT + wire.STAMP.offset("seq")
         mono = time.monotonic_ns
-        start = next_send = mono()
-        deadline = start + int(duration * 1e9) if duration else None
+        budget = Budget.begin(count, duration)
+        start = next_send = budget.start
+        limit, deadline = budget.limit, budget.deadline
         interval = int(1e9 / rate) if rate else 0
-        limit = count if count is not None else 1 << 62
         seq = 0
-        while seq < limit and (deadline is None or mono() < deadline):
+        while seq < limit and (deadline is None or mono() < deadline):  # budget.more(seq)
             if interval:
                 wait = next_send - mono()
                 if wait > 0:
                     socket_wait(self.sock, wait / 1e9)
                 next_send += interval
-            _RELAY_SEQ_TS.pack_into(buf, seq_off, seq, mono())
+            pack_seq_ts(buf, seq_off, seq, mono())
             send(buf)
             seq += 1
             if seq & 63 == 0:
                 self._collect_errors(res)
         # the end marker: receivers stop once they see it on each of their groups
-        flags_off = wire.NLMSG_HDRLEN + wire.RELAY_REQ.size + 4
-        struct.pack_into("=H", buf, flags_off, wire.STAMP_F_END)
-        _RELAY_SEQ_TS.pack_into(buf, seq_off, seq, mono())
+        flags_off = _RELAY_STAMP_AT + wire.STAMP.offset("flags")
+        STAMP_FLAGS.pack_into(buf, flags_off, wire.STAMP_F_END)
+        pack_seq_ts(buf, seq_off, seq, mono())
         send(buf)
         res.sent = seq + 1
         time.sleep(0.01)

@@ -11,9 +11,6 @@ one round trip splits into user→kernel, queueing, processing and kernel→user
 from __future__ import annotations
 
 import errno
-import select
-import socket
-import struct
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -23,14 +20,27 @@ import numpy as np
 from nlperf import wire
 from nlperf.nlsock import netlink_drops, open_socket, socket_inode
 from nlperf.samples import StampLog
+from nlperf.workloads.common import (
+    ERRNO,
+    ERRNO_AT,
+    LOG_RECORD,
+    LOG_RECV_AT,
+    SEQ,
+    SEQ_AT,
+    STAMP_AT,
+    STAMP_SEQ_TS,
+    STAMP_TIMES,
+    STAMPED_MIN,
+    TS,
+    TYPE_AT,
+    Budget,
+    Datagram,
+    socket_wait,
+)
 from nlperf.workloads.procstat import ctx_switches, delta
 
-# nlmsg_seq (u32) at 8; stamp.seq and stamp.user_send_ns (u64 each) at 16 + 8
-_SEQ = struct.Struct("=I")
-_STAMP_SEQ_TS = struct.Struct("=QQ")
-_TS = struct.Struct("=q")
-_STAMP_TIMES = slice(wire.NLMSG_HDRLEN + 16, wire.NLMSG_HDRLEN + 48)  # user_send..kern_send
-_ERRNO = struct.Struct("=i")
+# where a sender writes stamp.seq and stamp.user_send_ns, from a message's start
+_SEQ_TS_AT = STAMP_AT + wire.STAMP.offset("seq")
 
 KIND_TYPES = {"timed": wire.MSG_TIMED_ECHO, "raw": wire.MSG_ECHO, "sink": wire.MSG_SINK}
 
@@ -73,27 +83,6 @@ class SenderResult:
         self.enobufs += 1
 
 
-class Datagram:
-    """``batch`` copies of one message, laid out once; only seq and send time change."""
-
-    def __init__(self, msg_type: int, size: int, batch: int) -> None:
-        self.length = wire.NLMSG_HDRLEN + size
-        self.stride = wire.pad4(self.length)
-        self.batch = batch
-        self.buf = bytearray(self.stride * batch)
-        self.offsets = [i * self.stride for i in range(batch)]
-        self._view = memoryview(self.buf)
-        for off in self.offsets:
-            wire.NLMSGHDR.pack_into(self.buf, off, self.length, msg_type, wire.NLM_F_REQUEST, 0, 0)
-            if size >= wire.STAMP.size:
-                wire.STAMP.pack_into(self.buf, off + wire.NLMSG_HDRLEN, wire.WIRE_VERSION,
-                                     wire.STAMP.size, 0, 0, 0, 0, 0, 0, 0)
-
-    def head(self, n: int) -> memoryview:
-        """The first ``n`` messages, for a last datagram that carries fewer than ``batch``."""
-        return self._view[: n * self.stride]
-
-
 class Sender:
     def __init__(self, cfg: SenderConfig) -> None:
         self.cfg = cfg
@@ -133,8 +122,8 @@ class Sender:
     def _stamp_batch(self, t: int, nb: int) -> None:
         buf, seq = self.dgram.buf, self.seq
         for off in self.dgram.offsets[:nb]:
-            _SEQ.pack_into(buf, off + 8, seq & 0xFFFFFFFF)
-            _STAMP_SEQ_TS.pack_into(buf, off + wire.NLMSG_HDRLEN + 8, seq, t)
+            SEQ.pack_into(buf, off + SEQ_AT, seq & 0xFFFFFFFF)
+            STAMP_SEQ_TS.pack_into(buf, off + _SEQ_TS_AT, seq, t)
             seq += 1
         self.seq = seq
 
@@ -149,9 +138,9 @@ class Sender:
         if n < wire.NLMSG_HDRLEN:
             res.errors += 1
             return
-        rtype = rbuf[4] | (rbuf[5] << 8)
+        rtype = rbuf[TYPE_AT] | (rbuf[TYPE_AT + 1] << 8)
         if rtype == wire.NLMSG_ERROR:
-            err = -_ERRNO.unpack_from(rbuf, wire.NLMSG_HDRLEN)[0]
+            err = -ERRNO.unpack_from(rbuf, ERRNO_AT)[0]
             name = errno.errorcode.get(err, str(err))
             res.errnos[name] = res.errnos.get(name, 0) + 1
             res.errors += 1
@@ -161,11 +150,11 @@ class Sender:
         if off is None:
             return
         if raw_sent is None:
-            log.buf[off:off + 32] = rbuf[_STAMP_TIMES]
+            log.buf[off:off + LOG_RECV_AT] = rbuf[STAMP_TIMES]
         else:
-            seq = _SEQ.unpack_from(rbuf, 8)[0]
-            _TS.pack_into(log.buf, off, raw_sent[seq % len(raw_sent)])
-        _TS.pack_into(log.buf, off + 32, t_recv)
+            seq = SEQ.unpack_from(rbuf, SEQ_AT)[0]
+            TS.pack_into(log.buf, off, raw_sent[seq % len(raw_sent)])
+        TS.pack_into(log.buf, off + LOG_RECV_AT, t_recv)
 
     def _ping_pong(self, count: int | None, duration: float | None,
                    log: StampLog) -> SenderResult:
@@ -180,18 +169,18 @@ class Sender:
         sock, buf, rbuf = self.sock, self.dgram.buf, self.rbuf
         send, recv_into = sock.send, sock.recv_into
         mono = time.monotonic_ns
-        pack_stamp, pack_ts = _STAMP_SEQ_TS.pack_into, _TS.pack_into
-        stamp_off = wire.NLMSG_HDRLEN + 8
-        reply_times = memoryview(rbuf)[_STAMP_TIMES]
+        pack_stamp, pack_ts = STAMP_SEQ_TS.pack_into, TS.pack_into
+        stamp_off, type_at, err_lo = _SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
+        reply_min, record, recv_at = STAMPED_MIN, LOG_RECORD, LOG_RECV_AT
+        reply_times = memoryview(rbuf)[STAMP_TIMES]
         log_buf, capacity = log.buf, log.capacity
         kept = log.count
         seq = self.seq
-        start = mono()
-        deadline = start + int(duration * 1e9) if duration else None
-        limit = count if count is not None else 1 << 62
+        budget = Budget.begin(count, duration)
+        start, limit, expired = budget.start, budget.limit, budget.expired
         sent = received = 0
         while sent < limit:
-            if deadline is not None and not sent & 63 and mono() >= deadline:
+            if not sent & 63 and expired():
                 break
             pack_stamp(buf, stamp_off, seq, mono())
             send(buf)
@@ -207,10 +196,10 @@ class Sender:
                 res.timeouts += 1  # the one reply in flight is gone
                 continue
             t = mono()
-            if n >= 72 and rbuf[4] != wire.NLMSG_ERROR and kept < capacity:
-                off = kept * 40
-                log_buf[off:off + 32] = reply_times
-                pack_ts(log_buf, off + 32, t)
+            if n >= reply_min and rbuf[type_at] != err_lo and kept < capacity:
+                off = kept * record
+                log_buf[off:off + recv_at] = reply_times
+                pack_ts(log_buf, off + recv_at, t)
                 kept += 1
                 received += 1
                 continue
@@ -243,23 +232,23 @@ class Sender:
         raw_sent = array("q", bytes(8 * (window * 2 + batch))) if cfg.kind == "raw" else None
         mono = time.monotonic_ns
         send, recv_into = sock.send, sock.recv_into
-        pack_seq, pack_stamp, pack_ts = _SEQ.pack_into, _STAMP_SEQ_TS.pack_into, _TS.pack_into
-        stamp_off = wire.NLMSG_HDRLEN + 8
-        times = _STAMP_TIMES
+        pack_seq, pack_stamp, pack_ts = SEQ.pack_into, STAMP_SEQ_TS.pack_into, TS.pack_into
+        seq_at, stamp_off, type_at, err_lo = SEQ_AT, _SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
+        reply_min, record, recv_at = STAMPED_MIN, LOG_RECORD, LOG_RECV_AT
+        times = STAMP_TIMES
         log_buf, capacity, kept = log.buf, log.capacity, log.count
-        err_lo = wire.NLMSG_ERROR
-        start = mono()
-        deadline = start + int(duration * 1e9) if duration else None
-        limit = count if count is not None else 1 << 62
+        budget = Budget.begin(count, duration)
+        start, limit, deadline = budget.start, budget.limit, budget.deadline
         sent = in_flight = 0
         seq = self.seq
         while True:
             nb = min(batch, limit - sent)  # the last datagram may carry fewer messages
+            # budget.more(sent) inlined: limit is in nb, then the deadline
             if (nb > 0 and (in_flight + nb <= window or not expect_reply)
                     and (deadline is None or mono() < deadline)):
                 t = mono()
                 for off in offsets[:nb]:
-                    pack_seq(buf, off + 8, seq & 0xFFFFFFFF)
+                    pack_seq(buf, off + seq_at, seq & 0xFFFFFFFF)
                     pack_stamp(buf, off + stamp_off, seq, t)
                     seq += 1
                 self.seq = seq
@@ -290,20 +279,20 @@ class Sender:
                 continue
             t = mono()
             in_flight -= 1
-            if timed and n >= 72 and rbuf[4] != err_lo:
+            if timed and n >= reply_min and rbuf[type_at] != err_lo:
                 res.received += 1
                 if kept < capacity:
-                    off = kept * 40
-                    log_buf[off:off + 32] = rbuf[times]
-                    pack_ts(log_buf, off + 32, t)
+                    off = kept * record
+                    log_buf[off:off + recv_at] = rbuf[times]
+                    pack_ts(log_buf, off + recv_at, t)
                     kept += 1
                     continue
                 log.count = kept
                 slot = log.slot()
                 kept = log.count
                 if slot is not None:
-                    log_buf[slot:slot + 32] = rbuf[times]
-                    pack_ts(log_buf, slot + 32, t)
+                    log_buf[slot:slot + recv_at] = rbuf[times]
+                    pack_ts(log_buf, slot + recv_at, t)
                 continue
             log.count = kept
             self._on_reply(n, t, log, res, raw_sent)
@@ -328,10 +317,8 @@ class Sender:
         expect_reply = cfg.kind != "sink"
         raw_sent = array("q", bytes(8 << 16)) if cfg.kind == "raw" else None
         mono = time.monotonic_ns
-        start = mono()
-        deadline = start + int(duration * 1e9) if duration else None
-        limit = count if count is not None else 1 << 62
-        next_send = start
+        budget = Budget.begin(count, duration)
+        start = next_send = budget.start
         in_flight = 0
         last_reply = start
         timeout_ns = cfg.reply_timeout_ms * 1_000_000
@@ -340,9 +327,9 @@ class Sender:
         try:
             while True:
                 now = mono()
-                sending = res.sent < limit and (deadline is None or now < deadline)
+                sending = budget.more(res.sent, now)
                 if sending and now >= next_send:
-                    nb = min(cfg.batch, limit - res.sent)
+                    nb = min(cfg.batch, budget.limit - res.sent)
                     self._stamp_batch(now, nb)
                     if raw_sent is not None:
                         self._note_raw_send(raw_sent, now, nb)
@@ -383,7 +370,3 @@ class Sender:
         res.elapsed_ns = mono() - start
         res.achieved_rate = res.sent / (res.elapsed_ns / 1e9) if res.elapsed_ns else 0.0
         return res
-
-
-def socket_wait(sock: socket.socket, timeout: float) -> None:
-    select.select([sock], [], [], timeout)

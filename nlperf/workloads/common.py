@@ -1,0 +1,100 @@
+"""What the unicast and multicast workloads share: where things sit in a message, the
+preallocated datagram they send, and when a sender stops.
+
+The offsets are module-level constants derived once from the struct tables in nlperf.wire, so
+the hot loops read named values (bound to locals there) instead of literal numbers, at no cost.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from nlperf import wire
+from nlperf.samples import StampLog
+
+# --- a message as it sits in a buffer: struct nlmsghdr, then the payload ----------------------
+TYPE_AT = wire.NLMSGHDR.offset("nlmsg_type")  # buf[TYPE_AT]: the type's low byte (x86)
+SEQ_AT = wire.NLMSGHDR.offset("nlmsg_seq")
+SEQ = wire.NLMSGHDR.struct_of("nlmsg_seq")
+PAYLOAD_AT = wire.NLMSG_HDRLEN
+ERRNO_AT = PAYLOAD_AT + wire.NLMSGERR.offset("error")  # in an NLMSG_ERROR reply
+ERRNO = wire.NLMSGERR.struct_of("error")
+ERROR_MIN = ERRNO_AT + ERRNO.size  # an NLMSG_ERROR reply long enough to hold its errno
+
+# Timed echoes and multicast data start with the stamp (a relay request has its own header
+# first).
+STAMP_AT = PAYLOAD_AT
+STAMP_FLAGS = wire.STAMP.struct_of("flags")
+STAMP_FLAGS_GROUP_SEQ = wire.STAMP.struct_of("flags", "seq")
+STAMP_SEQ_TS = wire.STAMP.struct_of("seq", "user_send_ns")  # what a sender fills per message
+STAMPED_MIN = wire.NLMSG_HDRLEN + wire.STAMP.size  # a message that carries a whole stamp
+
+# The four stamp times, user send to kernel send: a StampLog record is these 32 bytes copied
+# as they are, then the user receive time (TS).
+STAMP_TIMES = wire.STAMP.span("user_send_ns", "kern_send_ns", base=STAMP_AT)
+TS = struct.Struct("=q")
+LOG_RECV_AT = STAMP_TIMES.stop - STAMP_TIMES.start  # in a record: after the four stamp times
+LOG_RECORD = StampLog.RECORD
+
+NO_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a sender stops: after ``limit`` messages or at ``deadline`` (monotonic ns), whichever
+    comes first; a scenario sets one of count or duration.
+
+    ``more()`` is the rule. The hottest loops copy ``limit`` and ``deadline`` into locals and
+    test them inline (a method call per message is measurable under emulation), or call
+    ``expired()`` only every so many messages.
+    """
+
+    start: int
+    limit: int
+    deadline: int | None
+
+    @classmethod
+    def begin(cls, count: int | None, duration: float | None) -> Budget:
+        """Starts the clock now."""
+        start = time.monotonic_ns()
+        return cls(start, count if count is not None else NO_LIMIT,
+                   start + int(duration * 1e9) if duration else None)
+
+    def expired(self, now: int | None = None) -> bool:
+        """Past the deadline (``now`` or the clock, read only when there is a deadline)."""
+        if self.deadline is None:
+            return False
+        return (time.monotonic_ns() if now is None else now) >= self.deadline
+
+    def more(self, sent: int, now: int | None = None) -> bool:
+        """Whether a sender that has sent ``sent`` messages may send another."""
+        return sent < self.limit and not self.expired(now)
+
+
+class Datagram:
+    """``batch`` copies of one message, laid out once; only seq and send time change."""
+
+    def __init__(self, msg_type: int, size: int, batch: int) -> None:
+        self.length = wire.NLMSG_HDRLEN + size
+        self.stride = wire.pad4(self.length)
+        self.batch = batch
+        self.buf = bytearray(self.stride * batch)
+        self.offsets = [i * self.stride for i in range(batch)]
+        self._view = memoryview(self.buf)
+        for off in self.offsets:
+            wire.NLMSGHDR.pack_into(self.buf, off, self.length, msg_type, wire.NLM_F_REQUEST, 0, 0)
+            if size >= wire.STAMP.size:
+                wire.STAMP.pack_into(self.buf, off + STAMP_AT, wire.WIRE_VERSION,
+                                     wire.STAMP.size, 0, 0, 0, 0, 0, 0, 0)
+
+    def head(self, n: int) -> memoryview:
+        """The first ``n`` messages, for a last datagram that carries fewer than ``batch``."""
+        return self._view[: n * self.stride]
+
+
+def socket_wait(sock: socket.socket, timeout: float) -> None:
+    select.select([sock], [], [], timeout)
