@@ -23,6 +23,13 @@
  *   TASK_STORAGE       1: per-thread entry stacks in task local storage (5.12+); 0: LRU hash
  *   SWITCH_STATE_ARG   1: sched_switch passes prev_state as args[3] (5.18+); 0: read it at
  *                      OFF_TASK_STATE from the task
+ * and the shared tables, generated from nlperf/probe_table.py (defined nowhere else):
+ *   P_*, NPROBES       histogram rows per probe; NCOUNTED: the first probes, calls counted by
+ *                      direction and result; NTIMED: the first probes, timed from entry to exit
+ *   D_*, NDIRS         direction of a call; D_NONE: the row of a probe without direction
+ *   ROLE_*             watch map value, and the scheduler rows' direction slot
+ *   R_*, NRESULTS      result classes; RESULT_OF_ERRNO(e): the class of a positive errno
+ *   LOG2_SLOTS         log2 histogram buckets
  *
  * Hot-path rules: the protocol filter comes first; counters live in per-CPU arrays indexed by
  * small integers (no hash update per call); with fentry/fexit only lab calls touch the entry
@@ -30,37 +37,7 @@
  */
 #include <uapi/linux/ptrace.h>
 
-/* Histogram rows: probe x direction (or role, for the scheduler rows). */
-#define P_UNICAST	0
-#define P_BROADCAST	1
-#define P_BCAST_FILT	2
-#define P_INPUT		3
-#define P_PROCESS	4
-#define P_WORK		5
-#define P_WAKEUP	6	/* wakeup -> running, per role */
-#define P_OFFCPU	7	/* blocked: switch-out (voluntary) -> switch-in, per role */
-#define NPROBES		8
-#define NCOUNTED	3	/* P_UNICAST..P_BCAST_FILT: calls counted by direction and result */
-#define NTIMED		5	/* P_UNICAST..P_PROCESS: timed from entry to exit */
-
-#define D_TO_KERNEL	0	/* unicast to port 0: a user socket sends to the kernel */
-#define D_TO_USER	1	/* sending socket is a kernel socket */
-#define D_USER_USER	2	/* user socket to a user port (or user multicast) */
-#define NDIRS		3
-
-#define ROLE_LAB	1	/* watch map: sender / receiver processes */
-#define ROLE_KTHREAD	2	/* watch map: the module's worker kthread */
-
-#define R_OK		0
-#define R_EAGAIN	1
-#define R_ENOBUFS	2
-#define R_ESRCH		3
-#define R_ECONNREFUSED	4
-#define R_OTHER		5
-#define NRESULTS	6
-
 #define NLK_F_KERNEL_SOCKET	0x1
-#define LOG2_SLOTS	65
 #define MAXDEPTH	4	/* nesting levels timed per thread and function */
 
 /* One histogram row: count, sum and max, log2 and linear buckets (one lookup per record). */
@@ -124,15 +101,7 @@ static __always_inline void record(u32 probe, u32 dir, u64 ns)
 
 static __always_inline u32 classify(long ret)
 {
-	if (ret >= 0)
-		return R_OK;
-	switch (-ret) {
-	case 11: return R_EAGAIN;
-	case 105: return R_ENOBUFS;
-	case 3: return R_ESRCH;
-	case 111: return R_ECONNREFUSED;
-	}
-	return R_OTHER;
+	return ret >= 0 ? R_OK : RESULT_OF_ERRNO(-ret);
 }
 
 static __always_inline void count_call(u32 probe, u32 dir, long ret)
@@ -267,7 +236,7 @@ KFUNC_PROBE(netlink_unicast, void *ssk, void *skb, u32 portid, int nonblock)
 {
 	if (sk_proto(ssk) != PROTO)
 		return 0;
-	push(P_UNICAST, 0, 1);
+	push(P_UNICAST, D_NONE, 1);
 	return 0;
 }
 #endif
@@ -286,7 +255,7 @@ KFUNC_PROBE(netlink_broadcast, void *ssk, void *skb, u32 portid, u32 group, u32 
 {
 	if (sk_proto(ssk) != PROTO)
 		return 0;
-	push(P_BROADCAST, 0, 1);
+	push(P_BROADCAST, D_NONE, 1);
 	return 0;
 }
 #endif
@@ -308,7 +277,7 @@ KFUNC_PROBE(netlink_broadcast_filtered, void *ssk, void *skb, u32 portid, u32 gr
 {
 	if (sk_proto(ssk) != PROTO)
 		return 0;
-	push(P_BCAST_FILT, 0, 1);
+	push(P_BCAST_FILT, D_NONE, 1);
 	return 0;
 }
 #endif
@@ -338,7 +307,7 @@ int kp__netlink_unicast(struct pt_regs *ctx)
 {
 	void *ssk = (void *)PT_REGS_PARM1(ctx);
 	if (sk_proto(ssk) != PROTO) {
-		push(P_UNICAST, 0, 0);
+		push(P_UNICAST, D_NONE, 0);
 		return 0;
 	}
 	push(P_UNICAST, unicast_dir(ssk, (u32)PT_REGS_PARM3(ctx)), 1);
@@ -354,7 +323,7 @@ int krp__netlink_unicast(struct pt_regs *ctx)
 static __always_inline void kp_bcast(u32 probe, void *ssk)
 {
 	if (sk_proto(ssk) != PROTO) {
-		push(probe, 0, 0);
+		push(probe, D_NONE, 0);
 		return;
 	}
 	push(probe, bcast_dir(ssk), 1);
@@ -433,7 +402,7 @@ int kp____netlink_sendskb(struct pt_regs *ctx)
 #if TIMING
 int kp__nlperf_input(struct pt_regs *ctx)
 {
-	push(P_INPUT, 0, 1);
+	push(P_INPUT, D_NONE, 1);
 	return 0;
 }
 
@@ -441,13 +410,13 @@ int krp__nlperf_input(struct pt_regs *ctx)
 {
 	struct frame f;
 	if (pop(P_INPUT, &f))
-		time_exit(P_INPUT, 0, f.ts);
+		time_exit(P_INPUT, D_NONE, f.ts);
 	return 0;
 }
 
 int kp__nlperf_process(struct pt_regs *ctx)
 {
-	push(P_PROCESS, 0, 1);
+	push(P_PROCESS, D_NONE, 1);
 	return 0;
 }
 
@@ -455,7 +424,7 @@ int krp__nlperf_process(struct pt_regs *ctx)
 {
 	struct frame f;
 	if (pop(P_PROCESS, &f))
-		time_exit(P_PROCESS, 0, f.ts);
+		time_exit(P_PROCESS, D_NONE, f.ts);
 	return 0;
 }
 #endif
@@ -488,7 +457,6 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 	u32 *role = watch.lookup(&prev_pid);
 
 	if (role) {
-		u32 r = *role;
 #if SWITCH_STATE_ARG
 		unsigned long state = ctx->args[3];
 #else
@@ -505,11 +473,10 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 		} else if (c) {
 			__sync_fetch_and_add(&c->involuntary, 1);
 		}
-		(void)r;
 	}
 	role = watch.lookup(&next_pid);
 	if (role) {
-		u32 dir = *role == ROLE_KTHREAD ? 1 : 0;
+		u32 dir = *role;	/* ROLE_*: the row's direction slot */
 		u64 *ts = wake_ts.lookup(&next_pid);
 		if (ts) {
 			if (now > *ts)
@@ -565,6 +532,6 @@ TRACEPOINT_PROBE(workqueue, workqueue_execute_end)
 	u64 t0 = *ts;
 	work_ts.delete(&tid);
 	if (now > t0)
-		record(P_WORK, 0, now - t0);
+		record(P_WORK, D_NONE, now - t0);
 	return 0;
 }

@@ -46,44 +46,45 @@ kernels that refuse fentry), so a fallback never costs a second compile. The kin
 recorded per probe in ``read()["attach"]``; ``"unavailable"`` when neither loads (then only the
 tracepoints measure: say so).
 
-Percentiles come from the histograms by linear interpolation within the bucket that holds the
-rank: from the linear histogram (``LIN_STEP_NS`` wide buckets) when the rank falls below its
-overflow bucket, else from the log2 histogram; never above the recorded maximum.
+The numbers the C and Python share (probe rows, directions, roles, result classes) are defined
+once, in nlperf/probe_table.py, and reach the C as generated ``-D`` defines. This module compiles
+and attaches; :meth:`ProbeSession.read` takes a snapshot of the maps and nlperf/probe_blocks.py
+turns it into the probes block (percentiles included).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
-import re
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nlperf import btf
 from nlperf.errors import RunFailed
 from nlperf.paths import BPF_SRC as BPF_DIR
+from nlperf.probe_blocks import (
+    BlockSettings,
+    HistCell,
+    MapSnapshot,
+    histograms_block,
+    probes_block,
+)
+from nlperf.probe_build import LIN_STEP_NS, cflags, compile_bpf, import_bcc
+from nlperf.probe_table import (
+    DIRS,
+    NCOUNTED,
+    PROBES,
+    RESULTS,
+    ROLE_KTHREAD,
+    ROLE_LAB,
+    calls_index,
+)
 
 BPF_SRC = BPF_DIR / "netlink.bpf.c"
 KALLSYMS = Path("/proc/kallsyms")
 WHICH = ("unicast", "broadcast", "overrun", "sched", "module")
-
-# Mirrors of the #defines in bpf/netlink.bpf.c: row = probe * len(DIRS) + dir.
-PROBES = ("netlink_unicast", "netlink_broadcast", "netlink_broadcast_filtered", "nlperf_input",
-          "nlperf_process", "work", "wakeup", "offcpu")
-DIRS = ("to_kernel", "kernel_to_user", "user_to_user")
-ROLES = ("lab", "kthread")  # the scheduler rows use the direction index for the role
-RESULTS = ("ok", "EAGAIN", "ENOBUFS", "ESRCH", "ECONNREFUSED", "other")
-_RESULT_ERRNOS = {11: "EAGAIN", 105: "ENOBUFS", 3: "ESRCH", 111: "ECONNREFUSED"}
-ROLE_LAB, ROLE_KTHREAD = 1, 2
-NCOUNTED = 3  # the first NCOUNTED probes count calls by direction and result
-LOG2_SLOTS = 65
-LIN_STEP_NS = 1000
-LIN_SLOTS = 200
-QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 
 # (struct, member) pairs the BPF C needs; netlink_sock.flags holds NETLINK_F_KERNEL_SOCKET.
 BTF_MEMBERS = (("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
@@ -95,68 +96,7 @@ KIND_KPROBE = "kprobe/kretprobe"
 KIND_UNAVAILABLE = "unavailable"
 KIND_OFF = "off (timing=False)"  # module probes only time: with timing off they stay detached
 
-
-# --- pure logic (unit-tested without a kernel) ----------------------------------------------------
-
-
-def classify_result(ret: int) -> str:
-    """The result class of a netlink_unicast/netlink_broadcast return value (as the BPF C does).
-
-    netlink_unicast returns the byte count on success, netlink_broadcast 0: both are ``ok``.
-    """
-    if ret >= 0:
-        return "ok"
-    return _RESULT_ERRNOS.get(-ret, "other")
-
-
-def log2_bounds(slot: int) -> tuple[int, int]:
-    """[lo, hi) of log2 slot ``slot``: slot 0 holds 0, slot s ≥ 1 holds [2^(s-1), 2^s)."""
-    return (0, 1) if slot == 0 else (1 << (slot - 1), 1 << slot)
-
-
-def _interpolate(buckets: Sequence[tuple[float, float, int]], rank: float) -> float | None:
-    """Value at ``rank`` (0 < rank ≤ total) over ordered (lo, hi, count) buckets."""
-    cum = 0
-    for lo, hi, n in buckets:
-        if n and cum + n >= rank:
-            return lo + (hi - lo) * (rank - cum) / n
-        cum += n
-    return None
-
-
-def percentile(log2: Sequence[int], linear: Sequence[int], step_ns: int, q: float,
-               max_ns: int | None = None) -> float | None:
-    """The q-quantile (0 < q ≤ 1) in ns, interpolated within buckets.
-
-    ``linear`` has len-1 buckets of ``step_ns`` and an overflow bucket at the end; when the rank
-    falls in the overflow bucket, the log2 histogram answers. Both histograms count the same
-    events; None if they are empty. Capped at ``max_ns`` when given.
-    """
-    total = sum(log2)
-    if total == 0:
-        return None
-    rank = max(q * total, 1e-9)
-    in_range = sum(linear[:-1]) if linear else 0
-    value: float | None = None
-    if linear and rank <= in_range:
-        value = _interpolate([(i * step_ns, (i + 1) * step_ns, n)
-                              for i, n in enumerate(linear[:-1])], rank)
-    if value is None:
-        value = _interpolate([(*log2_bounds(s), n) for s, n in enumerate(log2)], rank)
-    if value is not None and max_ns is not None:
-        value = min(value, float(max_ns))
-    return value
-
-
-def latency_summary(log2: Sequence[int], linear: Sequence[int], step_ns: int, count: int,
-                    total_ns: int, max_ns: int) -> dict[str, Any]:
-    """{count, mean, p50, p90, p99, p999, max} in ns from one histogram row."""
-    out: dict[str, Any] = {"count": count, "mean": round(total_ns / count, 1) if count else None}
-    for name, q in QUANTILES:
-        p = percentile(log2, linear, step_ns, q, max_ns)
-        out[name] = round(p, 1) if p is not None else None
-    out["max"] = max_ns if count else None
-    return out
+Attached = tuple[str, str, str]  # (kind, event, BPF function name)
 
 
 def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> int | None:
@@ -174,69 +114,7 @@ def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> 
     return None
 
 
-def cflags(proto: int, offsets: dict[tuple[str, str], int], release: str, *, timing: bool = True,
-           by_process: bool | None = None, lin_step_ns: int = LIN_STEP_NS,
-           lin_slots: int = LIN_SLOTS) -> list[str]:
-    """The -D defines of bpf/netlink.bpf.c; RunFailed names a field BTF did not give."""
-    need = [("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
-            ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid")]
-    missing = [f"{s}.{m}" for s, m in need if (s, m) not in offsets]
-    state = offsets.get(("task_struct", "__state"), offsets.get(("task_struct", "state")))
-    m = re.match(r"(\d+)\.(\d+)", release)
-    version = (int(m[1]), int(m[2])) if m else (0, 0)
-    switch_state_arg = version >= (5, 18)
-    task_storage = version >= (5, 12)  # task local storage for kprobes and fentry
-    if not switch_state_arg and state is None:
-        missing.append("task_struct.__state")
-    if missing:
-        raise RunFailed(f"probes: kernel BTF lacks {', '.join(missing)} (needed as byte offsets)")
-    sock_ino = offsets[("socket_alloc", "vfs_inode")] + offsets[("inode", "i_ino")]
-    return [f"-DPROTO={proto}",
-            f"-DOFF_SK_PROTOCOL={offsets[('sock', 'sk_protocol')]}",
-            f"-DOFF_SK_SOCKET={offsets[('sock', 'sk_socket')]}",
-            f"-DOFF_SOCKET_INO={sock_ino}",
-            f"-DOFF_NLK_FLAGS={offsets[('netlink_sock', 'flags')]}",
-            f"-DOFF_TASK_PID={offsets[('task_struct', 'pid')]}",
-            f"-DOFF_TASK_STATE={state or 0}",
-            f"-DSWITCH_STATE_ARG={int(switch_state_arg)}",
-            f"-DTIMING={int(timing)}",
-            f"-DLIN_STEP_NS={lin_step_ns}ULL",
-            f"-DLIN_SLOTS={lin_slots}",
-            f"-DBY_PROCESS={int(timing if by_process is None else by_process)}",
-            f"-DTASK_STORAGE={int(task_storage)}"]
-
-
-@contextlib.contextmanager
-def _stderr_to(path: Path) -> Iterator[None]:
-    """Send fd 2 to a file: libbcc prints clang's diagnostics there, not in the exception."""
-    saved = os.dup(2)
-    try:
-        with open(path, "wb") as f:
-            os.dup2(f.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _first_error(text: str) -> str:
-    for line in text.splitlines():
-        if "error:" in line:
-            return line.strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no diagnostics"
-
-
 # --- the session ----------------------------------------------------------------------------------
-
-
-def _bcc() -> Any:
-    try:
-        import bcc  # type: ignore[import-not-found, import-untyped, unused-ignore]
-    except Exception as e:
-        raise RunFailed(f"probes need BCC: import bcc fails: {e}",
-                        hint="use the project venv, or --no-probes") from None
-    return bcc
 
 
 class ProbeSession:
@@ -260,11 +138,15 @@ class ProbeSession:
         self.lin_step_ns = lin_step_ns
         self.attach_kinds: dict[str, str] = {}
         self.notes: list[str] = []
+        self.compile_s = 0.0
+        self.attach_s = 0.0
         self._bpf: Any = None
-        self._attached: list[tuple[str, str, str]] = []  # (kind, event, fn_name)
-        self._module_attached: list[tuple[str, str, str]] = []
+        self._attached: list[Attached] = []
+        self._module_attached: list[Attached] = []
+        self._pids: list[int] = []  # what watch() was given
+        self._kthread_pid: int | None = None
         self._fentry_refused = False
-        bcc = _bcc()
+        bcc = import_bcc()
         t0 = time.monotonic()
         try:
             offsets = btf.vmlinux_member_offsets(BTF_MEMBERS)
@@ -272,21 +154,7 @@ class ProbeSession:
             raise RunFailed(f"probes: cannot read {btf.VMLINUX_BTF}: {e}") from None
         flags = cflags(proto, offsets, platform.release(), timing=timing,
                        by_process=self.by_process, lin_step_ns=lin_step_ns)
-
-        class _NoAutoload(bcc.BPF):  # type: ignore[misc, name-defined]
-            # Autoload would attach every kfunc__ variant and fail on kernels refusing fentry.
-            def _trace_autoload(self) -> None:
-                pass
-
-        with tempfile.TemporaryDirectory() as tmp:
-            log = Path(tmp) / "bcc-stderr"
-            try:
-                with _stderr_to(log):
-                    self._bpf = _NoAutoload(src_file=str(src).encode(), cflags=flags)
-            except Exception as e:
-                diag = log.read_text(errors="replace") if log.exists() else ""
-                raise RunFailed(f"probes: BPF compile failed: {_first_error(diag) or e}",
-                                hint="--no-probes runs without them") from None
+        self._bpf = compile_bpf(bcc, src, flags)
         self.compile_s = time.monotonic() - t0
         t1 = time.monotonic()
         try:
@@ -301,7 +169,7 @@ class ProbeSession:
     def _try_fentry(self, func: str, entry: bool, exit_too: bool) -> bool:
         if self._fentry_refused:
             return False
-        done: list[tuple[str, str, str]] = []
+        done: list[Attached] = []
         try:
             if entry:
                 self._bpf.attach_kfunc(fn_name=f"kfunc__{func}".encode())
@@ -319,9 +187,8 @@ class ProbeSession:
         self._attached += done
         return True
 
-    def _try_kprobe(self, func: str, exit_too: bool,
-                    into: list[tuple[str, str, str]]) -> bool:
-        done: list[tuple[str, str, str]] = []
+    def _try_kprobe(self, func: str, exit_too: bool, into: list[Attached]) -> bool:
+        done: list[Attached] = []
         try:
             self._bpf.attach_kprobe(event=func.encode(), fn_name=f"kp__{func}".encode())
             done.append(("kprobe", func, f"kp__{func}"))
@@ -364,30 +231,33 @@ class ProbeSession:
             else:  # one more fentry on every delivery: not in the cheap counting set
                 self.attach_kinds["__netlink_sendskb"] = KIND_OFF
         if "sched" in self.which:
-            for tp in ("sched_switch", "sched_wakeup"):
-                try:
-                    self._bpf.attach_raw_tracepoint(tp=tp.encode(),
-                                                    fn_name=f"raw_tracepoint__{tp}".encode())
-                except Exception as e:
-                    raise RunFailed(f"probes: raw tracepoint {tp} did not attach: {e}") from None
-                self._attached.append(("raw_tracepoint", tp, f"raw_tracepoint__{tp}"))
-                self.attach_kinds[tp] = "raw_tracepoint"
-            for ev in ("workqueue_execute_start", "workqueue_execute_end"):
-                try:
-                    self._bpf.attach_tracepoint(tp=f"workqueue:{ev}".encode(),
-                                                fn_name=f"tracepoint__workqueue__{ev}".encode())
-                except Exception as e:
-                    raise RunFailed(f"probes: tracepoint workqueue:{ev} did not attach: {e}")\
-                        from None
-                self._attached.append(("tracepoint", f"workqueue:{ev}",
-                                       f"tracepoint__workqueue__{ev}"))
-                self.attach_kinds[ev] = "tracepoint"
+            self._attach_sched()
         funcs = [k for k, v in self.attach_kinds.items() if v == KIND_UNAVAILABLE]
         if funcs:
             self.notes.append(f"no fentry and no kprobes for {', '.join(funcs)}: only the "
                               "tracepoints measure")
 
-    def _detach(self, item: tuple[str, str, str]) -> None:
+    def _attach_sched(self) -> None:
+        for tp in ("sched_switch", "sched_wakeup"):
+            try:
+                self._bpf.attach_raw_tracepoint(tp=tp.encode(),
+                                                fn_name=f"raw_tracepoint__{tp}".encode())
+            except Exception as e:
+                raise RunFailed(f"probes: raw tracepoint {tp} did not attach: {e}") from None
+            self._attached.append(("raw_tracepoint", tp, f"raw_tracepoint__{tp}"))
+            self.attach_kinds[tp] = "raw_tracepoint"
+        for ev in ("workqueue_execute_start", "workqueue_execute_end"):
+            try:
+                self._bpf.attach_tracepoint(tp=f"workqueue:{ev}".encode(),
+                                            fn_name=f"tracepoint__workqueue__{ev}".encode())
+            except Exception as e:
+                raise RunFailed(f"probes: tracepoint workqueue:{ev} did not attach: {e}")\
+                    from None
+            self._attached.append(("tracepoint", f"workqueue:{ev}",
+                                   f"tracepoint__workqueue__{ev}"))
+            self.attach_kinds[ev] = "tracepoint"
+
+    def _detach(self, item: Attached) -> None:
         kind, event, fn = item
         b = self._bpf
         with contextlib.suppress(Exception):
@@ -461,152 +331,47 @@ class ProbeSession:
             for i in range(n):
                 t.clearitem(t.Key(i))
 
-    # --- reading ---
+    # --- reading: a snapshot of the maps, made into blocks by nlperf/probe_blocks.py ---
 
-    def _rows(self) -> dict[tuple[int, int], tuple[list[int], list[int], int, int, int]]:
-        """(probe, dir) -> (log2, linear, count, sum_ns, max_ns), summed over CPUs, non-empty."""
-        out = {}
-        h = self._bpf[b"hist"]
-        for p in range(len(PROBES)):
-            for d in range(len(DIRS)):
-                rows = h.getvalue(h.Key(p * len(DIRS) + d))
-                count = sum(int(r.count) for r in rows)
-                if not count:
-                    continue
-                log2 = [sum(int(r.log2[k]) for r in rows) for k in range(LOG2_SLOTS)]
-                linear = [sum(int(r.lin[k]) for r in rows) for k in range(LIN_SLOTS + 1)]
-                out[(p, d)] = (log2, linear, count, sum(int(r.sum) for r in rows),
-                               max(int(r.max) for r in rows))
-        return out
-
-    def _latency(self, rows: dict[tuple[int, int], Any], probe: int,
-                 dirs: Sequence[int] | None = None) -> dict[str, Any] | None:
-        picked = [rows[(probe, d)] for d in (dirs if dirs is not None else range(len(DIRS)))
-                  if (probe, d) in rows]
-        if not picked:
+    def _snapshot(self) -> MapSnapshot | None:
+        """The maps' contents as plain data; None once closed."""
+        b = self._bpf
+        if b is None:
             return None
-        log2 = [sum(r[0][k] for r in picked) for k in range(LOG2_SLOTS)]
-        linear = [sum(r[1][k] for r in picked) for k in range(LIN_SLOTS + 1)]
-        return latency_summary(log2, linear, self.lin_step_ns, sum(r[2] for r in picked),
-                               sum(r[3] for r in picked), max(r[4] for r in picked))
+        snap = MapSnapshot()
+        h = b[b"hist"]
+        for i in range(len(PROBES) * len(DIRS)):
+            # CPUs that recorded nothing add nothing: skip copying their empty buckets
+            snap.hist[i] = [HistCell(int(r.count), int(r.sum), int(r.max), list(r.log2),
+                                     list(r.lin)) for r in h.getvalue(h.Key(i)) if r.count]
+        t = b[b"calls"]
+        for i in range(calls_index(NCOUNTED, 0, 0)):
+            snap.calls[i] = [int(v) for v in t.getvalue(t.Key(i))]
+        if self.by_process:
+            snap.by_proc = {(int(k.tgid), int(k.probe)): [int(x) for x in v]
+                            for k, v in b[b"by_proc"].items()}
+        snap.overruns = {int(k.value): [int(x) for x in v] for k, v in b[b"overruns"].items()}
+        snap.deliveries = {int(k.value): [int(x) for x in v]
+                           for k, v in b[b"deliveries"].items()}
+        snap.sched_cnt = {int(k.value): (int(v.voluntary), int(v.involuntary), int(v.wakeups))
+                          for k, v in b[b"sched_cnt"].items()}
+        return snap
 
-    def _calls_block(self, rows: dict[tuple[int, int], Any], probe: int,
-                     calls: dict[tuple[int, int, int], int],
-                     procs: dict[tuple[int, int], int] | None) -> dict[str, Any]:
-        mine = [(d, r, n) for (p, d, r), n in calls.items() if p == probe and n]
-        results = {name: 0 for name in RESULTS}
-        by_dir: dict[str, dict[str, Any]] = {}
-        for d, r, n in mine:
-            results[RESULTS[r]] += n
-            entry = by_dir.setdefault(DIRS[d], {"calls": 0, "results": {}})
-            entry["calls"] += n
-            entry["results"][RESULTS[r]] = entry["results"].get(RESULTS[r], 0) + n
-        if self.timing:
-            for name, entry in by_dir.items():
-                entry["latency_ns"] = self._latency(rows, probe, [DIRS.index(name)])
-        by_proc = None if procs is None else {
-            str(tgid): n for (tgid, p), n in sorted(procs.items()) if p == probe and n}
-        return {"calls": sum(n for *_, n in mine), "results": results, "by_direction": by_dir,
-                "by_process": by_proc,
-                "latency_ns": self._latency(rows, probe) if self.timing else None}
-
-    def _calls(self) -> dict[tuple[int, int, int], int]:
-        """(probe, dir, result) -> calls, summed over CPUs."""
-        t = self._bpf[b"calls"]
-        out = {}
-        for p in range(NCOUNTED):
-            for d in range(len(DIRS)):
-                for r in range(len(RESULTS)):
-                    i = (p * len(DIRS) + d) * len(RESULTS) + r
-                    out[(p, d, r)] = sum(int(v) for v in t.getvalue(t.Key(i)))
-        return out
-
-    def _procs(self) -> dict[tuple[int, int], int] | None:
-        """(tgid, probe) -> calls, or None when per-process counting is off."""
-        if not self.by_process:
-            return None
-        return {(int(k.tgid), int(k.probe)): sum(int(x) for x in v)
-                for k, v in self._bpf[b"by_proc"].items()}
+    def _settings(self) -> BlockSettings:
+        return BlockSettings(which=tuple(self.which), timing=self.timing,
+                             by_process=self.by_process, deliveries=self.deliveries,
+                             lin_step_ns=self.lin_step_ns, attach_kinds=dict(self.attach_kinds),
+                             notes=tuple(self.notes), compile_s=self.compile_s,
+                             attach_s=self.attach_s, pids=tuple(self._pids),
+                             kthread_pid=self._kthread_pid)
 
     def read(self) -> dict[str, Any]:
         """The summary block (counters since the last reset)."""
-        out: dict[str, Any] = {"attach": dict(self.attach_kinds), "timing": self.timing,
-                               "compile_s": round(self.compile_s, 2),
-                               "attach_s": round(self.attach_s, 2)}
-        if self.notes:
-            out["notes"] = list(self.notes)
-        if self._bpf is None:
-            return out
-        rows = self._rows()
-        calls, procs = self._calls(), self._procs()
-        if "unicast" in self.which:
-            out["netlink_unicast"] = self._calls_block(rows, PROBES.index("netlink_unicast"),
-                                                       calls, procs)
-        if "broadcast" in self.which:
-            out["netlink_broadcast"] = self._calls_block(
-                rows, PROBES.index("netlink_broadcast"), calls, procs)
-            if "netlink_broadcast_filtered" in self.attach_kinds:
-                out["netlink_broadcast_filtered"] = self._calls_block(
-                    rows, PROBES.index("netlink_broadcast_filtered"), calls, procs)
-        if "overrun" in self.which:
-            by_sock = {str(int(k.value)): sum(int(x) for x in v)
-                       for k, v in self._bpf[b"overruns"].items()}
-            out["netlink_overrun"] = {"total": sum(by_sock.values()), "by_socket": by_sock}
-            dl = {str(int(k.value)): sum(int(x) for x in v)
-                  for k, v in self._bpf[b"deliveries"].items()}
-            out["deliveries"] = ({"total": sum(dl.values()), "by_socket": dl}
-                                 if self.deliveries else None)
-        if "sched" in self.which:
-            out["sched"] = self._sched_block(rows)
-        if "module" in self.which and not self.timing:
-            out["module"] = {f: None for f in ("nlperf_input", "nlperf_process")}
-        elif "module" in self.which:
-            out["module"] = {
-                f: self._latency(rows, PROBES.index(f), [0]) or {"count": 0}
-                for f in ("nlperf_input", "nlperf_process")}
-        return out
-
-    def _sched_block(self, rows: dict[tuple[int, int], Any]) -> dict[str, Any]:
-        per_pid = {int(k.value): (int(v.voluntary), int(v.involuntary), int(v.wakeups))
-                   for k, v in self._bpf[b"sched_cnt"].items()}
-        kpid = getattr(self, "_kthread_pid", None)
-        pids = getattr(self, "_pids", [])
-
-        def total(sel: list[int]) -> dict[str, int]:
-            return {name: sum(per_pid.get(p, (0, 0, 0))[i] for p in sel)
-                    for i, name in enumerate(("voluntary", "involuntary", "wakeups"))}
-
-        lab = total(pids)
-        lab["by_pid"] = {str(p): dict(zip(("voluntary", "involuntary", "wakeups"),
-                                          per_pid[p], strict=True))
-                         for p in pids if p in per_pid}
-        lab["blocked_ns"] = self._latency(rows, PROBES.index("offcpu"), [0])
-        lab["wakeup_to_run_ns"] = self._latency(rows, PROBES.index("wakeup"), [0])
-        out: dict[str, Any] = {"lab": lab}
-        if kpid:
-            k = total([kpid])
-            k["pid"] = kpid
-            k["wakeup_to_run_ns"] = self._latency(rows, PROBES.index("wakeup"), [1])
-            k["blocked_ns"] = self._latency(rows, PROBES.index("offcpu"), [1])
-            out["kthread"] = k
-        else:
-            out["kthread"] = None
-        w = self._latency(rows, PROBES.index("work"), [0])
-        out["workqueue"] = w or {"count": 0}
-        return out
+        return probes_block(self._settings(), self._snapshot())
 
     def histograms(self) -> dict[str, Any]:
         """Raw non-empty buckets per probe row: log2 as [lo, hi, count], linear as counts."""
-        if self._bpf is None:
-            return {}
-        out: dict[str, Any] = {"linear_step_ns": self.lin_step_ns, "rows": {}}
-        for (p, d), (log2, linear, count, sum_ns, max_ns) in sorted(self._rows().items()):
-            label = DIRS[d] if p < PROBES.index("work") else ROLES[d] if d < 2 else str(d)
-            out["rows"][f"{PROBES[p]}/{label}"] = {
-                "count": count, "sum_ns": sum_ns, "max_ns": max_ns,
-                "log2": [[*log2_bounds(s), n] for s, n in enumerate(log2) if n],
-                "linear": linear}
-        return out
+        return histograms_block(self._snapshot(), self.lin_step_ns)
 
     def close(self) -> None:
         """Detach and unload everything; idempotent, also after a failed attach."""
@@ -627,4 +392,3 @@ class ProbeSession:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
