@@ -1,7 +1,10 @@
-"""The run directory and the results contract (results/schema.json).
+"""The run directory and the results contract (nlperf/models.py → results/schema.json).
 
 A run directory is created once and never reused; every JSON file is written atomically so an
 interrupted run leaves the last complete summary, not a torn one.
+
+``python -m nlperf.results --schema`` prints the schema generated from the models; the
+checked-in results/schema.json must equal it (tests/test_results.py).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,8 @@ import jsonschema
 
 from nlperf import __version__
 from nlperf.errors import BadInput, RunFailed
-from nlperf.paths import RESULTS_DIR, SCHEMA
+from nlperf.models import summary_schema
+from nlperf.paths import RESULTS_DIR
 
 SUMMARY = "summary.json"
 ENV = "env.json"
@@ -97,7 +102,7 @@ def new_summary(scenario: str, target: str, accel: str, kernel: str | None,
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(SCHEMA.read_text())
+    schema = summary_schema()
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
@@ -121,3 +126,15 @@ def append_progress(run_dir: Path, record: dict[str, Any]) -> None:
     with open(run_dir / PROGRESS, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["--schema"]:
+        sys.stderr.write("usage: python -m nlperf.results --schema  (prints results/schema.json)\n")
+        return 2
+    sys.stdout.write(json.dumps(summary_schema(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

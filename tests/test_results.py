@@ -1,11 +1,14 @@
 """Run directories are never reused; summaries are validated against the contract and written
-atomically; a summary assembled by the real metric functions satisfies the contract."""
+atomically; a summary assembled by the real metric functions satisfies the contract; the
+schema is generated from the models; a summary written by earlier code still loads."""
 
 from __future__ import annotations
 
 import copy
 import datetime as real_dt
 import json
+import subprocess
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlperf import metrics, results, wire
+from nlperf import metrics, models, results, wire
 from nlperf.errors import EXIT_BAD_INPUT, BadInput, RunFailed
 from nlperf.measure import RepResult, pool_case
 from nlperf.samples import StampLog
@@ -21,7 +24,11 @@ from nlperf.scenario import expand
 from nlperf.workloads.multicast import ReceiverResult
 from nlperf.workloads.unicast import SenderResult
 
-SCHEMA = Path(__file__).resolve().parent.parent / "results" / "schema.json"
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "results" / "schema.json"
+# summary.json of tests/data/e2e.yaml (first two cases) as written by commit c7cf7ae, before the
+# typed models: real probes, module and multicast blocks from a lab VM run
+SUMMARY_C7CF7AE = ROOT / "tests" / "data" / "summary-c7cf7ae.json"
 
 
 # --- run directories ---------------------------------------------------------------------------
@@ -237,6 +244,8 @@ VIOLATIONS = {
         "sent": 1, "received": 1, "errors": 0, "throughput_per_s": 1.0,
         "rtt_us": {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None,
                    "p999": None, "max": None, "p95": 1.0}}),
+    "block-null": _set("cases/0/unicast", None),
+    "repetition-module-not-object": _set("cases/0/repetitions/0/module", [1]),
     "receiver-group-33": _set("cases/0/multicast", {"sent_by_group": {}, "receivers": [
         {"id": "r", "groups": [33], "sent": 0, "received": 0, "lost": 0, "enobufs": 0,
          "sk_drops": None, "latency_us": {"count": 0, "mean": None, "p50": None, "p90": None,
@@ -325,3 +334,61 @@ def test_new_summary_fields() -> None:
     started = real_dt.datetime.fromisoformat(s["started"])
     assert started.tzinfo is not None
     assert abs((real_dt.datetime.now(real_dt.UTC) - started).total_seconds()) < 60
+
+
+# --- one declaration: the models, the generated schema, summaries from earlier code -------------
+
+
+def test_schema_file_is_generated_from_the_models() -> None:
+    """results/schema.json is `python -m nlperf.results --schema`, never edited by hand."""
+    generated = json.dumps(models.summary_schema(), indent=2) + "\n"
+    assert SCHEMA.read_text() == generated
+    p = subprocess.run([sys.executable, "-m", "nlperf.results", "--schema"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == generated
+
+
+def test_schema_is_2020_12_and_keeps_the_contract() -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["required"] == ["schema_version", "scenario", "status", "target", "accel",
+                                  "kernel", "clocksource", "nlperf_version", "started",
+                                  "finished", "cases"]
+    assert schema["properties"]["status"] == {"$ref": "#/$defs/Status"}
+    assert schema["$defs"]["Status"]["enum"] == ["running", "complete", "interrupted", "failed"]
+    assert schema["$defs"]["Latency"]["required"] == ["count", "mean", "p50", "p90", "p99",
+                                                      "p999", "max"]
+    # blocks are absent when they do not apply, never null
+    assert schema["$defs"]["Case"]["properties"]["unicast"] == {"$ref": "#/$defs/Unicast"}
+    # the probes and module blocks keep keys their producers add
+    assert schema["$defs"]["Probes"]["additionalProperties"] is True
+    assert schema["$defs"]["Module"]["additionalProperties"] is True
+
+
+def test_summary_written_by_c7cf7ae_still_loads_unchanged(tmp_path: Path) -> None:
+    doc = json.loads(SUMMARY_C7CF7AE.read_text())
+    assert results.validation_errors(doc) == []
+    summary = models.Summary.model_validate(doc)
+    assert summary.document() == doc  # every key kept, none added, nulls where they were
+    unicast, multicast = summary.cases
+    assert unicast.id == "mode=callback,traffic=unicast"
+    assert unicast.unicast is not None and unicast.unicast.sent == 600
+    assert unicast.control is not None and len(unicast.control.repetitions) == 2
+    assert unicast.probes is not None and unicast.probes.overhead is not None
+    assert (unicast.probes.overhead.throughput_pct, unicast.probes.overhead.p50_pct) == (
+        -54.28, 114.96)
+    probes = unicast.repetitions[0].probes
+    assert probes is not None and probes.timing is True
+    # keys of the probes block that the model does not name are kept as they came
+    assert probes.model_extra is not None
+    assert probes.model_extra["netlink_unicast"]["by_direction"]["to_kernel"]["calls"] == 150
+    assert multicast.multicast is not None and multicast.module is not None
+    assert [(r.sent, r.received, r.lost, r.sk_drops) for r in multicast.multicast.receivers] == [
+        (1604, 79, 1525, 1525), (1604, 80, 1524, 1524), (802, 802, 0, 0)]
+    assert multicast.module.mode == "callback"
+    results.write_summary(tmp_path, summary.document())  # and it is written again as it was
+    assert json.loads((tmp_path / results.SUMMARY).read_text()) == doc
