@@ -22,7 +22,7 @@ import jsonschema
 
 from nlperf import __version__
 from nlperf.errors import BadInput, RunFailed
-from nlperf.models import summary_schema
+from nlperf.models import Summary, summary_schema
 from nlperf.paths import RESULTS_DIR
 
 SUMMARY = "summary.json"
@@ -120,6 +120,18 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     if problems:
         raise RunFailed(f"summary breaks results/schema.json: {problems[0]}")
     write_json(run_dir / SUMMARY, summary)
+
+
+def read_summary(run_dir: Path) -> Summary:
+    """A run directory's summary, checked against the contract (bad input otherwise)."""
+    if not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: not a run directory")
+    path = run_dir / SUMMARY
+    doc = read_json(path)
+    problems = validation_errors(doc)
+    if problems:
+        raise BadInput(f"{path}: not a valid summary: {problems[0]}")
+    return Summary.model_validate(doc)
 
 
 def append_progress(run_dir: Path, record: dict[str, Any]) -> None:

@@ -247,6 +247,27 @@ def test_compare_csv_and_json(tmp_path: Path) -> None:
     assert p.stdout.splitlines()[0].startswith("| run | case |")
 
 
+# what `nlperf compare --format csv` printed at c7cf7ae for tests/data/summary-c7cf7ae.json
+COMPARE_C7CF7AE = """\
+run,case,status,sent,received,errors,throughput_per_s,rtt_p50_us,rtt_p99_us,queue_p50_us,\
+processing_p50_us,mc_sent,mc_received,mc_lost,mc_sk_drops,mc_latency_p50_us,probe_tput_pct,\
+probe_p50_pct,probe_mc_p50_pct
+old,"mode=callback,traffic=unicast",complete,600,600,0,10953.7,255.72,1483.926,14.161,1.943,,,,,,\
+-54.28,114.96,
+old,"mode=callback,traffic=multicast",complete,,,,,,,,,4010,961,3049,3049,20749.539,,,-22.48
+"""
+
+
+def test_compare_a_run_written_by_earlier_code(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    fixture = Path(__file__).resolve().parent / "data" / "summary-c7cf7ae.json"
+    (old / "summary.json").write_text(fixture.read_text())
+    p = nlperf("compare", old, "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == COMPARE_C7CF7AE
+
+
 def test_compare_refuses_non_run_dirs(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

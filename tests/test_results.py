@@ -390,5 +390,9 @@ def test_summary_written_by_c7cf7ae_still_loads_unchanged(tmp_path: Path) -> Non
     assert [(r.sent, r.received, r.lost, r.sk_drops) for r in multicast.multicast.receivers] == [
         (1604, 79, 1525, 1525), (1604, 80, 1524, 1524), (802, 802, 0, 0)]
     assert multicast.module.mode == "callback"
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    (run_dir / results.SUMMARY).write_text(SUMMARY_C7CF7AE.read_text())
+    assert results.read_summary(run_dir) == summary
     results.write_summary(tmp_path, summary.document())  # and it is written again as it was
     assert json.loads((tmp_path / results.SUMMARY).read_text()) == doc
