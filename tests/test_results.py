@@ -19,6 +19,7 @@ import pytest
 from nlperf import metrics, models, results, wire
 from nlperf.errors import EXIT_BAD_INPUT, BadInput, RunFailed
 from nlperf.measure import RepResult, pool_case
+from nlperf.models import Status
 from nlperf.samples import StampLog
 from nlperf.scenario import expand
 from nlperf.workloads.multicast import ReceiverResult
@@ -148,7 +149,7 @@ def receiver_result(rid: str, groups: list[int], received: int) -> ReceiverResul
                           seq_gaps=3, records=recs)
 
 
-def realistic_summary() -> dict[str, Any]:
+def realistic_summary() -> models.Summary:
     raw = {"name": "realistic", "repetitions": 2, "unicast": {"count": 400},
            "multicast": {"source": "relay", "count": 100, "groups": [1, 2],
                          "receivers": [{"count": 2, "groups": [1, 2]}, {"groups": [2]}]},
@@ -162,50 +163,60 @@ def realistic_summary() -> dict[str, Any]:
             recvs = [receiver_result("r0.0", [1, 2], 200), receiver_result("r0.1", [1, 2], 197),
                      receiver_result("r1.0", [2], 101)]
             sent_by_group = {1: 101, 2: 101}
-            block: dict[str, Any] = {"index": r, "duration_s": 0.25}
-            block["unicast"] = metrics.unicast_block(senders, timed=True)
-            block["multicast"] = metrics.multicast_block("relay", sent_by_group, recvs)
-            block["module"] = module_stats(400, sent_by_group)
-            block["sched"] = {"senders": senders[0].ctx}
+            block = models.Repetition(
+                index=r, duration_s=0.25,
+                unicast=metrics.unicast_block(senders, timed=True),
+                multicast=metrics.multicast_block("relay", sent_by_group, recvs),
+                module=models.Module.model_validate(module_stats(400, sent_by_group)),
+                sched=models.Sched(senders=models.CtxSwitches.model_validate(senders[0].ctx)))
             rep = RepResult(block, unicast_records=senders[0].records,
                             receiver_latency={x.id: x.records[:, 4] - x.records[:, 3]
                                               for x in recvs if x.records is not None})
             reps.append(rep)
-        entry = {"id": case.id, "params": case.params, "status": "complete",
-                 "repetitions": [x.block for x in reps]}
-        entry.update(pool_case(case, reps))
-        summary["cases"].append(entry)
-    summary["status"] = "complete"
-    summary["finished"] = results.now_iso()
+        entry = models.Case(id=case.id, params=case.params, status=Status.complete,
+                            repetitions=[x.block for x in reps])
+        entry.take(pool_case(case, reps))
+        summary.cases.append(entry)
+    summary.status = Status.complete
+    summary.finished = results.now_iso()
     return summary
 
 
 def test_realistic_summary_validates() -> None:
     summary = realistic_summary()
     assert results.validation_errors(summary) == []
-    # and survives the JSON round trip unchanged
-    assert results.validation_errors(json.loads(json.dumps(summary))) == []
-    case = summary["cases"][0]
-    assert case["unicast"]["sent"] == 800  # two repetitions pooled
-    assert case["module"]["received"] == 800
-    r00 = case["multicast"]["receivers"][0]
-    assert (r00["sent"], r00["received"], r00["lost"]) == (404, 400, 4)
-    r10 = case["multicast"]["receivers"][2]
-    assert (r10["sent"], r10["received"], r10["lost"]) == (202, 202, 0)
+    # and survives the JSON round trip unchanged, through the models too
+    doc = json.loads(json.dumps(summary.document()))
+    assert results.validation_errors(doc) == []
+    assert models.Summary.model_validate(doc).document() == doc
+    case = summary.cases[0]
+    assert case.unicast is not None and case.unicast.sent == 800  # two repetitions pooled
+    assert case.module is not None and case.module.received == 800
+    assert case.multicast is not None
+    r00 = case.multicast.receivers[0]
+    assert (r00.sent, r00.received, r00.lost) == (404, 400, 4)
+    r10 = case.multicast.receivers[2]
+    assert (r10.sent, r10.received, r10.lost) == (202, 202, 0)
+    # the repetition blocks are the ones the lab writes, and only those
+    assert list(doc["cases"][0]["repetitions"][0]) == ["index", "duration_s", "unicast",
+                                                       "multicast", "module", "sched"]
+    assert list(doc["cases"][0]) == ["id", "params", "status", "repetitions", "unicast",
+                                     "multicast", "module"]
 
 
 def test_realistic_summary_against_schema_file_directly() -> None:
     import jsonschema
 
     schema = json.loads(SCHEMA.read_text())
-    jsonschema.validate(realistic_summary(), schema)
+    jsonschema.validate(realistic_summary().document(), schema)
 
 
 # --- validation and writing ----------------------------------------------------------------------
 
 
 def minimal_summary() -> dict[str, Any]:
-    s = results.new_summary("t", "host", "none", "6.1.0", None)
+    """The document of the smallest valid summary (contract violations are made on it)."""
+    s = results.new_summary("t", "host", "none", "6.1.0", None).document()
     s["cases"].append({"id": "default", "params": {}, "repetitions": [{"index": 0}]})
     return s
 
@@ -276,7 +287,8 @@ def test_write_summary_refuses_contract_violations(tmp_path: Path, mutate: Any) 
 def test_write_summary_round_trips(tmp_path: Path) -> None:
     summary = realistic_summary()
     results.write_summary(tmp_path, summary)
-    assert results.read_json(tmp_path / results.SUMMARY) == summary
+    assert results.read_json(tmp_path / results.SUMMARY) == summary.document()
+    assert results.read_summary(tmp_path) == summary
     assert [p.name for p in tmp_path.iterdir()] == [results.SUMMARY]  # no temp file left
 
 
@@ -323,15 +335,17 @@ def test_read_json_errors_are_bad_input(tmp_path: Path) -> None:
 
 def test_append_progress_is_jsonl(tmp_path: Path) -> None:
     for i in range(3):
-        results.append_progress(tmp_path, {"done": i + 1, "total": 3})
+        results.append_progress(tmp_path, models.Progress(case=0, cases=1, id="default", rep=i,
+                                                          control=False, done=i + 1, total=3))
     lines = (tmp_path / results.PROGRESS).read_text().splitlines()
     assert [json.loads(x)["done"] for x in lines] == [1, 2, 3]
 
 
 def test_new_summary_fields() -> None:
     s = results.new_summary("x", "host", "none", None, None)
-    assert s["status"] == "running" and s["finished"] is None and s["cases"] == []
-    started = real_dt.datetime.fromisoformat(s["started"])
+    assert s.status is Status.running and s.finished is None and s.cases == []
+    assert s.document()["finished"] is None  # null, not absent: the contract requires the key
+    started = real_dt.datetime.fromisoformat(s.started)
     assert started.tzinfo is not None
     assert abs((real_dt.datetime.now(real_dt.UTC) - started).total_seconds()) < 60
 
@@ -394,5 +408,50 @@ def test_summary_written_by_c7cf7ae_still_loads_unchanged(tmp_path: Path) -> Non
     run_dir.mkdir()
     (run_dir / results.SUMMARY).write_text(SUMMARY_C7CF7AE.read_text())
     assert results.read_summary(run_dir) == summary
-    results.write_summary(tmp_path, summary.document())  # and it is written again as it was
+    results.write_summary(tmp_path, summary)  # and it is written again as it was
     assert json.loads((tmp_path / results.SUMMARY).read_text()) == doc
+
+
+# --- the outer run's files: one writer, merging every group ------------------------------------
+
+
+def _group(kernel: str, clocksource: str | None, case_ids: list[str],
+           histograms: dict[str, list[dict[str, Any]]] | None = None) -> models.GroupResult:
+    env = models.Env(kernel=kernel, target="vm", accel="tcg", clocksource=clocksource, cpus=2,
+                     nlperf_version="0.1.0", python="3.11.2",
+                     module_params={c: {"mode": "callback"} for c in case_ids},
+                     probes=models.EnvProbes(attach={"netlink_unicast": "fentry/fexit"}))
+    cases = [models.Case(id=c, params={}, status=Status.complete,
+                         repetitions=[models.Repetition(index=0)]) for c in case_ids]
+    return models.GroupResult(status=Status.complete, env=env, cases=cases,
+                              probe_histograms=histograms or {})
+
+
+def test_run_files_merge_groups_in_plan_order(tmp_path: Path) -> None:
+    summary = results.new_summary("s", "vm", "tcg", "6.1.0-56-amd64", None)
+    files = results.RunFiles(tmp_path, summary)
+    assert results.read_json(tmp_path / results.SUMMARY)["cases"] == []
+    assert not (tmp_path / results.ENV).exists()
+    files.publish(0, _group("6.1.0-56-amd64", "tsc", []))  # the guest started: no case yet
+    on_disk = results.read_json(tmp_path / results.SUMMARY)
+    assert on_disk["cases"] == [] and on_disk["clocksource"] == "tsc"  # the guest's
+    files.publish(0, _group("6.1.0-56-amd64", "tsc", ["kernel=6.1"]))  # replaces, not appends
+    files.publish(1, _group("6.12.9-amd64", "hpet", ["kernel=6.12"],
+                            {"kernel=6.12": [{"rows": {}}]}))
+    on_disk = results.read_json(tmp_path / results.SUMMARY)
+    assert [c["id"] for c in on_disk["cases"]] == ["kernel=6.1", "kernel=6.12"]
+    assert (on_disk["kernel"], on_disk["clocksource"]) == ("6.1.0-56-amd64", "tsc")
+    env = results.read_json(tmp_path / results.ENV)
+    assert env["kernel"] == "6.1.0-56-amd64" and env["probes"] == {
+        "attach": {"netlink_unicast": "fentry/fexit"}}
+    assert [m["kernel"] for m in env["more"]] == ["6.12.9-amd64"]
+    assert results.read_json(tmp_path / results.PROBE_HISTOGRAMS) == {
+        "kernel=6.12": [{"rows": {}}]}
+    files.finish(Status.failed, "the lab VM did not finish within 8 s")
+    on_disk = results.read_json(tmp_path / results.SUMMARY)
+    assert (on_disk["status"], on_disk["error"]) == ("failed",
+                                                     "the lab VM did not finish within 8 s")
+    assert on_disk["finished"] is not None
+    assert results.validation_errors(on_disk) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        results.ENV, results.PROBE_HISTOGRAMS, results.SUMMARY]
