@@ -46,25 +46,19 @@ def cli() -> None:
               help="seconds for the whole run in the VM")
 @click.option("--no-probes", is_flag=True, help="do not attach BCC probes")
 @click.option("--no-report", is_flag=True, help="do not write the report")
-@click.option("--internal-run-dir", type=click.Path(path_type=Path), hidden=True)
-@click.option("--internal-ko", type=click.Path(path_type=Path), hidden=True)
-@click.option("--internal-target", hidden=True)
-@click.option("--internal-accel", hidden=True)
-@click.option("--internal-cases", hidden=True)
+@click.option("--internal-handoff", type=click.Path(path_type=Path), hidden=True)
 def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None,
-        timeout: float, no_probes: bool, no_report: bool, internal_run_dir: Path | None,
-        internal_ko: Path | None, internal_target: str | None,
-        internal_accel: str | None, internal_cases: str | None) -> None:
+        timeout: float, no_probes: bool, no_report: bool, internal_handoff: Path | None) -> None:
     """Run SCENARIO (a YAML file) and write a results directory."""
+    from nlperf.models import Status
     from nlperf.runner import RunRequest
     from nlperf.runner import run as do_run
 
-    req = RunRequest(scenario, target, kernel, out, timeout, not no_probes, internal_run_dir,
-                     internal_ko, internal_target, internal_accel, internal_cases)
-    outcome = do_run(req, _say, None if internal_run_dir else _bar)
-    if internal_run_dir is not None:
+    req = RunRequest(scenario, target, kernel, out, timeout, not no_probes, internal_handoff)
+    outcome = do_run(req, _say, None if internal_handoff else _bar)
+    if internal_handoff is not None:  # the inner run in the lab VM: the outer reports
         sys.exit(outcome.exit_code)
-    if not no_report and outcome.status != "failed":
+    if not no_report and outcome.status is not Status.failed:
         from nlperf.report import write_report
 
         report = write_report(outcome.run_dir)

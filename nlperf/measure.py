@@ -3,6 +3,8 @@
 Per case and repetition: load the module with the case's parameters → start receivers and
 senders (separate processes, behind a barrier) → warm up → reset module counters → measure →
 read counters → unload. This is what ``--target host`` does, natively or inside the lab VM.
+Blocks come out as typed models (nlperf/models.py); the loop over cases and repetitions is
+in nlperf/cases.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import platform
 import queue
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
@@ -20,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from nlperf import __version__, kmod, results, wire
+from nlperf import __version__, kmod, models, wire
 from nlperf.errors import RunFailed
 from nlperf.metrics import (
     multicast_block,
-    observer_effect,
     pool_multicast,
     pool_unicast,
     unicast_block,
@@ -40,9 +40,6 @@ BARRIER_TIMEOUT = 120.0
 MODULE_COUNTERS = wire.STATS_COUNTERS  # summed over repetitions; the rest are levels
 
 _ctx = mp.get_context("fork")
-# one compiled probe session per (protocol, probe set, timing) in a run
-Sessions = dict[tuple[int, tuple[str, ...], bool], ProbeSession]
-PROBE_HISTOGRAMS = "probe-histograms.json"  # beside summary.json: {case id: [per repetition]}
 
 
 def clocksource() -> str | None:
@@ -53,10 +50,13 @@ def clocksource() -> str | None:
         return None
 
 
-def env_facts(target: str, accel: str) -> dict[str, Any]:
-    return {"kernel": platform.release(), "target": target, "accel": accel,
-            "clocksource": clocksource(), "cpus": os.cpu_count(),
-            "nlperf_version": __version__, "python": platform.python_version()}
+def env_facts(target: models.Target, accel: models.Accel, cases: list[Case]) -> models.Env:
+    """What env.json says about this place; probe attach kinds are filled in as they attach."""
+    return models.Env(kernel=platform.release(), target=target, accel=accel,
+                      clocksource=clocksource(), cpus=os.cpu_count(),
+                      nlperf_version=__version__, python=platform.python_version(),
+                      module_params={c.id: module_params(c.scenario) for c in cases},
+                      probes=models.EnvProbes(attach={}))
 
 
 def module_params(s: Scenario) -> dict[str, str]:
@@ -124,7 +124,7 @@ def _relay_main(proto: int, m: Multicast, warm: Barrier, go: Barrier, done: Even
 
 @dataclass
 class RepResult:
-    block: dict[str, Any]
+    block: models.Repetition
     unicast_records: np.ndarray | None = None
     receiver_latency: dict[str, np.ndarray] = field(default_factory=dict)
     probe_histograms: dict[str, Any] | None = None
@@ -210,43 +210,45 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
         probe_block = probes.read() if probes else None
         probe_hist = probes.histograms() if probes else None
         stats = ctl.stats()
-    block: dict[str, Any] = {"index": index, "duration_s": round(duration, 3)}
+    block = models.Repetition(index=index, duration_s=round(duration, 3))
     rep = RepResult(block, probe_histograms=probe_hist)
     if probe_block is not None:
-        block["probes"] = probe_block
+        block.probes = models.Probes.model_validate(probe_block)
     senders = [r for kind, _, r in got if kind == "sender"]
     recvs = [r for kind, _, r in got if kind == "receiver"]
     if u:
-        block["unicast"] = unicast_block(senders, timed=u.kind == "timed")
+        block.unicast = unicast_block(senders, timed=u.kind == "timed")
         recs = [r.records for r in senders if r.records is not None]
         rep.unicast_records = np.concatenate(recs) if recs else None
     if m:
         key = "relay_sent" if m.source == "relay" else "gen_sent"
         sent_by_group = {g: stats.groups.get(g, {}).get(key, 0) for g in m.groups}
         recvs.sort(key=lambda r: [int(x) for x in r.id[1:].split(".")])
-        block["multicast"] = multicast_block(m.source, sent_by_group, recvs)
+        block.multicast = multicast_block(m.source, sent_by_group, recvs)
         rep.receiver_latency = {r.id: r.records[:, 4] - r.records[:, 3] for r in recvs
                                 if r.records is not None}
-    block["module"] = stats.as_dict()
-    sched: dict[str, Any] = {}
+    block.module = models.Module.model_validate(stats.as_dict())
+    sched = models.Sched()
     if senders:
-        sched["senders"] = _sum_ctx([r.ctx for r in senders])
+        sched.senders = _sum_ctx([r.ctx for r in senders])
     if recvs:
-        sched["receivers"] = _sum_ctx([r.ctx for r in recvs])
+        sched.receivers = _sum_ctx([r.ctx for r in recvs])
     relays = [r for kind, _, r in got if kind == "relay"]
     if relays:
-        sched["relay_sender"] = relays[0].ctx
-        block.setdefault("multicast", {})["relay_errors"] = relays[0].errors
+        sched.relay_sender = models.CtxSwitches.model_validate(relays[0].ctx)
+        if block.multicast is not None:
+            block.multicast.relay_errors = relays[0].errors
     if kthread and kthread_ctx0 is not None:
         after = _proc_ctx(int(kthread))
         if after is not None:
-            sched["kthread"] = delta(after, kthread_ctx0)
-    block["sched"] = sched
+            sched.kthread = models.CtxSwitches.model_validate(delta(after, kthread_ctx0))
+    block.sched = sched
     return rep
 
 
-def _sum_ctx(items: list[dict[str, int]]) -> dict[str, int]:
-    return {k: sum(i.get(k, 0) for i in items) for k in ("voluntary", "involuntary")}
+def _sum_ctx(items: list[dict[str, int]]) -> models.CtxSwitches:
+    return models.CtxSwitches(voluntary=sum(i.get("voluntary", 0) for i in items),
+                              involuntary=sum(i.get("involuntary", 0) for i in items))
 
 
 def _first_child_error(q: Any) -> str | None:
@@ -285,138 +287,28 @@ def _run_generator(ctl: Control, m: Multicast, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def pool_case(case: Case, reps: list[RepResult]) -> dict[str, Any]:
+def pool_case(case: Case, reps: list[RepResult]) -> models.Blocks:
     """Case-level blocks pooled over repetitions."""
     s = case.scenario
-    out: dict[str, Any] = {}
+    out = models.Blocks()
     blocks = [r.block for r in reps]
     u = s.active_unicast
     if u:
-        out["unicast"] = pool_unicast([b["unicast"] for b in blocks],
-                                      [r.unicast_records for r in reps
-                                       if r.unicast_records is not None],
-                                      timed=u.kind == "timed")
+        out.unicast = pool_unicast([b.unicast for b in blocks if b.unicast is not None],
+                                   [r.unicast_records for r in reps
+                                    if r.unicast_records is not None],
+                                   timed=u.kind == "timed")
     if s.active_multicast:
         lat: dict[str, list[np.ndarray]] = {}
         for r in reps:
             for rid, arr in r.receiver_latency.items():
                 lat.setdefault(rid, []).append(arr)
-        out["multicast"] = pool_multicast([b["multicast"] for b in blocks], lat)
-    mods = [b["module"] for b in blocks]
+        out.multicast = pool_multicast([b.multicast for b in blocks if b.multicast is not None],
+                                       lat)
+    # the module's keys are the wire format's (nlperf/wire.py): pooled by name
+    mods = [b.module.document() for b in blocks if b.module is not None]
     module = {k: v for k, v in mods[0].items() if k not in MODULE_COUNTERS}
     module.update({k: sum(int(m_[k]) for m_ in mods) for k in MODULE_COUNTERS})
     module["queue_hwm"] = max(int(m_["queue_hwm"]) for m_ in mods)
-    out["module"] = module
+    out.module = models.Module.model_validate(module)
     return out
-
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-def run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
-              progress: ProgressFn | None = None, case_timeout: float = 600.0) -> None:
-    """Run every case × repetition, rewriting summary.json after each repetition."""
-    sessions: Sessions = {}
-    try:
-        _run_cases(cases, run_dir, summary, ko, progress, case_timeout, sessions)
-    finally:
-        if sessions:
-            _record_attach_kinds(run_dir, probe_attach_kinds(sessions))
-        for ps in sessions.values():
-            ps.close()
-
-
-def _record_attach_kinds(run_dir: Path, kinds: dict[str, str]) -> None:
-    """env.json says how each probe was attached (fentry, kprobe, tracepoint, unavailable)."""
-    path = run_dir / results.ENV
-    env = results.read_json(path) if path.exists() else {}
-    env["probes"] = {"attach": kinds}
-    results.write_json(path, env)
-
-
-def runs_per_case(case: Case) -> int:
-    """Repetitions a case takes, its probes-off control run included."""
-    p = case.scenario.probes
-    return case.scenario.repetitions * (2 if p.enabled and p.control else 1)
-
-
-def _progress(run_dir: Path, progress: ProgressFn | None, ci: int, cases: list[Case],
-              cid: str, rep: int, done: int, total: int, control: bool) -> None:
-    record = {"case": ci, "cases": len(cases), "id": cid, "rep": rep, "control": control,
-              "done": done, "total": total}
-    results.append_progress(run_dir, record)
-    if progress:
-        progress(record)
-
-
-def probe_attach_kinds(sessions: Sessions
-                       ) -> dict[str, str]:
-    kinds: dict[str, str] = {}
-    for ps in sessions.values():
-        kinds.update(ps.attach_kinds)
-    return kinds
-
-
-def _probe_session(case: Case, sessions: Sessions
-                   ) -> ProbeSession | None:
-    """One compile per run: cases share a session unless their protocol or probe set differs."""
-    p = case.scenario.probes
-    if not p.enabled:
-        return None
-    key = (case.scenario.module.proto, tuple(p.which), p.timing)
-    if key not in sessions:
-        sessions[key] = ProbeSession(key[0], list(key[1]), timing=p.timing)
-    return sessions[key]
-
-
-def _run_cases(cases: list[Case], run_dir: Path, summary: dict[str, Any], ko: Path,
-               progress: ProgressFn | None, case_timeout: float,
-               sessions: Sessions) -> None:
-    total = sum(runs_per_case(c) for c in cases)
-    done = 0
-    histograms: dict[str, list[Any]] = {}
-    for ci, case in enumerate(cases):
-        entry: dict[str, Any] = {"id": case.id, "params": case.params, "status": "failed",
-                                 "repetitions": []}
-        summary["cases"].append(entry)
-        reps: list[RepResult] = []
-        try:
-            probes = _probe_session(case, sessions)
-            for r in range(case.scenario.repetitions):
-                rep = run_repetition(case, r, ko, case_timeout, probes)
-                reps.append(rep)
-                if rep.probe_histograms is not None:
-                    histograms.setdefault(case.id, []).append(rep.probe_histograms)
-                    results.write_json(run_dir / PROBE_HISTOGRAMS, histograms)
-                entry["repetitions"].append(rep.block)
-                done += 1
-                _progress(run_dir, progress, ci, cases, case.id, r, done, total, False)
-                results.write_summary(run_dir, summary)
-            entry.update(pool_case(case, reps))
-            if probes is not None:
-                entry["probes"] = {"attach": reps[0].block.get("probes", {}).get("attach", {})}
-            if probes is not None and case.scenario.probes.control:
-                # the observer effect: the same repetitions again with no probe attached
-                control: dict[str, Any] = {"repetitions": []}
-                entry["control"] = control
-                creps = []
-                for r in range(case.scenario.repetitions):
-                    rep = run_repetition(case, r, ko, case_timeout, None)
-                    creps.append(rep)
-                    control["repetitions"].append(rep.block)
-                    done += 1
-                    _progress(run_dir, progress, ci, cases, case.id, r, done, total, True)
-                    results.write_summary(run_dir, summary)
-                control.update(pool_case(case, creps))
-                entry["probes"]["overhead"] = observer_effect(entry, control)
-            entry["status"] = "complete"
-        except KeyboardInterrupt:
-            entry["status"] = "interrupted"
-            raise
-        except RunFailed as e:
-            entry["error"] = str(e)
-            raise
-        finally:
-            if reps and "module" not in entry:
-                entry.update(pool_case(case, reps))
-            results.write_summary(run_dir, summary)

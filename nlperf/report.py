@@ -1,78 +1,108 @@
 """Reports (Markdown + HTML with a plot) and cross-run comparisons, from summary.json alone.
 
 A report is derived data: it can be rewritten at any time from the run directory and never
-changes the results it reads.
+changes the results it reads. Its table is declared once, in ``COLUMNS``: a column's name,
+how to read it off a case, and whether it is a count.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from nlperf import results
-from nlperf.errors import BadInput
-
-COLUMNS = ["run", "case", "status", "sent", "received", "errors", "throughput_per_s",
-           "rtt_p50_us", "rtt_p99_us", "queue_p50_us", "processing_p50_us", "mc_sent",
-           "mc_received", "mc_lost", "mc_sk_drops", "mc_latency_p50_us", "probe_tput_pct",
-           "probe_p50_pct", "probe_mc_p50_pct"]
+from nlperf.models import Case, Latency, Receiver, Status, Summary
 
 
-def load_summary(run_dir: Path) -> dict[str, Any]:
-    if not run_dir.is_dir():
-        raise BadInput(f"{run_dir}: not a run directory")
-    summary = results.read_json(run_dir / results.SUMMARY)
-    problems = results.validation_errors(summary)
-    if problems:
-        raise BadInput(f"{run_dir / results.SUMMARY}: not a valid summary: {problems[0]}")
-    return summary
+@dataclass(frozen=True)
+class Row:
+    run: str
+    case: Case
 
 
-def _p(block: dict[str, Any] | None, key: str) -> float | None:
-    return None if not block else block.get(key)
+@dataclass(frozen=True)
+class Column:
+    name: str
+    value: Callable[[Row], Any]
+    count: bool = False  # an integer count: stays an integer next to blanks
 
 
-def case_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for case in summary["cases"]:
-        u = case.get("unicast") or {}
-        m = case.get("multicast") or {}
-        recv = m.get("receivers", [])
-        drops = [r["sk_drops"] for r in recv if r["sk_drops"] is not None]
-        lat = [r["latency_us"]["p50"] for r in recv if r["latency_us"]["p50"] is not None]
-        overhead = (case.get("probes") or {}).get("overhead") or {}
-        rows.append({
-            "run": run_dir.name, "case": case["id"], "status": case.get("status", "complete"),
-            "sent": u.get("sent"), "received": u.get("received"), "errors": u.get("errors"),
-            "throughput_per_s": u.get("throughput_per_s"),
-            "rtt_p50_us": _p(u.get("rtt_us"), "p50"), "rtt_p99_us": _p(u.get("rtt_us"), "p99"),
-            "queue_p50_us": _p(u.get("queue_us"), "p50"),
-            "processing_p50_us": _p(u.get("processing_us"), "p50"),
-            "mc_sent": sum(r["sent"] for r in recv) if recv else None,
-            "mc_received": sum(r["received"] for r in recv) if recv else None,
-            "mc_lost": sum(r["lost"] for r in recv) if recv else None,
-            "mc_sk_drops": sum(drops) if drops else None,
-            "mc_latency_p50_us": round(sum(lat) / len(lat), 3) if lat else None,
-            # the observer effect: probed run against the probes-off control run
-            "probe_tput_pct": overhead.get("throughput_pct"),
-            "probe_p50_pct": overhead.get("p50_pct"),
-            "probe_mc_p50_pct": overhead.get("multicast_latency_p50_pct"),
-        })
-    return rows
+def _p(block: Latency | None, pct: str) -> float | None:
+    return None if block is None else getattr(block, pct)
 
 
-COUNT_COLUMNS = ("sent", "received", "errors", "mc_sent", "mc_received", "mc_lost",
-                 "mc_sk_drops")
+def _receivers(row: Row) -> list[Receiver]:
+    return row.case.multicast.receivers if row.case.multicast else []
+
+
+def _mc_sum(field: str) -> Callable[[Row], int | None]:
+    def total(row: Row) -> int | None:
+        values = [getattr(r, field) for r in _receivers(row)]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+    return total
+
+
+def _mc_latency_p50(row: Row) -> float | None:
+    lat = [r.latency_us.p50 for r in _receivers(row) if r.latency_us.p50 is not None]
+    return round(sum(lat) / len(lat), 3) if lat else None
+
+
+def _overhead(field: str) -> Callable[[Row], float | None]:
+    """The observer effect: probed run against the probes-off control run."""
+    def pct(row: Row) -> float | None:
+        probes = row.case.probes
+        overhead = probes.overhead if probes else None
+        return getattr(overhead, field) if overhead else None
+    return pct
+
+
+def _unicast(read: Callable[[Any], Any]) -> Callable[[Row], Any]:
+    return lambda row: read(row.case.unicast) if row.case.unicast else None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("run", lambda row: row.run),
+    Column("case", lambda row: row.case.id),
+    Column("status", lambda row: (row.case.status or Status.complete).value),
+    Column("sent", _unicast(lambda u: u.sent), count=True),
+    Column("received", _unicast(lambda u: u.received), count=True),
+    Column("errors", _unicast(lambda u: u.errors), count=True),
+    Column("throughput_per_s", _unicast(lambda u: u.throughput_per_s)),
+    Column("rtt_p50_us", _unicast(lambda u: u.rtt_us.p50)),
+    Column("rtt_p99_us", _unicast(lambda u: u.rtt_us.p99)),
+    Column("queue_p50_us", _unicast(lambda u: _p(u.queue_us, "p50"))),
+    Column("processing_p50_us", _unicast(lambda u: _p(u.processing_us, "p50"))),
+    Column("mc_sent", _mc_sum("sent"), count=True),
+    Column("mc_received", _mc_sum("received"), count=True),
+    Column("mc_lost", _mc_sum("lost"), count=True),
+    Column("mc_sk_drops", _mc_sum("sk_drops"), count=True),
+    Column("mc_latency_p50_us", _mc_latency_p50),
+    Column("probe_tput_pct", _overhead("throughput_pct")),
+    Column("probe_p50_pct", _overhead("p50_pct")),
+    Column("probe_mc_p50_pct", _overhead("multicast_latency_p50_pct")),
+)
+
+
+def load_summary(run_dir: Path) -> Summary:
+    return results.read_summary(run_dir)
+
+
+def case_rows(run_dir: Path, summary: Summary) -> list[dict[str, Any]]:
+    rows = [Row(run_dir.name, case) for case in summary.cases]
+    return [{c.name: c.value(row) for c in COLUMNS} for row in rows]
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=[c.name for c in COLUMNS])
     # counts stay integers next to the blanks of cases they do not apply to
-    df = df.astype({c: "Int64" for c in COUNT_COLUMNS})
+    df = df.astype({c.name: "Int64" for c in COLUMNS if c.count})
     return df.dropna(axis=1, how="all")
 
 
@@ -106,22 +136,21 @@ def _plot(df: pd.DataFrame, path: Path) -> bool:
 
 
 def write_report(run_dir: Path) -> Path:
-    summary = load_summary(run_dir)
-    df = _frame(case_rows(run_dir, summary))
-    head = (f"# nlperf report: {summary['scenario']}\n\n"
-            f"status **{summary['status']}** · target {summary['target']} · accel "
-            f"{summary['accel']} · kernel {summary['kernel']} · clocksource "
-            f"{summary['clocksource']} · nlperf {summary['nlperf_version']} · "
-            f"{summary['started']} → {summary['finished']}\n")
+    s = load_summary(run_dir)
+    df = _frame(case_rows(run_dir, s))
+    head = (f"# nlperf report: {s.scenario}\n\n"
+            f"status **{s.status.value}** · target {s.target} · accel {s.accel} · kernel "
+            f"{s.kernel} · clocksource {s.clocksource} · nlperf {s.nlperf_version} · "
+            f"{s.started} → {s.finished}\n")
     note = ("\nMeasured under software emulation (TCG): compare ratios within this run, not "
-            "absolute times.\n" if summary["accel"] == "tcg" else "")
+            "absolute times.\n" if s.accel == "tcg" else "")
     table = _markdown(df) if len(df) else "_no finished cases_"
     plotted = _plot(df, run_dir / "rtt.png")
     md = head + note + "\n## Cases\n\n" + table + "\n"
     if plotted:
         md += "\n![round trip per case](rtt.png)\n"
     (run_dir / "report.md").write_text(md)
-    body = (f"<h1>nlperf report: {html.escape(summary['scenario'])}</h1>"
+    body = (f"<h1>nlperf report: {html.escape(s.scenario)}</h1>"
             f"<p>{html.escape(head.splitlines()[2])}</p><p>{html.escape(note.strip())}</p>"
             + df.to_html(index=False, na_rep="", border=0)
             + ('<p><img src="rtt.png" alt="round trip per case"></p>' if plotted else ""))

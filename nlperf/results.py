@@ -1,7 +1,11 @@
-"""The run directory and the results contract (results/schema.json).
+"""The run directory and the results contract (nlperf/models.py → results/schema.json).
 
 A run directory is created once and never reused; every JSON file is written atomically so an
-interrupted run leaves the last complete summary, not a torn one.
+interrupted run leaves the last complete summary, not a torn one. ``RunFiles`` is the one
+writer of summary.json, env.json and probe-histograms.json: the outer ``nlperf run``.
+
+``python -m nlperf.results --schema`` prints the schema generated from the models; the
+checked-in results/schema.json must equal it (tests/test_results.py).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import datetime as dt
 import json
 import os
 import re
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,11 +23,22 @@ import jsonschema
 
 from nlperf import __version__
 from nlperf.errors import BadInput, RunFailed
-from nlperf.paths import RESULTS_DIR, SCHEMA
+from nlperf.models import (
+    Accel,
+    GroupResult,
+    Model,
+    Progress,
+    Status,
+    Summary,
+    Target,
+    summary_schema,
+)
+from nlperf.paths import RESULTS_DIR
 
 SUMMARY = "summary.json"
 ENV = "env.json"
 PROGRESS = "progress.jsonl"
+PROBE_HISTOGRAMS = "probe-histograms.json"  # {case id: [per probed repetition]}
 SCENARIO_COPY = "scenario.yaml"
 CONSOLE_LOG = "vm-console.log"
 
@@ -64,6 +80,8 @@ def create_run_dir(scenario_name: str, out: Path | None = None,
 
 
 def write_json(path: Path, data: Any) -> None:
+    if isinstance(data, Model):
+        data = data.document()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
@@ -78,46 +96,101 @@ def read_json(path: Path) -> Any:
         raise BadInput(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
 
 
-def new_summary(scenario: str, target: str, accel: str, kernel: str | None,
-                clocksource: str | None) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "scenario": scenario,
-        "status": "running",
-        "target": target,
-        "accel": accel,
-        "kernel": kernel,
-        "clocksource": clocksource,
-        "nlperf_version": __version__,
-        "started": now_iso(),
-        "finished": None,
-        "cases": [],
-    }
+def new_summary(scenario: str, target: Target, accel: Accel, kernel: str | None,
+                clocksource: str | None) -> Summary:
+    return Summary(schema_version=1, scenario=scenario, status=Status.running, target=target,
+                   accel=accel, kernel=kernel, clocksource=clocksource, nlperf_version=__version__,
+                   started=now_iso(), finished=None, cases=[])
 
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(SCHEMA.read_text())
+    schema = summary_schema()
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
 
-def validation_errors(summary: Any) -> list[str]:
+def validation_errors(summary: Summary | dict[str, Any]) -> list[str]:
     """Every way ``summary`` breaks the contract, as 'path: message' lines."""
-    errors = sorted(_validator().iter_errors(summary), key=lambda e: list(e.absolute_path))
+    doc = summary.document() if isinstance(summary, Summary) else summary
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
             for e in errors]
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+def write_summary(run_dir: Path, summary: Summary | dict[str, Any]) -> None:
     """Validate, then write: a summary that breaks the contract is a bug, never a result."""
-    problems = validation_errors(summary)
+    doc = summary.document() if isinstance(summary, Summary) else summary
+    problems = validation_errors(doc)
     if problems:
         raise RunFailed(f"summary breaks results/schema.json: {problems[0]}")
-    write_json(run_dir / SUMMARY, summary)
+    write_json(run_dir / SUMMARY, doc)
 
 
-def append_progress(run_dir: Path, record: dict[str, Any]) -> None:
+def read_summary(run_dir: Path) -> Summary:
+    """A run directory's summary, checked against the contract (bad input otherwise)."""
+    if not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: not a run directory")
+    path = run_dir / SUMMARY
+    doc = read_json(path)
+    problems = validation_errors(doc)
+    if problems:
+        raise BadInput(f"{path}: not a valid summary: {problems[0]}")
+    return Summary.model_validate(doc)
+
+
+def append_progress(run_dir: Path, record: Progress) -> None:
     with open(run_dir / PROGRESS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(record.model_dump_json() + "\n")
         f.flush()
+
+
+class RunFiles:
+    """The outer run's files, and their only writer: summary.json, env.json, probe-histograms.json.
+
+    Each group of cases (run natively, or in one VM boot) reports its latest GroupResult;
+    ``publish`` rewrites the three files from the summary's header and every group's result.
+    """
+
+    def __init__(self, run_dir: Path, summary: Summary) -> None:
+        self.run_dir, self.summary = run_dir, summary
+        self._groups: dict[int, GroupResult] = {}
+        write_summary(run_dir, summary)
+
+    def publish(self, slot: int, group: GroupResult) -> None:
+        """Group ``slot`` (its place in the run's plan) has results up to now."""
+        self._groups[slot] = group
+        groups = [self._groups[k] for k in sorted(self._groups)]
+        s = self.summary
+        s.cases = [c for g in groups for c in g.cases]
+        for g in groups:  # what the outer could not know before a guest reported
+            s.kernel = s.kernel or g.env.kernel
+            s.clocksource = s.clocksource or g.env.clocksource
+        write_summary(self.run_dir, s)
+        env = groups[0].env.model_copy(deep=True)
+        if len(groups) > 1:
+            env.more = [g.env for g in groups[1:]]
+        write_json(self.run_dir / ENV, env)
+        histograms = {cid: h for g in groups for cid, h in g.probe_histograms.items()}
+        if histograms:
+            write_json(self.run_dir / PROBE_HISTOGRAMS, histograms)
+
+    def finish(self, status: Status, error: str | None) -> None:
+        s = self.summary
+        s.status = status
+        s.finished = now_iso()
+        if error:
+            s.error = error
+        write_summary(self.run_dir, s)
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["--schema"]:
+        sys.stderr.write("usage: python -m nlperf.results --schema  (prints results/schema.json)\n")
+        return 2
+    sys.stdout.write(json.dumps(summary_schema(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,33 +1,36 @@
 """``nlperf run``: scenario → run directory → target (host or lab VM) → summary.
 
-The outer run owns the run directory and its final status. Cases are grouped by where they
-run — this host, or the lab VM with a given kernel (``target`` and ``kernel`` may be matrix
-keys: one VM boot per kernel). For a VM group it builds the module for the guest kernel, boots
-the VM and starts an inner ``nlperf run --target host`` there; internal flags hand over the
-run directory, the module path and the cases to run. The inner run appends its cases to the
-shared summary.json and progress lines to progress.jsonl, which the outer tails for its
-progress bar; then the outer finalises the summary.
+The outer run owns the run directory: it alone writes summary.json, env.json and
+probe-histograms.json (results.RunFiles) and decides the run's final status. Cases are
+grouped by where they run — this host, or the lab VM with a given kernel (``target`` and
+``kernel`` may be matrix keys: one VM boot per kernel). A host group runs in this process. For
+a VM group the outer builds the module for the guest kernel, writes one hand-off file and
+boots the VM (nlperf/handoff.py); the inner ``nlperf run --internal-handoff FILE`` there runs
+the cases into its own result file and appends progress lines to progress.jsonl. The outer
+tails progress.jsonl for its progress bar and merges the inner's result on every new line and
+once more when the VM stops.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nlperf import capabilities, kmod, results, scenario, signals
+from nlperf import capabilities, handoff, kmod, results, scenario, signals
+from nlperf.cases import OnRepetition, run_cases, runs_per_case
 from nlperf.errors import EXIT_INTERRUPTED, NlperfError
-from nlperf.measure import clocksource, env_facts, module_params, run_cases, runs_per_case
+from nlperf.measure import clocksource, env_facts
+from nlperf.models import GroupResult, Progress, Status
 from nlperf.targets import vm
 
 DEFAULT_TIMEOUT = 3600.0
-CASE_SEP = ";"  # case ids contain commas, never semicolons (results/schema.json)
 
 
 @dataclass
@@ -38,18 +41,14 @@ class RunRequest:
     out: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     probes: bool = True
-    # internal hand-off from the outer run on the host to the inner run in the VM
-    internal_run_dir: Path | None = None
-    internal_ko: Path | None = None
-    internal_target: str | None = None
-    internal_accel: str | None = None
-    internal_cases: str | None = None
+    # set only for the inner run in the lab VM: the outer run's hand-off file
+    internal_handoff: Path | None = None
 
 
 @dataclass
 class RunOutcome:
     run_dir: Path
-    status: str
+    status: Status
     exit_code: int
 
 
@@ -66,27 +65,48 @@ Say = Callable[[str], None]
 Bar = Any
 
 
-def _exit_for(status: str) -> int:
-    return {"complete": 0, "interrupted": signals.exit_status()}.get(status, 1)
+@dataclass
+class RunState:
+    """How a run, or one group of its cases, ended: the first thing that stopped it wins."""
+
+    status: Status = Status.complete
+    error: str | None = None
+
+    def stop(self, status: Status, error: str | None) -> None:
+        if self.status is Status.complete:
+            self.status, self.error = status, error
 
 
-def _finish(run_dir: Path, summary: dict[str, Any], status: str, error: str | None) -> None:
-    summary["status"] = status
-    summary["finished"] = results.now_iso()
-    if error:
-        summary["error"] = error
-    results.write_summary(run_dir, summary)
+@contextmanager
+def settles(state: RunState) -> Iterator[RunState]:
+    """The one place an exception becomes a run status.
+
+    Ctrl-C: interrupted; an nlperf error (the user's to fix, or a failed run): failed. Anything
+    else is a bug and goes on up (the CLI prints it as one line).
+    """
+    try:
+        yield state
+    except KeyboardInterrupt as e:
+        why = (f"stopped by {e.args[0]}" if isinstance(e, signals.Terminated)
+               else "interrupted by the user")
+        state.stop(Status.interrupted, why)
+    except NlperfError as e:
+        state.stop(Status.failed, str(e))
+
+
+def _exit_for(status: Status) -> int:
+    return {Status.complete: 0, Status.interrupted: signals.exit_status()}.get(status, 1)
 
 
 def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None = None
         ) -> RunOutcome:
     _, _, raw = scenario.load(req.scenario_path)
+    if req.internal_handoff is not None:
+        return run_inner(req.internal_handoff, raw, str(req.scenario_path))
     resolved = scenario.with_overrides(raw, target=req.target, kernel=req.kernel)
     if not req.probes:
         resolved.setdefault("probes", {})["enabled"] = False
     base, cases = scenario.expand(resolved, str(req.scenario_path))
-    if req.internal_run_dir is not None:
-        return _run_inner(req, cases)
     groups = plan(cases, req, say)
     run_dir = results.create_run_dir(base.name, req.out)
     (run_dir / results.SCENARIO_COPY).write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -97,26 +117,22 @@ def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None
     else:
         summary = results.new_summary(base.name, "host", vm.running_under(),
                                       platform.release(), clocksource())
-    results.write_summary(run_dir, summary)
+    files = results.RunFiles(run_dir, summary)
     bar = progress_factory(sum(runs_per_case(c) for c in cases)) if progress_factory else None
-    status, error = "complete", None
+    state = RunState()
     try:
-        for group in groups:
-            if group.target == "host":
-                status, error = _run_native(run_dir, summary, group, bar)
-            else:
-                summary, status, error = _run_in_vm(req, run_dir, summary, group, say, bar)
-            if status != "complete":
-                break
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user"
-    except NlperfError as e:
-        status, error = "failed", str(e)
+        with settles(state):
+            for slot, group in enumerate(groups):
+                run_group = _run_native if group.target == "host" else _run_in_vm
+                ended = run_group(req, files, slot, group, say, bar)
+                state.stop(ended.status, ended.error)
+                if state.status is not Status.complete:
+                    break
     finally:
         if bar is not None:
             bar.close()
-    _finish(run_dir, summary, status, error or summary.get("error"))
-    return RunOutcome(run_dir, status, _exit_for(status))
+    files.finish(state.status, state.error)
+    return RunOutcome(run_dir, state.status, _exit_for(state.status))
 
 
 def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
@@ -140,142 +156,126 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
     return list(groups.values())
 
 
-def _tick(bar: Bar) -> Callable[[dict[str, Any]], None] | None:
-    return (lambda _rec: bar.update(1)) if bar is not None else None
-
-
-def _run_native(run_dir: Path, summary: dict[str, Any], group: Group,
-                bar: Bar) -> tuple[str, str | None]:
-    release = platform.release()
-    ko = kmod.build(release, log=run_dir / "kmod-build.log")
-    return _execute(run_dir, summary, group.cases, ko, "host", vm.running_under(), _tick(bar))
-
-
-def _run_inner(req: RunRequest, cases: list[scenario.Case]) -> RunOutcome:
-    """Inside the VM: continue the summary the outer run started, for the cases handed over."""
-    assert req.internal_run_dir is not None and req.internal_ko is not None
-    run_dir = req.internal_run_dir
-    if req.internal_cases:
-        ids = req.internal_cases
-        if ids.startswith("@"):
-            ids = Path(ids[1:]).read_text().strip()
-        wanted = set(ids.split(CASE_SEP))
-        cases = [c for c in cases if c.id in wanted]
-        if len(cases) != len(wanted):
-            raise NlperfError(f"internal: cases {sorted(wanted)} not all in the scenario")
-    summary = results.read_json(run_dir / results.SUMMARY)
-    summary["kernel"] = summary.get("kernel") or platform.release()
-    summary["clocksource"] = summary.get("clocksource") or clocksource()
-    target, accel = req.internal_target or "host", req.internal_accel or "none"
-    status, error = _execute(run_dir, summary, cases, req.internal_ko, target, accel, None)
-    if error:
-        summary["error"] = error
-    results.write_summary(run_dir, summary)
-    return RunOutcome(run_dir, status, _exit_for(status))
-
-
-def _write_env(run_dir: Path, cases: list[scenario.Case], target: str, accel: str) -> None:
-    """env.json describes the first place the run executed; later groups are appended."""
-    env = env_facts(target, accel)
-    env["module_params"] = {c.id: module_params(c.scenario) for c in cases}
-    env["probes"] = {"attach": {}}  # filled in once probes are attached (measure.py)
-    path = run_dir / results.ENV
-    if path.exists():
-        first = results.read_json(path)
-        first.setdefault("more", []).append(env)
-        env = first
-    results.write_json(path, env)
-
-
-def _execute(run_dir: Path, summary: dict[str, Any], cases: list[scenario.Case], ko: Path,
-             target: str, accel: str, progress: Callable[[dict[str, Any]], None] | None
-             ) -> tuple[str, str | None]:
-    _write_env(run_dir, cases, target, accel)
-    status, error = "complete", None
+def _execute(cases: list[scenario.Case], ko: Path, result: GroupResult,
+             on_repetition: OnRepetition) -> RunState:
+    """Run ``cases`` here into ``result``; the module is unloaded whatever happens."""
+    state = RunState()
     try:
-        run_cases(cases, run_dir, summary, ko, progress)
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user"
-    except NlperfError as e:
-        status, error = "failed", str(e)
+        with settles(state):
+            run_cases(cases, ko, result, on_repetition)
     finally:
-        try:
+        with settles(state):
             kmod.unload()
-        except NlperfError as e:
-            status, error = "failed", error or str(e)
-    return status, error
+        result.status = state.status
+        if state.error:
+            result.error = state.error
+    return state
 
 
-def _run_in_vm(req: RunRequest, run_dir: Path, summary: dict[str, Any], group: Group,
-               say: Say, bar: Bar) -> tuple[dict[str, Any], str, str | None]:
+def _run_native(req: RunRequest, files: results.RunFiles, slot: int, group: Group, say: Say,
+                bar: Bar) -> RunState:
+    ko = kmod.build(platform.release(), log=files.run_dir / "kmod-build.log")
+    env = env_facts("host", vm.running_under(), group.cases)
+    result = GroupResult(status=Status.running, env=env, cases=[], probe_histograms={})
+
+    def on_repetition(line: Progress) -> None:
+        files.publish(slot, result)
+        results.append_progress(files.run_dir, line)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        return _execute(group.cases, ko, result, on_repetition)
+    finally:
+        files.publish(slot, result)
+
+
+def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcome:
+    """Inside the VM: run the handed-over cases into the inner result file, nothing else."""
+    h = handoff.read_handoff(handoff_file)
+    _, cases = scenario.expand(raw, source)
+    wanted = set(h.cases)
+    cases = [c for c in cases if c.id in wanted]
+    if len(cases) != len(wanted):
+        raise NlperfError(f"internal: cases {sorted(wanted)} not all in the scenario")
+    out = h.run_dir / h.result
+    result = GroupResult(status=Status.running, env=env_facts(h.target, h.accel, cases),
+                         cases=[], probe_histograms={})
+    handoff.write_result(out, result)
+
+    def on_repetition(line: Progress) -> None:
+        handoff.write_result(out, result)  # before the progress line the outer acts on
+        results.append_progress(h.run_dir, line)
+
+    try:
+        state = _execute(cases, h.ko, result, on_repetition)
+    finally:
+        handoff.write_result(out, result)
+    return RunOutcome(h.run_dir, state.status, _exit_for(state.status))
+
+
+def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group, say: Say,
+               bar: Bar) -> RunState:
     kernel = group.kernel
     assert kernel is not None
+    run_dir = files.run_dir
     accel = vm.accel()
     say(f"building the module for {kernel.release}")
     ko = kmod.build(kernel.release, log=run_dir / "kmod-build.log")
-    # the case list goes in a file: the guest command travels on the kernel command line,
-    # which is limited to 2048 bytes
-    cases_file = run_dir / f".cases-{kernel.release}"
-    cases_file.write_text(CASE_SEP.join(c.id for c in group.cases))
-    inner = [str(vm.venv_bin() / "nlperf"), "run", str(run_dir / results.SCENARIO_COPY),
-             "--target", "host", "--no-report", "--internal-run-dir", str(run_dir),
-             "--internal-ko", str(ko), "--internal-target", "vm", "--internal-accel", accel,
-             "--internal-cases", f"@{cases_file}"]
-    if not req.probes:
-        inner.append("--no-probes")
+    handoff_file, result_file = handoff.write_handoff(run_dir, kernel.release, ko, "vm", accel,
+                                                      [c.id for c in group.cases])
+    inner = handoff.inner_command(vm.venv_bin() / "nlperf", run_dir / results.SCENARIO_COPY,
+                                  handoff_file)
     console = run_dir / results.CONSOLE_LOG
+    files.summary.target, files.summary.accel = "vm", accel
+
+    def merge(final: bool = False) -> GroupResult | None:
+        got = handoff.read_result(result_file, final=final)
+        if got is not None:
+            files.publish(slot, got)
+        return got
+
     say(f"booting the lab VM ({kernel.release}, {accel}); console: {console}")
-    tail = _ProgressTail(run_dir / results.PROGRESS, bar)
-    before = len(summary["cases"])
+    tail = _ProgressTail(run_dir / results.PROGRESS, bar, merge)
+    state = RunState()
     rc: int | None = None
-    error: str | None = None
-    status = "failed"
-    try:
-        rc = vm.boot(kernel, shlex.join(inner), rwdirs=[run_dir], timeout=req.timeout,
-                     console=console, on_tick=tail.poll)
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user"
-    except NlperfError as e:
-        error = str(e)
-    finally:
-        tail.poll()
-    inner_summary = _read_summary(run_dir)
-    if inner_summary is not None:
-        summary = inner_summary
-    if rc is not None:
-        ran = summary["cases"][before:]
-        done = len(ran) == len(group.cases) and all(c.get("status") == "complete"
-                                                    for c in ran)
-        if rc == 0 and done:
-            status = "complete"
-        else:
-            status = "interrupted" if rc == EXIT_INTERRUPTED else "failed"
-            error = summary.get("error") or (
-                f"the run inside the VM stopped (exit {rc}) before finishing; see {console}")
-    summary["target"], summary["accel"] = "vm", accel
-    return summary, status, error
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((run_dir / results.SUMMARY).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    with settles(state):
+        try:
+            rc = vm.boot(kernel, shlex.join(inner), rwdirs=[run_dir], timeout=req.timeout,
+                         console=console, on_tick=tail.poll)
+        finally:
+            tail.poll()
+    with settles(state):
+        got = merge(final=True)
+        if rc is not None:
+            ran = got.cases if got is not None else []
+            done = len(ran) == len(group.cases) and all(c.status is Status.complete
+                                                        for c in ran)
+            if rc != 0 or not done:
+                inner_error = got.error if got is not None else None
+                state.stop(Status.interrupted if rc == EXIT_INTERRUPTED else Status.failed,
+                           inner_error or f"the run inside the VM stopped (exit {rc}) before "
+                                          f"finishing; see {console}")
+    return state
 
 
 class _ProgressTail:
-    """Follows progress.jsonl written by the inner run and advances the bar."""
+    """Follows progress.jsonl written by the inner run: advances the bar, merges its result."""
 
-    def __init__(self, path: Path, bar: Bar) -> None:
-        self.path, self.bar = path, bar
-        self.seen = len(path.read_text().splitlines()) if path.exists() else 0
+    def __init__(self, path: Path, bar: Bar, on_new: Callable[[], object]) -> None:
+        self.path, self.bar, self.on_new = path, bar, on_new
+        self.seen = self._count()
+
+    def _count(self) -> int:
+        try:
+            return len(self.path.read_text().splitlines())
+        except FileNotFoundError:
+            return 0
 
     def poll(self) -> None:
-        if self.bar is None or not self.path.exists():
-            return
-        lines = self.path.read_text().splitlines()
-        new = len(lines) - self.seen
+        new = self._count() - self.seen
         if new > 0:
-            self.bar.update(new)
-            self.seen = len(lines)
+            self.seen += new
+            if self.bar is not None:
+                self.bar.update(new)
+            self.on_new()

@@ -11,25 +11,23 @@ import random
 
 import numpy as np
 
+from nlperf.models import Latency
+
 DEFAULT_CAPACITY = 1 << 20
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 
 def latency_block(values: np.ndarray | list[int], scale: float = 1.0, *, count: int | None = None,
                   total: int | None = None,
-                  maximum: int | None = None) -> dict[str, float | int | None]:
+                  maximum: int | None = None) -> Latency:
     arr = np.asarray(values, dtype=np.float64)
     n = int(count if count is not None else arr.size)
     if arr.size == 0:
-        return {"count": n, "mean": None, "p50": None, "p90": None, "p99": None, "p999": None,
-                "max": None}
-    out: dict[str, float | int | None] = {"count": n}
+        return Latency(count=n, mean=None, p50=None, p90=None, p99=None, p999=None, max=None)
     mean = (total / n) if total is not None and n else float(arr.mean())
-    out["mean"] = round(mean / scale, 3)
-    for key, q in PERCENTILES.items():
-        out[key] = round(float(np.percentile(arr, q)) / scale, 3)
-    out["max"] = round((maximum if maximum is not None else float(arr.max())) / scale, 3)
-    return out
+    pct = {key: round(float(np.percentile(arr, q)) / scale, 3) for key, q in PERCENTILES.items()}
+    return Latency(count=n, mean=round(mean / scale, 3), **pct,
+                   max=round((maximum if maximum is not None else float(arr.max())) / scale, 3))
 
 
 class StampLog:

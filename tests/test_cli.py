@@ -13,13 +13,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from nlperf import metrics, results
 from nlperf.errors import EXIT_BAD_INPUT
+from nlperf.models import Case, Latency, Repetition, Status, Unicast
 
 NLPERF = Path(sys.executable).parent / "nlperf"
 if not NLPERF.exists():  # pytest run from another interpreter: the project's venv
@@ -160,7 +160,7 @@ def test_kmod_load_bad_param(kmod_runs: dict[str, subprocess.CompletedProcess[st
 # --- reports and comparisons from a fabricated run ----------------------------------------------
 
 
-def latency(values: list[int]) -> dict[str, Any]:
+def latency(values: list[int]) -> Latency:
     from nlperf.samples import latency_block
 
     return latency_block(values, 1000.0)
@@ -170,17 +170,14 @@ def make_run(parent: Path, name: str, rtt_ns: list[int], *, with_multicast: bool
              ) -> Path:
     run_dir = results.create_run_dir(name, out=parent / name)
     summary = results.new_summary(name, "vm", "tcg", "6.1.0-56-amd64", "tsc")
-    unicast = {"sent": len(rtt_ns), "received": len(rtt_ns), "errors": 0, "timeouts": 0,
-               "throughput_per_s": 1000.0, "elapsed_s": len(rtt_ns) / 1000,
-               "rtt_us": latency(rtt_ns), "queue_us": latency([x // 10 for x in rtt_ns]),
-               "processing_us": latency([x // 5 for x in rtt_ns])}
-    cases: list[dict[str, Any]] = []
     for cid, scale in (("mode=callback", 1), ("mode=kthread", 3)):
-        u = json.loads(json.dumps(unicast))
-        u["rtt_us"] = latency([x * scale for x in rtt_ns])
-        case: dict[str, Any] = {"id": cid, "params": {"module.mode": cid.split("=")[1]},
-                                "status": "complete", "repetitions": [{"index": 0, "unicast": u}],
-                                "unicast": u}
+        u = Unicast(sent=len(rtt_ns), received=len(rtt_ns), errors=0, timeouts=0,
+                    throughput_per_s=1000.0, elapsed_s=len(rtt_ns) / 1000,
+                    rtt_us=latency([x * scale for x in rtt_ns]),
+                    queue_us=latency([x // 10 for x in rtt_ns]),
+                    processing_us=latency([x // 5 for x in rtt_ns]))
+        case = Case(id=cid, params={"module.mode": cid.split("=")[1]}, status=Status.complete,
+                    repetitions=[Repetition(index=0, unicast=u)], unicast=u)
         if with_multicast:
             from types import SimpleNamespace
 
@@ -190,11 +187,10 @@ def make_run(parent: Path, name: str, rtt_ns: list[int], *, with_multicast: bool
             recs[:, 4] = [4000, 5000, 6000]
             r = SimpleNamespace(id="r0.0", groups=[1], received=90, enobufs=1, sk_drops=10,
                                 seq_gaps=10, records=recs)
-            case["multicast"] = metrics.multicast_block("generator", {1: 100}, [r])
-        cases.append(case)
-    summary["cases"] = cases
-    summary["status"] = "complete"
-    summary["finished"] = results.now_iso()
+            case.multicast = metrics.multicast_block("generator", {1: 100}, [r])
+        summary.cases.append(case)
+    summary.status = Status.complete
+    summary.finished = results.now_iso()
     results.write_summary(run_dir, summary)
     return run_dir
 
@@ -245,6 +241,27 @@ def test_compare_csv_and_json(tmp_path: Path) -> None:
     p = procs["md"]
     assert p.returncode == 0
     assert p.stdout.splitlines()[0].startswith("| run | case |")
+
+
+# what `nlperf compare --format csv` printed at c7cf7ae for tests/data/summary-c7cf7ae.json
+COMPARE_C7CF7AE = """\
+run,case,status,sent,received,errors,throughput_per_s,rtt_p50_us,rtt_p99_us,queue_p50_us,\
+processing_p50_us,mc_sent,mc_received,mc_lost,mc_sk_drops,mc_latency_p50_us,probe_tput_pct,\
+probe_p50_pct,probe_mc_p50_pct
+old,"mode=callback,traffic=unicast",complete,600,600,0,10953.7,255.72,1483.926,14.161,1.943,,,,,,\
+-54.28,114.96,
+old,"mode=callback,traffic=multicast",complete,,,,,,,,,4010,961,3049,3049,20749.539,,,-22.48
+"""
+
+
+def test_compare_a_run_written_by_earlier_code(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    fixture = Path(__file__).resolve().parent / "data" / "summary-c7cf7ae.json"
+    (old / "summary.json").write_text(fixture.read_text())
+    p = nlperf("compare", old, "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == COMPARE_C7CF7AE
 
 
 def test_compare_refuses_non_run_dirs(tmp_path: Path) -> None:

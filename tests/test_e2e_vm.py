@@ -57,6 +57,13 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     assert len((out / "progress.jsonl").read_text().splitlines()) == 16
     assert env["probes"]["attach"]["netlink_unicast"].startswith(("fentry", "kprobe"))
     assert (out / "report.md").exists() and (out / "report.html").exists()
+    # the hand-off: one file in, one file back, merged by the outer run
+    (handoff,) = out.glob(".handoff-*.json")
+    (inner,) = out.glob(".inner-*.json")
+    assert json.loads(handoff.read_text())["cases"] == [c["id"] for c in summary["cases"]]
+    inner_result = json.loads(inner.read_text())
+    assert inner_result["status"] == "complete"
+    assert inner_result["cases"] == summary["cases"] and inner_result["env"] == env
     cases = {c["id"]: c for c in summary["cases"]}
     assert set(cases) == {f"mode={m},traffic={t}" for m in ("callback", "kthread")
                           for t in ("unicast", "multicast")}
@@ -123,4 +130,31 @@ def test_ctrl_c_stops_cleanly_with_status_interrupted(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert results.validation_errors(summary) == []
+    assert not _qemu_running(out)
+
+
+def test_ctrl_c_after_some_repetitions_keeps_them(tmp_path: Path) -> None:
+    """The repetitions that finished in the VM survive, merged into the outer summary."""
+    scen = tmp_path / "many.yaml"
+    scen.write_text("name: many\nrepetitions: 20\nwarmup: {messages: 10}\n"
+                    "unicast: {count: 500}\nprobes: {enabled: false}\n")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([NLPERF, "run", str(scen), "--target", "vm", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = out / "progress.jsonl"
+    deadline = time.monotonic() + 600
+    while not (progress.exists() and progress.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None, "no repetition finished"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert results.validation_errors(summary) == []
+    assert (summary["status"], summary["error"]) == ("interrupted", "interrupted by the user")
+    (case,) = summary["cases"]
+    assert 1 <= len(case["repetitions"]) < 20
+    assert case["status"] == "failed"  # never finished: the guest was killed mid-case
+    assert all(r["unicast"]["sent"] == 500 for r in case["repetitions"])  # each one whole
     assert not _qemu_running(out)

@@ -1,11 +1,14 @@
 """Run directories are never reused; summaries are validated against the contract and written
-atomically; a summary assembled by the real metric functions satisfies the contract."""
+atomically; a summary assembled by the real metric functions satisfies the contract; the
+schema is generated from the models; a summary written by earlier code still loads."""
 
 from __future__ import annotations
 
 import copy
 import datetime as real_dt
 import json
+import subprocess
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -13,15 +16,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlperf import metrics, results, wire
+from nlperf import metrics, models, results, wire
 from nlperf.errors import EXIT_BAD_INPUT, BadInput, RunFailed
 from nlperf.measure import RepResult, pool_case
+from nlperf.models import Status
 from nlperf.samples import StampLog
 from nlperf.scenario import expand
 from nlperf.workloads.multicast import ReceiverResult
 from nlperf.workloads.unicast import SenderResult
 
-SCHEMA = Path(__file__).resolve().parent.parent / "results" / "schema.json"
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "results" / "schema.json"
+# summary.json of tests/data/e2e.yaml (first two cases) as written by commit c7cf7ae, before the
+# typed models: real probes, module and multicast blocks from a lab VM run
+SUMMARY_C7CF7AE = ROOT / "tests" / "data" / "summary-c7cf7ae.json"
 
 
 # --- run directories ---------------------------------------------------------------------------
@@ -141,7 +149,7 @@ def receiver_result(rid: str, groups: list[int], received: int) -> ReceiverResul
                           seq_gaps=3, records=recs)
 
 
-def realistic_summary() -> dict[str, Any]:
+def realistic_summary() -> models.Summary:
     raw = {"name": "realistic", "repetitions": 2, "unicast": {"count": 400},
            "multicast": {"source": "relay", "count": 100, "groups": [1, 2],
                          "receivers": [{"count": 2, "groups": [1, 2]}, {"groups": [2]}]},
@@ -155,50 +163,60 @@ def realistic_summary() -> dict[str, Any]:
             recvs = [receiver_result("r0.0", [1, 2], 200), receiver_result("r0.1", [1, 2], 197),
                      receiver_result("r1.0", [2], 101)]
             sent_by_group = {1: 101, 2: 101}
-            block: dict[str, Any] = {"index": r, "duration_s": 0.25}
-            block["unicast"] = metrics.unicast_block(senders, timed=True)
-            block["multicast"] = metrics.multicast_block("relay", sent_by_group, recvs)
-            block["module"] = module_stats(400, sent_by_group)
-            block["sched"] = {"senders": senders[0].ctx}
+            block = models.Repetition(
+                index=r, duration_s=0.25,
+                unicast=metrics.unicast_block(senders, timed=True),
+                multicast=metrics.multicast_block("relay", sent_by_group, recvs),
+                module=models.Module.model_validate(module_stats(400, sent_by_group)),
+                sched=models.Sched(senders=models.CtxSwitches.model_validate(senders[0].ctx)))
             rep = RepResult(block, unicast_records=senders[0].records,
                             receiver_latency={x.id: x.records[:, 4] - x.records[:, 3]
                                               for x in recvs if x.records is not None})
             reps.append(rep)
-        entry = {"id": case.id, "params": case.params, "status": "complete",
-                 "repetitions": [x.block for x in reps]}
-        entry.update(pool_case(case, reps))
-        summary["cases"].append(entry)
-    summary["status"] = "complete"
-    summary["finished"] = results.now_iso()
+        entry = models.Case(id=case.id, params=case.params, status=Status.complete,
+                            repetitions=[x.block for x in reps])
+        entry.take(pool_case(case, reps))
+        summary.cases.append(entry)
+    summary.status = Status.complete
+    summary.finished = results.now_iso()
     return summary
 
 
 def test_realistic_summary_validates() -> None:
     summary = realistic_summary()
     assert results.validation_errors(summary) == []
-    # and survives the JSON round trip unchanged
-    assert results.validation_errors(json.loads(json.dumps(summary))) == []
-    case = summary["cases"][0]
-    assert case["unicast"]["sent"] == 800  # two repetitions pooled
-    assert case["module"]["received"] == 800
-    r00 = case["multicast"]["receivers"][0]
-    assert (r00["sent"], r00["received"], r00["lost"]) == (404, 400, 4)
-    r10 = case["multicast"]["receivers"][2]
-    assert (r10["sent"], r10["received"], r10["lost"]) == (202, 202, 0)
+    # and survives the JSON round trip unchanged, through the models too
+    doc = json.loads(json.dumps(summary.document()))
+    assert results.validation_errors(doc) == []
+    assert models.Summary.model_validate(doc).document() == doc
+    case = summary.cases[0]
+    assert case.unicast is not None and case.unicast.sent == 800  # two repetitions pooled
+    assert case.module is not None and case.module.received == 800
+    assert case.multicast is not None
+    r00 = case.multicast.receivers[0]
+    assert (r00.sent, r00.received, r00.lost) == (404, 400, 4)
+    r10 = case.multicast.receivers[2]
+    assert (r10.sent, r10.received, r10.lost) == (202, 202, 0)
+    # the repetition blocks are the ones the lab writes, and only those
+    assert list(doc["cases"][0]["repetitions"][0]) == ["index", "duration_s", "unicast",
+                                                       "multicast", "module", "sched"]
+    assert list(doc["cases"][0]) == ["id", "params", "status", "repetitions", "unicast",
+                                     "multicast", "module"]
 
 
 def test_realistic_summary_against_schema_file_directly() -> None:
     import jsonschema
 
     schema = json.loads(SCHEMA.read_text())
-    jsonschema.validate(realistic_summary(), schema)
+    jsonschema.validate(realistic_summary().document(), schema)
 
 
 # --- validation and writing ----------------------------------------------------------------------
 
 
 def minimal_summary() -> dict[str, Any]:
-    s = results.new_summary("t", "host", "none", "6.1.0", None)
+    """The document of the smallest valid summary (contract violations are made on it)."""
+    s = results.new_summary("t", "host", "none", "6.1.0", None).document()
     s["cases"].append({"id": "default", "params": {}, "repetitions": [{"index": 0}]})
     return s
 
@@ -237,6 +255,8 @@ VIOLATIONS = {
         "sent": 1, "received": 1, "errors": 0, "throughput_per_s": 1.0,
         "rtt_us": {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None,
                    "p999": None, "max": None, "p95": 1.0}}),
+    "block-null": _set("cases/0/unicast", None),
+    "repetition-module-not-object": _set("cases/0/repetitions/0/module", [1]),
     "receiver-group-33": _set("cases/0/multicast", {"sent_by_group": {}, "receivers": [
         {"id": "r", "groups": [33], "sent": 0, "received": 0, "lost": 0, "enobufs": 0,
          "sk_drops": None, "latency_us": {"count": 0, "mean": None, "p50": None, "p90": None,
@@ -267,7 +287,8 @@ def test_write_summary_refuses_contract_violations(tmp_path: Path, mutate: Any) 
 def test_write_summary_round_trips(tmp_path: Path) -> None:
     summary = realistic_summary()
     results.write_summary(tmp_path, summary)
-    assert results.read_json(tmp_path / results.SUMMARY) == summary
+    assert results.read_json(tmp_path / results.SUMMARY) == summary.document()
+    assert results.read_summary(tmp_path) == summary
     assert [p.name for p in tmp_path.iterdir()] == [results.SUMMARY]  # no temp file left
 
 
@@ -314,14 +335,123 @@ def test_read_json_errors_are_bad_input(tmp_path: Path) -> None:
 
 def test_append_progress_is_jsonl(tmp_path: Path) -> None:
     for i in range(3):
-        results.append_progress(tmp_path, {"done": i + 1, "total": 3})
+        results.append_progress(tmp_path, models.Progress(case=0, cases=1, id="default", rep=i,
+                                                          control=False, done=i + 1, total=3))
     lines = (tmp_path / results.PROGRESS).read_text().splitlines()
     assert [json.loads(x)["done"] for x in lines] == [1, 2, 3]
 
 
 def test_new_summary_fields() -> None:
     s = results.new_summary("x", "host", "none", None, None)
-    assert s["status"] == "running" and s["finished"] is None and s["cases"] == []
-    started = real_dt.datetime.fromisoformat(s["started"])
+    assert s.status is Status.running and s.finished is None and s.cases == []
+    assert s.document()["finished"] is None  # null, not absent: the contract requires the key
+    started = real_dt.datetime.fromisoformat(s.started)
     assert started.tzinfo is not None
     assert abs((real_dt.datetime.now(real_dt.UTC) - started).total_seconds()) < 60
+
+
+# --- one declaration: the models, the generated schema, summaries from earlier code -------------
+
+
+def test_schema_file_is_generated_from_the_models() -> None:
+    """results/schema.json is `python -m nlperf.results --schema`, never edited by hand."""
+    generated = json.dumps(models.summary_schema(), indent=2) + "\n"
+    assert SCHEMA.read_text() == generated
+    p = subprocess.run([sys.executable, "-m", "nlperf.results", "--schema"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == generated
+
+
+def test_schema_is_2020_12_and_keeps_the_contract() -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["required"] == ["schema_version", "scenario", "status", "target", "accel",
+                                  "kernel", "clocksource", "nlperf_version", "started",
+                                  "finished", "cases"]
+    assert schema["properties"]["status"] == {"$ref": "#/$defs/Status"}
+    assert schema["$defs"]["Status"]["enum"] == ["running", "complete", "interrupted", "failed"]
+    assert schema["$defs"]["Latency"]["required"] == ["count", "mean", "p50", "p90", "p99",
+                                                      "p999", "max"]
+    # blocks are absent when they do not apply, never null
+    assert schema["$defs"]["Case"]["properties"]["unicast"] == {"$ref": "#/$defs/Unicast"}
+    # the probes and module blocks keep keys their producers add
+    assert schema["$defs"]["Probes"]["additionalProperties"] is True
+    assert schema["$defs"]["Module"]["additionalProperties"] is True
+
+
+def test_summary_written_by_c7cf7ae_still_loads_unchanged(tmp_path: Path) -> None:
+    doc = json.loads(SUMMARY_C7CF7AE.read_text())
+    assert results.validation_errors(doc) == []
+    summary = models.Summary.model_validate(doc)
+    assert summary.document() == doc  # every key kept, none added, nulls where they were
+    unicast, multicast = summary.cases
+    assert unicast.id == "mode=callback,traffic=unicast"
+    assert unicast.unicast is not None and unicast.unicast.sent == 600
+    assert unicast.control is not None and len(unicast.control.repetitions) == 2
+    assert unicast.probes is not None and unicast.probes.overhead is not None
+    assert (unicast.probes.overhead.throughput_pct, unicast.probes.overhead.p50_pct) == (
+        -54.28, 114.96)
+    probes = unicast.repetitions[0].probes
+    assert probes is not None and probes.timing is True
+    # keys of the probes block that the model does not name are kept as they came
+    assert probes.model_extra is not None
+    assert probes.model_extra["netlink_unicast"]["by_direction"]["to_kernel"]["calls"] == 150
+    assert multicast.multicast is not None and multicast.module is not None
+    assert [(r.sent, r.received, r.lost, r.sk_drops) for r in multicast.multicast.receivers] == [
+        (1604, 79, 1525, 1525), (1604, 80, 1524, 1524), (802, 802, 0, 0)]
+    assert multicast.module.mode == "callback"
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    (run_dir / results.SUMMARY).write_text(SUMMARY_C7CF7AE.read_text())
+    assert results.read_summary(run_dir) == summary
+    results.write_summary(tmp_path, summary)  # and it is written again as it was
+    assert json.loads((tmp_path / results.SUMMARY).read_text()) == doc
+
+
+# --- the outer run's files: one writer, merging every group ------------------------------------
+
+
+def _group(kernel: str, clocksource: str | None, case_ids: list[str],
+           histograms: dict[str, list[dict[str, Any]]] | None = None) -> models.GroupResult:
+    env = models.Env(kernel=kernel, target="vm", accel="tcg", clocksource=clocksource, cpus=2,
+                     nlperf_version="0.1.0", python="3.11.2",
+                     module_params={c: {"mode": "callback"} for c in case_ids},
+                     probes=models.EnvProbes(attach={"netlink_unicast": "fentry/fexit"}))
+    cases = [models.Case(id=c, params={}, status=Status.complete,
+                         repetitions=[models.Repetition(index=0)]) for c in case_ids]
+    return models.GroupResult(status=Status.complete, env=env, cases=cases,
+                              probe_histograms=histograms or {})
+
+
+def test_run_files_merge_groups_in_plan_order(tmp_path: Path) -> None:
+    summary = results.new_summary("s", "vm", "tcg", "6.1.0-56-amd64", None)
+    files = results.RunFiles(tmp_path, summary)
+    assert results.read_json(tmp_path / results.SUMMARY)["cases"] == []
+    assert not (tmp_path / results.ENV).exists()
+    files.publish(0, _group("6.1.0-56-amd64", "tsc", []))  # the guest started: no case yet
+    on_disk = results.read_json(tmp_path / results.SUMMARY)
+    assert on_disk["cases"] == [] and on_disk["clocksource"] == "tsc"  # the guest's
+    files.publish(0, _group("6.1.0-56-amd64", "tsc", ["kernel=6.1"]))  # replaces, not appends
+    files.publish(1, _group("6.12.9-amd64", "hpet", ["kernel=6.12"],
+                            {"kernel=6.12": [{"rows": {}}]}))
+    on_disk = results.read_json(tmp_path / results.SUMMARY)
+    assert [c["id"] for c in on_disk["cases"]] == ["kernel=6.1", "kernel=6.12"]
+    assert (on_disk["kernel"], on_disk["clocksource"]) == ("6.1.0-56-amd64", "tsc")
+    env = results.read_json(tmp_path / results.ENV)
+    assert env["kernel"] == "6.1.0-56-amd64" and env["probes"] == {
+        "attach": {"netlink_unicast": "fentry/fexit"}}
+    assert [m["kernel"] for m in env["more"]] == ["6.12.9-amd64"]
+    assert results.read_json(tmp_path / results.PROBE_HISTOGRAMS) == {
+        "kernel=6.12": [{"rows": {}}]}
+    files.finish(Status.failed, "the lab VM did not finish within 8 s")
+    on_disk = results.read_json(tmp_path / results.SUMMARY)
+    assert (on_disk["status"], on_disk["error"]) == ("failed",
+                                                     "the lab VM did not finish within 8 s")
+    assert on_disk["finished"] is not None
+    assert results.validation_errors(on_disk) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        results.ENV, results.PROBE_HISTOGRAMS, results.SUMMARY]

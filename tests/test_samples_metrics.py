@@ -100,7 +100,7 @@ def test_components_arithmetic() -> None:
 
 
 def test_latency_block_known_values() -> None:
-    b = latency_block(list(range(1, 1001)))
+    b = latency_block(list(range(1, 1001))).document()
     # linear interpolation between order statistics of 1..1000
     assert b == {"count": 1000, "mean": 500.5, "p50": 500.5, "p90": 900.1, "p99": 990.01,
                  "p999": 999.001, "max": 1000.0}
@@ -110,18 +110,18 @@ def test_latency_block_scales_and_matches_numpy() -> None:
     rng = np.random.default_rng(7)
     ns = rng.lognormal(mean=10, sigma=1, size=5000).astype(np.int64)
     b = latency_block(ns, 1000.0)
-    assert b["count"] == 5000
+    assert b.count == 5000
     for key, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9)):
-        assert b[key] == pytest.approx(np.percentile(ns, q) / 1000, abs=1e-3)
-    assert b["mean"] == pytest.approx(ns.mean() / 1000, abs=1e-3)
-    assert b["max"] == pytest.approx(ns.max() / 1000, abs=1e-3)
-    assert b["p50"] <= b["p90"] <= b["p99"] <= b["p999"] <= b["max"]  # type: ignore[operator]
+        assert getattr(b, key) == pytest.approx(np.percentile(ns, q) / 1000, abs=1e-3)
+    assert b.mean == pytest.approx(ns.mean() / 1000, abs=1e-3)
+    assert b.max == pytest.approx(ns.max() / 1000, abs=1e-3)
+    assert b.p50 <= b.p90 <= b.p99 <= b.p999 <= b.max  # type: ignore[operator]
 
 
 def test_latency_block_empty() -> None:
     b = latency_block([], 1000.0)
-    assert b["count"] == 0
-    assert all(b[k] is None for k in ("mean", "p50", "p90", "p99", "p999", "max"))
+    assert b.count == 0
+    assert all(getattr(b, k) is None for k in ("mean", "p50", "p90", "p99", "p999", "max"))
 
 
 # --- unicast / multicast blocks and pooling ----------------------------------------------------
@@ -143,7 +143,7 @@ def test_unicast_block_pools_senders() -> None:
                errnos={"ENOBUFS": 2}, timeouts=0)
     b = sender(50, 50, 1_000_000_000, [4000, 5000], errnos={"ENOBUFS": 1, "EPERM": 3},
                timeouts=1)
-    block = metrics.unicast_block([a, b], timed=True)
+    block = metrics.unicast_block([a, b], timed=True).document()
     assert block["sent"] == 150 and block["received"] == 148
     assert block["errors"] == 2 and block["timeouts"] == 1
     assert block["errnos"] == {"ENOBUFS": 3, "EPERM": 3}
@@ -157,11 +157,15 @@ def test_unicast_block_pools_senders() -> None:
     assert block["kernel_to_user_us"]["max"] == 1.25
     for key in ("queue_us", "processing_us"):
         assert block[key]["count"] == 5
+    # what a closed-loop block holds, and nothing else (no open-loop rate keys)
+    assert list(block) == ["sent", "received", "errors", "timeouts", "throughput_per_s",
+                           "elapsed_s", "errnos", "rtt_us", "user_to_kernel_us", "queue_us",
+                           "processing_us", "kernel_to_user_us"]
 
 
 def test_unicast_block_sink_without_replies() -> None:
     a = sender(1000, 0, 500_000_000, [])
-    block = metrics.unicast_block([a], timed=False)
+    block = metrics.unicast_block([a], timed=False).document()
     assert block["throughput_per_s"] == 2000.0  # what was sent, since nothing came back
     assert block["rtt_us"]["count"] == 0 and block["rtt_us"]["p50"] is None
     assert "queue_us" not in block
@@ -171,7 +175,7 @@ def test_unicast_block_open_loop_rates() -> None:
     a = sender(10, 10, 10**9, [1000], achieved_rate=10.0, max_backlog=3)
     b = sender(20, 20, 10**9, [1000], achieved_rate=20.0, max_backlog=7)
     block = metrics.unicast_block([a, b], timed=True)
-    assert block["achieved_rate_per_s"] == 30.0 and block["max_backlog"] == 7
+    assert block.achieved_rate_per_s == 30.0 and block.max_backlog == 7
 
 
 def test_pool_unicast_sums_repetitions() -> None:
@@ -179,7 +183,7 @@ def test_pool_unicast_sums_repetitions() -> None:
                                                                     [3000] * 1, timeouts=4)]
     blocks = [metrics.unicast_block([r], timed=True) for r in reps]
     pooled = metrics.pool_unicast(blocks, [r.records for r in reps if r.records is not None],
-                                  timed=True)
+                                  timed=True).document()
     assert (pooled["sent"], pooled["received"], pooled["errors"], pooled["timeouts"]) == (
         300, 290, 10, 4)
     assert pooled["elapsed_s"] == 4.0
@@ -204,7 +208,7 @@ def test_multicast_block_loss_per_receiver_counts_only_its_groups() -> None:
           receiver("r1.0", [2, 3], 400, [1000], enobufs=2, sk_drops=170, seq_gaps=170),
           receiver("r2.0", [1, 2], 1200, [], sk_drops=None),
           receiver("r3.0", [4], 0, [])]
-    block = metrics.multicast_block("relay", sent, rs)
+    block = metrics.multicast_block("relay", sent, rs).document()
     assert block["source"] == "relay"
     assert block["sent_by_group"] == {"1": 1000, "2": 500, "3": 70}
     by_id = {r["id"]: r for r in block["receivers"]}
@@ -229,7 +233,7 @@ def test_pool_multicast_sums_repetitions() -> None:
         receiver("r1.0", [2], 55, [], sk_drops=None)])
     lat = {"r0.0": [np.array([1000, 3000]), np.array([5000])], "r1.0": [np.array([2000]),
                                                                       np.array([])]}
-    pooled = metrics.pool_multicast([rep1, rep2], lat)
+    pooled = metrics.pool_multicast([rep1, rep2], lat).document()
     assert pooled["source"] == "generator"
     assert pooled["sent_by_group"] == {"1": 200, "2": 110}
     r0, r1 = pooled["receivers"]
@@ -311,5 +315,5 @@ def test_simple_namespace_receivers_work_too() -> None:
     r = SimpleNamespace(id="x", groups=[1], received=3, enobufs=0, sk_drops=None, seq_gaps=0,
                         records=None)
     block = metrics.multicast_block("generator", {1: 5}, [r])
-    assert block["receivers"][0]["lost"] == 2
-    assert block["receivers"][0]["latency_us"]["count"] == 0
+    assert block.receivers[0].lost == 2
+    assert block.receivers[0].latency_us.count == 0

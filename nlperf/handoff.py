@@ -1,0 +1,76 @@
+"""The host→VM hand-off (docs/ARCHITECTURE.md): one file in, one file back.
+
+The outer run writes ``.handoff-<release>.json`` (models.Handoff: run directory, module, target,
+accelerator, case ids) and starts ``nlperf run RUN_DIR/scenario.yaml --internal-handoff FILE``
+in the guest; the file travels instead of the command line because the guest command is
+limited to the 2048-byte kernel command line. The inner run is the only writer of
+``.inner-<release>.json`` (models.GroupResult: its env facts, its cases, probe histograms,
+status), rewritten atomically after every repetition so that a timeout or Ctrl-C keeps what
+finished. The outer merges it into the files it alone writes (results.RunFiles).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from nlperf import results
+from nlperf.errors import BadInput, RunFailed
+from nlperf.models import Accel, GroupResult, Handoff, Target
+
+HANDOFF_FLAG = "--internal-handoff"
+
+
+def handoff_path(run_dir: Path, release: str) -> Path:
+    return run_dir / f".handoff-{release}.json"
+
+
+def result_name(release: str) -> str:
+    return f".inner-{release}.json"
+
+
+def write_handoff(run_dir: Path, release: str, ko: Path, target: Target, accel: Accel,
+                  case_ids: list[str]) -> tuple[Path, Path]:
+    """The hand-off file, and the path of the result file the inner run will write."""
+    handoff = Handoff(run_dir=run_dir, ko=ko, target=target, accel=accel, cases=case_ids,
+                      result=result_name(release))
+    path = handoff_path(run_dir, release)
+    results.write_json(path, handoff)
+    return path, run_dir / handoff.result
+
+
+def read_handoff(path: Path) -> Handoff:
+    try:
+        return Handoff.model_validate(results.read_json(path))
+    except ValidationError as e:
+        raise BadInput(f"{path}: not a hand-off file: {e.errors()[0]['msg']}") from None
+
+
+def inner_command(nlperf: Path, scenario_copy: Path, handoff: Path) -> list[str]:
+    return [str(nlperf), "run", str(scenario_copy), HANDOFF_FLAG, str(handoff)]
+
+
+def write_result(path: Path, group: GroupResult) -> None:
+    results.write_json(path, group)
+
+
+def read_result(path: Path, *, final: bool = False) -> GroupResult | None:
+    """What the inner run has written so far; None before it wrote anything.
+
+    While the guest runs, an unreadable file is skipped (the next repetition rewrites it);
+    once it has stopped, the file is what the inner run left, and unreadable is an error.
+    """
+    try:
+        return GroupResult.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        if final:
+            raise RunFailed(f"{path}: the run inside the VM left an unreadable result: "
+                            f"{_first_line(e)}") from None
+        return None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -1,0 +1,329 @@
+"""The results contract as typed models: summary.json, env.json, and the host→VM hand-back.
+
+One declaration: ``results/schema.json`` is generated from these classes
+(``python -m nlperf.results --schema``) and a test checks the checked-in file against it.
+
+A key that does not apply is absent, never ``null``: models are written with only the
+fields that were set (``document()``), so a block is in a summary exactly when the code put it
+there, and a summary read back is written again as the same document. ``Opt[T]`` marks such a
+key; a plain ``T | None`` field is one whose value may be null (``finished``, ``sk_drops``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema as cs
+
+
+class Status(StrEnum):
+    """Where a run stands; a case is one of the last three."""
+
+    running = "running"
+    complete = "complete"
+    interrupted = "interrupted"
+    failed = "failed"
+
+
+CaseStatus = Literal[Status.complete, Status.failed, Status.interrupted]
+Target = Literal["host", "vm"]
+Accel = Literal["kvm", "tcg", "none"]
+McSource = Literal["relay", "generator"]
+
+
+class _AbsentNotNull:
+    """Schema of an ``Opt[T]`` key: T when present, and absent (not null) when it does not apply."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: cs.CoreSchema, handler: Any
+                                     ) -> JsonSchemaValue:
+        out = handler(schema)
+        alternatives = [a for a in out.get("anyOf", []) if a != {"type": "null"}]
+        if len(alternatives) == 1:
+            out = {k: v for k, v in out.items() if k != "anyOf"} | alternatives[0]
+        return out
+
+
+T = TypeVar("T")
+Opt = Annotated[T | None, _AbsentNotNull]
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Model(BaseModel):
+    """Typed, closed (unknown keys refused), validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document: the keys that were set (read, constructed or assigned)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class OpenModel(Model):
+    """Typed known keys; other keys are kept as they came (their producer owns them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- metric blocks ------------------------------------------------------------------------------
+
+
+class Latency(Model):
+    """Latency distribution; the unit is in the key that holds it (_us, _ns)."""
+
+    count: Count
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+
+
+class Unicast(Model):
+    """Request/reply traffic to the module: counts, rate, and latency with its stamp parts."""
+
+    sent: Count
+    received: Count
+    errors: Count
+    timeouts: Count = 0
+    throughput_per_s: Annotated[float, Field(ge=0)]
+    elapsed_s: float = 0.0
+    errnos: Opt[dict[str, int]] = None
+    achieved_rate_per_s: Opt[float] = None
+    max_backlog: Opt[int] = None
+    rtt_us: Latency
+    user_to_kernel_us: Opt[Latency] = None
+    queue_us: Opt[Latency] = None
+    processing_us: Opt[Latency] = None
+    kernel_to_user_us: Opt[Latency] = None
+
+
+class Receiver(Model):
+    """One multicast listener: what the module broadcast to its groups against what it got.
+
+    ``lost = sent - received``; ``sk_drops`` (null when unknown) is the socket's own count.
+    """
+
+    id: str
+    groups: list[Annotated[int, Field(ge=1, le=32)]]
+    sent: Count
+    received: Count
+    lost: int
+    enobufs: Count
+    seq_gaps: Count = 0
+    sk_drops: int | None
+    latency_us: Latency
+
+
+class Multicast(Model):
+    """Broadcasts by group (the module's count) and each receiver's view of them."""
+
+    source: McSource = "generator"
+    sent_by_group: dict[str, int]
+    receivers: list[Receiver]
+    relay_errors: Opt[int] = None
+
+
+class CtxSwitches(Model):
+    """Context switches (deltas over the measured window)."""
+
+    voluntary: int = 0
+    involuntary: int = 0
+
+
+class Sched(Model):
+    """Context switches of the lab's processes, summed per role."""
+
+    senders: Opt[CtxSwitches] = None
+    receivers: Opt[CtxSwitches] = None
+    relay_sender: Opt[CtxSwitches] = None
+    kthread: Opt[CtxSwitches] = None
+
+
+class Module(OpenModel):
+    """The module's counters (wire format ``nlperf_stats``, nlperf/wire.py names every key)."""
+
+    mode: Opt[str] = None
+    proto: Opt[int] = None
+    queue_len: Opt[int] = None
+    queue_hwm: Opt[int] = None
+    received: Opt[int] = None
+    processed: Opt[int] = None
+    replied: Opt[int] = None
+    groups: Opt[dict[str, dict[str, int]]] = None
+
+
+class Overhead(Model):
+    """The observer effect: the probed run against the probes-off control run, in percent.
+
+    A key is present when both runs have the block; its value is null when either lacks data.
+    """
+
+    throughput_pct: float | None = None
+    p50_pct: float | None = None
+    multicast_latency_p50_pct: float | None = None
+
+
+class Probes(OpenModel):
+    """BCC probe results (nlperf/probes.py owns the other keys) and how each probe attached."""
+
+    attach: dict[str, str] = Field(default_factory=dict)
+    timing: Opt[bool] = None
+    compile_s: Opt[float] = None
+    attach_s: Opt[float] = None
+    notes: Opt[list[str]] = None
+    overhead: Opt[Overhead] = None
+
+
+class Blocks(Model):
+    """The metric blocks of a repetition, or pooled over a case's repetitions."""
+
+    unicast: Opt[Unicast] = None
+    multicast: Opt[Multicast] = None
+    module: Opt[Module] = None
+    sched: Opt[Sched] = None
+    probes: Opt[Probes] = None
+
+    def take(self, pooled: Blocks) -> None:
+        """Copy in the blocks ``pooled`` has."""
+        for name in pooled.model_fields_set:
+            setattr(self, name, getattr(pooled, name))
+
+
+# --- a case and its repetitions -----------------------------------------------------------------
+
+
+class _RepetitionHead(Model):
+    index: Count
+    duration_s: Opt[Seconds] = None
+
+
+class Repetition(Blocks, _RepetitionHead):
+    """One measured repetition of a case."""
+
+
+class Control(Blocks):
+    """The probes-off control run: the same repetitions again with no probe attached."""
+
+    repetitions: list[Repetition]
+
+
+class _CaseHead(Model):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.=,-]*$",
+                             description="stable, derived from the case's matrix values")]
+    params: dict[str, Any]
+    status: Opt[CaseStatus] = None
+    error: Opt[str] = None
+    repetitions: list[Repetition]
+
+
+class Case(Blocks, _CaseHead):
+    """One matrix point: its repetitions and the same blocks pooled over them."""
+
+    control: Opt[Control] = None
+
+
+DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class Summary(Model):
+    """nlperf run summary (summary.json), results contract v1."""
+
+    schema_version: Literal[1]
+    scenario: Annotated[str, Field(min_length=1)]
+    status: Status
+    error: Opt[str] = Field(None, description="one line: why the run failed or stopped")
+    target: Target
+    accel: Accel
+    kernel: str | None
+    clocksource: str | None
+    nlperf_version: str
+    started: DateTime
+    finished: DateTime | None
+    cases: list[Case]
+
+
+# --- env.json, progress lines, and the host→VM hand-off -----------------------------------------
+
+
+class EnvProbes(Model):
+    attach: dict[str, str]
+
+
+class Env(Model):
+    """env.json: where a group of cases ran; later groups of the run go to ``more``."""
+
+    kernel: str
+    target: Target
+    accel: Accel
+    clocksource: str | None
+    cpus: int | None
+    nlperf_version: str
+    python: str
+    module_params: dict[str, dict[str, str]]
+    probes: EnvProbes
+    more: Opt[list[Env]] = None
+
+
+class Progress(Model):
+    """One line of progress.jsonl: a finished case × repetition."""
+
+    case: int
+    cases: int
+    id: str
+    rep: int
+    control: bool
+    done: int
+    total: int
+
+
+class Handoff(Model):
+    """``.handoff-<release>.json``: what the outer run hands the inner run in the lab VM."""
+
+    run_dir: Path
+    ko: Path
+    target: Target
+    accel: Accel
+    cases: list[str]
+    result: str = Field(description="file name in run_dir the inner run writes its GroupResult to")
+
+
+class GroupResult(Model):
+    """What one group of cases produced (natively, or in one VM boot: ``.inner-<release>.json``).
+
+    The inner run is its only writer and rewrites it after every repetition; the outer run
+    merges it into summary.json, env.json and probe-histograms.json.
+    """
+
+    status: Status
+    error: Opt[str] = None
+    env: Env
+    cases: list[Case]
+    probe_histograms: dict[str, list[dict[str, Any]]]
+
+
+# --- the generated schema -----------------------------------------------------------------------
+
+SCHEMA_ID = "nlperf/results/summary-v1"
+
+
+class _ContractSchema(GenerateJsonSchema):
+    """Contract readers need types and descriptions: no per-field titles, no defaults."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def default_schema(self, schema: cs.WithDefaultSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+
+def summary_schema() -> dict[str, Any]:
+    body = Summary.model_json_schema(schema_generator=_ContractSchema)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+            **body, "title": "nlperf run summary (summary.json)"}
