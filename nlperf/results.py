@@ -79,12 +79,26 @@ def create_run_dir(scenario_name: str, out: Path | None = None,
     raise RunFailed(f"cannot create a run directory under {base}")
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync, rename, fsync the directory: a reader (or a crash) sees the old file or
+    the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: Any) -> None:
     if isinstance(data, Model):
         data = data.document()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:

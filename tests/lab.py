@@ -9,6 +9,7 @@ accepted reason is the lab VM's pieces being absent (no qemu, virtme-ng or lab k
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -35,3 +36,13 @@ def require_lab_vm() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the end-to-end tests, but: {why}")
     pytest.skip(f"no lab VM here ({why}); `make setup` installs it")
+
+
+def sigint_restored() -> None:
+    """preexec_fn for a child that a test stops with SIGINT, as Ctrl-C would.
+
+    A job started with `&` from a non-interactive shell (`make test &`, some CI runners)
+    inherits SIGINT ignored, and so would the child; nlperf keeps an inherited SIG_IGN on
+    purpose (nlperf/signals.py). A terminal's Ctrl-C reaches a process whose SIGINT is default.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

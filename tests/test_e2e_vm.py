@@ -1,6 +1,7 @@
 """``nlperf run`` end to end through the lab VM, as a user runs it (one boot per test).
 
-Skipped where no lab VM can run (no qemu, virtme-ng or lab kernel); `make test` provides them.
+Skipped only where the lab VM's pieces are absent (no qemu, virtme-ng or lab kernel), and
+never under CI (tests/lab.py); `make test` provides them.
 """
 
 from __future__ import annotations
@@ -14,21 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from nlperf import capabilities, results
+from nlperf import results
+from tests.lab import require_lab_vm, sigint_restored
 
 ROOT = Path(__file__).resolve().parent.parent
 NLPERF = str(Path(sys.executable).parent / "nlperf")
 
 
-def _vm_available() -> bool:
-    try:
-        capabilities.pick_target("vm")
-    except Exception:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _vm_available(), reason="no lab VM here (make setup)")
+@pytest.fixture(autouse=True)
+def _lab_vm() -> None:
+    require_lab_vm()
 
 
 def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -118,7 +114,7 @@ def test_ctrl_c_stops_cleanly_with_status_interrupted(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen([NLPERF, "run", str(ROOT / "scenarios/smoke.yaml"), "--target", "vm",
                              "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_restored)
     deadline = time.monotonic() + 120
     while not (out / "vm-console.log").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -140,7 +136,8 @@ def test_ctrl_c_after_some_repetitions_keeps_them(tmp_path: Path) -> None:
                     "unicast: {count: 500}\nprobes: {enabled: false}\n")
     out = tmp_path / "run"
     proc = subprocess.Popen([NLPERF, "run", str(scen), "--target", "vm", "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_restored)
     progress = out / "progress.jsonl"
     deadline = time.monotonic() + 600
     while not (progress.exists() and progress.read_text().strip()):
