@@ -169,24 +169,50 @@ def kmod_stats(as_json: bool, proto: int | None) -> None:
         click.echo(f"group {g:<10} " + " ".join(f"{k}={v}" for k, v in counters.items()))
 
 
+ALONG_HELP = ("matrix key whose values the cases are compared along; the first value is the "
+              "baseline (default: module.mode when it varies, else the first key with several "
+              "values other than traffic)")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir: Path) -> None:
-    """Write report.md and report.html for RUN_DIR."""
+@click.option("--along", default=None, metavar="KEY", help=ALONG_HELP)
+def report(run_dir: Path, along: str | None) -> None:
+    """Write report.md (PNGs beside it) and report.html for RUN_DIR."""
     from nlperf.report import write_report
 
-    click.echo(str(write_report(run_dir)))
+    click.echo(str(write_report(run_dir, along)))
 
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md",
               show_default=True)
-def compare(run_dirs: tuple[Path, ...], fmt: str) -> None:
-    """Compare cases across RUN_DIRs."""
-    from nlperf.report import compare_table
+@click.option("--threshold", type=click.FloatRange(min=0, max=100), default=2.0,
+              show_default=True, metavar="PCT",
+              help="noise band in percent: a ratio CI inside 1 ± PCT/100 is 'no change'")
+@click.option("--along", default=None, metavar="KEY",
+              help="with one RUN_DIR: " + ALONG_HELP)
+def compare(run_dirs: tuple[Path, ...], fmt: str, threshold: float, along: str | None) -> None:
+    """Verdicts: RUN_DIRs case by case against the first (cases matched by id), or one
+    RUN_DIR's cases along a matrix key."""
+    from nlperf import compare as comparing
+    from nlperf.analysis import analyze
+    from nlperf.errors import BadInput
 
-    click.echo(compare_table(list(run_dirs), fmt))
+    if along is not None and len(run_dirs) > 1:
+        raise BadInput("--along compares the cases of one run: give one RUN_DIR")
+    options = comparing.options(threshold)
+    runs = [analyze(d) for d in run_dirs]
+    if len(runs) == 1:
+        by_key = comparing.along(runs[0], along, options)
+        if by_key is None:
+            raise BadInput(f"{run_dirs[0]}: no matrix key with several values to compare "
+                           "along (give --along KEY, or a second run to compare with)")
+        result = comparing.along_as_runs(by_key, options)
+    else:
+        result = comparing.between_runs(runs, options)
+    click.echo(comparing.render(result, fmt))
 
 
 def main() -> None:

@@ -1,174 +1,264 @@
-"""Reports (Markdown + HTML with a plot) and cross-run comparisons, from summary.json alone.
+"""report.md and report.html for a run directory: the verdict first, then the evidence.
 
-A report is derived data: it can be rewritten at any time from the run directory and never
-changes the results it reads. Its table is declared once, in ``COLUMNS``: a column's name,
-how to read it off a case, and whether it is a count.
+A report is derived data: it can be rewritten at any time from the run directory
+(nlperf/analysis.py reads it) and never changes the results it reads. Order of the page:
+the verdict (which processing model wins each headline metric, by how much, CI, verdict),
+where the time goes, whether to trust it (repetitions, instability, the observer effect),
+then per-topic tables and plots, the environment and the cases (nlperf/report_sections.py).
 """
 
 from __future__ import annotations
 
-import html
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from nlperf import results
-from nlperf.models import Case, Latency, Receiver, Status, Summary
-
-
-@dataclass(frozen=True)
-class Row:
-    run: str
-    case: Case
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    value: Callable[[Row], Any]
-    count: bool = False  # an integer count: stays an integer next to blanks
-
-
-def _p(block: Latency | None, pct: str) -> float | None:
-    return None if block is None else getattr(block, pct)
-
-
-def _receivers(row: Row) -> list[Receiver]:
-    return row.case.multicast.receivers if row.case.multicast else []
-
-
-def _mc_sum(field: str) -> Callable[[Row], int | None]:
-    def total(row: Row) -> int | None:
-        values = [getattr(r, field) for r in _receivers(row)]
-        known = [v for v in values if v is not None]
-        return sum(known) if known else None
-    return total
-
-
-def _mc_latency_p50(row: Row) -> float | None:
-    lat = [r.latency_us.p50 for r in _receivers(row) if r.latency_us.p50 is not None]
-    return round(sum(lat) / len(lat), 3) if lat else None
-
-
-def _overhead(field: str) -> Callable[[Row], float | None]:
-    """The observer effect: probed run against the probes-off control run."""
-    def pct(row: Row) -> float | None:
-        probes = row.case.probes
-        overhead = probes.overhead if probes else None
-        return getattr(overhead, field) if overhead else None
-    return pct
-
-
-def _unicast(read: Callable[[Any], Any]) -> Callable[[Row], Any]:
-    return lambda row: read(row.case.unicast) if row.case.unicast else None
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("run", lambda row: row.run),
-    Column("case", lambda row: row.case.id),
-    Column("status", lambda row: (row.case.status or Status.complete).value),
-    Column("sent", _unicast(lambda u: u.sent), count=True),
-    Column("received", _unicast(lambda u: u.received), count=True),
-    Column("errors", _unicast(lambda u: u.errors), count=True),
-    Column("throughput_per_s", _unicast(lambda u: u.throughput_per_s)),
-    Column("rtt_p50_us", _unicast(lambda u: u.rtt_us.p50)),
-    Column("rtt_p99_us", _unicast(lambda u: u.rtt_us.p99)),
-    Column("queue_p50_us", _unicast(lambda u: _p(u.queue_us, "p50"))),
-    Column("processing_p50_us", _unicast(lambda u: _p(u.processing_us, "p50"))),
-    Column("mc_sent", _mc_sum("sent"), count=True),
-    Column("mc_received", _mc_sum("received"), count=True),
-    Column("mc_lost", _mc_sum("lost"), count=True),
-    Column("mc_sk_drops", _mc_sum("sk_drops"), count=True),
-    Column("mc_latency_p50_us", _mc_latency_p50),
-    Column("probe_tput_pct", _overhead("throughput_pct")),
-    Column("probe_p50_pct", _overhead("p50_pct")),
-    Column("probe_mc_p50_pct", _overhead("multicast_latency_p50_pct")),
+from nlperf import plots, stats
+from nlperf.analysis import RunAnalysis, ValueEstimate, analyze
+from nlperf.catalog import fmt, fmt_ratio
+from nlperf.compare import Along, along, cell, options
+from nlperf.report_sections import (
+    cases_section,
+    details_section,
+    environment_section,
+    estimate,
+    estimate_cell,
+    metric_label,
+    multicast_section,
+    probes_section,
+    sched_section,
+    unicast_section,
+)
+from nlperf.reportdoc import (
+    Block,
+    Cell,
+    Document,
+    Note,
+    Para,
+    Section,
+    Span,
+    Table,
+    to_html,
+    to_markdown,
+    verdict_role,
 )
 
-
-def load_summary(run_dir: Path) -> Summary:
-    return results.read_summary(run_dir)
-
-
-def case_rows(run_dir: Path, summary: Summary) -> list[dict[str, Any]]:
-    rows = [Row(run_dir.name, case) for case in summary.cases]
-    return [{c.name: c.value(row) for c in COLUMNS} for row in rows]
+BREAKDOWN = (("user_to_kernel_p50_us", "user → kernel"), ("queue_p50_us", "queue"),
+             ("processing_p50_us", "processing"), ("kernel_to_user_p50_us", "kernel → user"))
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=[c.name for c in COLUMNS])
-    # counts stay integers next to the blanks of cases they do not apply to
-    df = df.astype({c.name: "Int64" for c in COLUMNS if c.count})
-    return df.dropna(axis=1, how="all")
+# --------------------------------------------------------------------------- the verdict
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
-    return "\n".join(lines)
+def _winner(base_value: str, compared: list[tuple[str, stats.Comparison]],
+            higher_is_better: bool) -> Span:
+    if not compared:
+        return Span("–", "muted")
+    better = [(v, c) for v, c in compared if c.verdict == "faster"]
+    if better:
+        def goodness(vc: tuple[str, stats.Comparison]) -> float:
+            r = vc[1].ratio if vc[1].ratio is not None else 1.0
+            return r if higher_is_better else -r
+        value, c = max(better, key=goodness)
+        by = f" ({fmt_ratio(c.ratio)}× {base_value})" if c.ratio is not None else ""
+        return Span(value + by, "faster")
+    if any(c.verdict == "inconclusive" for _, c in compared):
+        return Span("undecided", "inconclusive")
+    ties = [v for v, c in compared if c.verdict == "no change"]
+    if not ties:
+        return Span(base_value, "faster")
+    if len(ties) == len(compared):
+        return Span("no difference", "no-change")
+    return Span("tie: " + ", ".join([base_value, *ties]), "no-change")
 
 
-def _plot(df: pd.DataFrame, path: Path) -> bool:
-    if "rtt_p50_us" not in df or df["rtt_p50_us"].isna().all():
-        return False
-    import matplotlib
+def _along_table(al: Along) -> Table:
+    others = al.values[1:]
+    with_context = any(g.context for g in al.groups)
+    rows: list[list[Cell]] = []
+    for g in al.groups:
+        base_value, base = g.cases[0]
+        first = True
+        for m in base.metrics():
+            if not m.headline:
+                continue
+            row: list[Cell] = [g.context if first else ""] if with_context else []
+            first = False
+            row += [metric_label(m), estimate_cell(estimate(base, m.key))]
+            compared: list[tuple[str, stats.Comparison]] = []
+            for value in others:
+                cc = next((cc for cc in g.comparisons if cc.candidate == value), None)
+                c = cc.metrics.get(m.key) if cc is not None else None
+                if c is None:
+                    row.append(Span("–", "muted"))
+                    continue
+                compared.append((value, c))
+                row.append(Span(cell(c), verdict_role(c.verdict)))
+            row.append(_winner(base_value, compared, m.higher_is_better))
+            rows.append(row)
+    header = (["cases"] if with_context else []) + [
+        "metric", f"{al.values[0]} (baseline)", *[f"{v} ÷ {al.values[0]}" for v in others],
+        "winner"]
+    numeric = [header.index(f"{al.values[0]} (baseline)")]
+    return Table(header, rows, numeric=numeric)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(df)), 3.2))
-    ax.bar(df["case"], df["rtt_p50_us"], label="p50")
-    if "rtt_p99_us" in df:
-        ax.scatter(df["case"], df["rtt_p99_us"], color="black", marker="_", s=200, label="p99")
-    ax.set_ylabel("round trip (µs)")
-    ax.legend()
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+def _single_table(run: RunAnalysis) -> Table:
+    rows: list[list[Cell]] = []
+    for c in run.cases:
+        first = True
+        for m in c.metrics():
+            if not (m.headline or m.key == "throughput_per_s"):
+                continue
+            e = estimate(c, m.key)
+            n = len(e.values) if isinstance(e, ValueEstimate) else len(e.per_rep)  # type: ignore[union-attr]
+            rows.append([c.label if first else "", metric_label(m), estimate_cell(e), str(n)])
+            first = False
+    return Table(["case", "metric", "estimate [95 % CI]", "repetitions"], rows, numeric=[2, 3])
 
 
-def write_report(run_dir: Path) -> Path:
-    s = load_summary(run_dir)
-    df = _frame(case_rows(run_dir, s))
-    head = (f"# nlperf report: {s.scenario}\n\n"
-            f"status **{s.status.value}** · target {s.target} · accel {s.accel} · kernel "
-            f"{s.kernel} · clocksource {s.clocksource} · nlperf {s.nlperf_version} · "
-            f"{s.started} → {s.finished}\n")
-    note = ("\nMeasured under software emulation (TCG): compare ratios within this run, not "
-            "absolute times.\n" if s.accel == "tcg" else "")
-    table = _markdown(df) if len(df) else "_no finished cases_"
-    plotted = _plot(df, run_dir / "rtt.png")
-    md = head + note + "\n## Cases\n\n" + table + "\n"
-    if plotted:
-        md += "\n![round trip per case](rtt.png)\n"
-    (run_dir / "report.md").write_text(md)
-    body = (f"<h1>nlperf report: {html.escape(s.scenario)}</h1>"
-            f"<p>{html.escape(head.splitlines()[2])}</p><p>{html.escape(note.strip())}</p>"
-            + df.to_html(index=False, na_rep="", border=0)
-            + ('<p><img src="rtt.png" alt="round trip per case"></p>' if plotted else ""))
-    (run_dir / "report.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>nlperf report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{padding:4px 8px;border-bottom:1px solid #ccc;text-align:right}</style>"
-        f"</head><body>{body}</body></html>\n")
+def verdict_section(run: RunAnalysis, al: Along | None, o: stats.CompareOptions) -> Section:
+    s = Section("Verdict")
+    if not run.cases:
+        s.blocks.append(Para(["No case finished: nothing to judge."]))
+        return s
+    how = (f"Ratio = model ÷ baseline, medians of per-repetition values, {100 * o.confidence:.0f}"
+           f" % bootstrap CI over repetitions; verdict: Holm-adjusted p < {o.alpha:g} and the CI "
+           f"outside a ±{100 * o.threshold:g} % noise band, else “no change” (CI inside the band) "
+           "or “inconclusive”. Lower is better except throughput.")
+    if al is not None:
+        s.blocks += [Para(["Cases compared along ", Span(al.key, "code"), ": baseline ",
+                           Span(al.values[0], "strong"), ", against ",
+                           ", ".join(al.values[1:]) + ". " + how]), _along_table(al)]
+    else:
+        s.blocks += [Para(["No matrix key with several values to compare along: each case's "
+                           "headline metrics with a 95 % CI over its repetitions (",
+                           Span("nlperf compare", "code"), " compares runs)."]),
+                     _single_table(run)]
+    return s
+
+
+# --------------------------------------------------------------------------- where the time goes
+
+
+def breakdown_section(run: RunAnalysis) -> Section:
+    s = Section("Where the time goes")
+    rows = [(c, [c.values[k].summary.estimate for k, _ in BREAKDOWN])
+            for c in run.cases if all(k in c.values for k, _ in BREAKDOWN)]
+    if not rows:
+        s.blocks.append(Para(["No case with stamped unicast echoes (timed messages): no "
+                              "breakdown of the round trip."]))
+        return s
+    s.blocks.append(Para(["The round trip split at the module's stamps: the user sender to the "
+                          "module's input(), waiting for the processing model (queue), the "
+                          "processing itself, and the reply back to user space. Each part is "
+                          "its median over repetitions of the per-repetition p50; the parts' "
+                          "p50s need not add up to the round trip's p50."]))
+    s.blocks.append(Table(
+        ["case", *[name for _, name in BREAKDOWN], "sum of parts", "round trip p50"],
+        [[c.label, *[fmt(v) for v in parts], fmt(sum(parts)),
+          estimate_cell(c.values.get("rtt_p50_us"))] for c, parts in rows],
+        numeric=range(1, len(BREAKDOWN) + 3), caption="p50, µs"))
+    fig = plots.stacked("fig-breakdown", "Where the round trip's time goes (p50 of each part)",
+                        "Round trip by part, p50 (µs)", [name for _, name in BREAKDOWN],
+                        [(c.label, parts) for c, parts in rows])
+    if fig is not None:
+        s.blocks.append(fig)
+    return s
+
+
+# --------------------------------------------------------------------------- can you trust it
+
+
+def _observer_blocks(run: RunAnalysis) -> list[Block]:
+    cased = [c for c in run.cases if c.observer is not None]
+    if not cased:
+        return [Para(["No probes-off control pass in this run: the probes' cost is not "
+                       "measured (scenario ", Span("probes: {control: true}", "code"), ")."])]
+    rows: list[list[Cell]] = []
+    bars = []
+    out: list[Block] = [Para([
+        "Observer effect: each case ran again with no probe attached; ratio = probed ÷ "
+        "probes-off (the baseline). Workload metrics in this report come from the probes-off "
+        "pass; probe-measured ones from the probed pass."])]
+    for c in cased:
+        assert c.observer is not None
+        case_bars = []
+        for key, comp in c.observer.comparisons.items():
+            m = c.observer.metrics[key]
+            rows.append([c.label, metric_label(m), fmt(comp.estimate_a), fmt(comp.estimate_b),
+                         Span(cell(comp), verdict_role(comp.verdict))])
+            if comp.ratio is not None:
+                case_bars.append(plots.Bar(m.label.split(" (")[0], comp.ratio, comp.ci))
+        bars.append((c.label, case_bars))
+        out += [Note(f"{c.label}: {w}", "warn") for w in c.observer.warnings()]
+    out.append(Table(["case", "metric", "probes off", "probed", "probed ÷ off [CI]"], rows,
+                     numeric=[2, 3]))
+    fig = plots.ci_bars("fig-probe-overhead", "Probe overhead per case: probed ÷ probes-off "
+                        "(1 = no effect; shaded ±10 %)", "Probe overhead (probed ÷ probes-off)",
+                        "ratio", bars, reference=(1.0,), band=(0.9, 1.1))
+    if fig is not None:
+        out.append(fig)
+    return out
+
+
+def trust_section(run: RunAnalysis) -> Section:
+    s = Section("Can you trust it")
+    reps = sorted({c.repetitions for c in run.cases if c.repetitions})
+    if reps:
+        s.blocks.append(Para([
+            "Repetitions per case: " + ", ".join(map(str, reps)) + ". A repetition (its own "
+            "module load, processes and probes) is the independent unit; messages inside one "
+            "are not."]))
+    if reps and reps[0] == 1:
+        s.blocks.append(Note("One repetition: no CI and no verdict (“no CI”); run with "
+                             "repetitions ≥ 5 to compare.", "warn"))
+    elif reps and reps[0] < stats.MIN_REPETITIONS:
+        s.blocks.append(Note(
+            f"Few repetitions ({reps[0]}): a 95 % bootstrap CI over {reps[0]} repetitions "
+            "covers the truth far less often than 95 % (measured: 50 % at 2, 75 % at 3, 87 % at "
+            "4, 92–94 % from 5 on). Treat verdicts as provisional.", "warn"))
+    unstable = [[c.label, w] for c in run.cases for w in c.warnings()
+                if not w.startswith("probes moved")]
+    if unstable:
+        s.blocks.append(Table(["case", "instability (pyperf's rules)"], unstable))
+    s.blocks += _observer_blocks(run)
+    return s
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def build(run: RunAnalysis, along_key: str | None = None,
+          o: stats.CompareOptions | None = None) -> Document:
+    o = o or options()
+    s = run.summary
+    al = along(run, along_key, o)
+    facts: list[str | Span] = [
+        Span(s.status.value, "strong" if s.status.value == "complete" else "warn"),
+        f"{len(s.cases)} case{'s' if len(s.cases) != 1 else ''}", f"target {s.target}",
+        f"accel {s.accel}", f"kernel {s.kernel or 'unknown'}",
+        f"clocksource {s.clocksource or 'unknown'}", f"nlperf {s.nlperf_version}",
+        f"{s.started} → {s.finished or '…'}"]
+    notes: list[Note] = []
+    if s.status.value != "complete":
+        notes.append(Note(f"Run {s.status.value}" + (f": {s.error}" if s.error else "") +
+                          " — the report shows what finished.", "warn"))
+    if s.accel == "tcg":
+        notes.append(Note("Measured under software emulation (TCG): absolute times are "
+                          "emulated and move by tens of percent from boot to boot. Compare "
+                          "ratios within this run, not absolute times.", "warn"))
+    sections = [verdict_section(run, al, o), breakdown_section(run), trust_section(run),
+                unicast_section(run), multicast_section(run), sched_section(run),
+                probes_section(run), environment_section(run), cases_section(run),
+                details_section(run)]
+    sections = [sec for sec in sections if sec.blocks]
+    notes += [Note(n) for n in run.notes]  # after the sections: they add notes while reading
+    return Document(f"nlperf report: {s.scenario}", facts, notes, sections)
+
+
+def write_report(run_dir: Path, along_key: str | None = None) -> Path:
+    """Write report.md (PNGs beside it) and report.html; returns report.md's path."""
+    doc = build(analyze(run_dir), along_key)
+    (run_dir / "report.md").write_text(to_markdown(doc, run_dir))
+    (run_dir / "report.html").write_text(to_html(doc))
     return run_dir / "report.md"
 
-
-def compare_table(run_dirs: list[Path], fmt: str) -> str:
-    rows: list[dict[str, Any]] = []
-    for d in run_dirs:
-        rows += case_rows(d, load_summary(d))
-    df = _frame(rows)
-    if fmt == "json":
-        return json.dumps(json.loads(df.to_json(orient="records")), indent=2)
-    if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
-    return _markdown(df)

@@ -57,6 +57,7 @@ class Spec:
     loss: dict[str, float] = field(default_factory=lambda: {"r0.0": 0.3, "r1.0": 0.0})
     kthread: bool = False
     send_syscall: bool = False
+    quiet: bool = False  # counts (losses, switches) at their expectation, not drawn
     seed: int = 0
 
 
@@ -97,7 +98,7 @@ def _rep(spec: Spec, index: int, rng: np.random.Generator, probed: bool,
     else:
         receivers = []
         for rid, loss in spec.loss.items():
-            lost = int(rng.binomial(n, loss))
+            lost = round(n * loss) if spec.quiet else int(rng.binomial(n, loss))
             lat = _draw(rng, median, spec.sigma, n - lost)
             receivers.append(Receiver(id=rid, groups=[1], sent=n, received=n - lost, lost=lost,
                                       enobufs=1 if lost else 0, sk_drops=lost,
@@ -106,7 +107,8 @@ def _rep(spec: Spec, index: int, rng: np.random.Generator, probed: bool,
         rep.multicast = Multicast(source="generator", sent_by_group={"1": n},
                                   receivers=receivers)
         messages = n
-    switches = int(rng.poisson(spec.switches_per_msg * messages))
+    expected = spec.switches_per_msg * messages
+    switches = round(expected) if spec.quiet else int(rng.poisson(expected))
     rep.sched = Sched(senders=CtxSwitches(voluntary=switches, involuntary=0))
     if probed:
         calls = _draw(rng, median / 20, spec.sigma, n)
@@ -114,7 +116,7 @@ def _rep(spec: Spec, index: int, rng: np.random.Generator, probed: bool,
             "calls": n, "latency_ns": _latency_ns(calls)}, "sched": {"kthread": None}}
         rep_hist: dict[str, Any] = {"netlink_unicast/to_kernel": _log2(calls)}
         if spec.kthread:
-            wake = _draw(rng, 30_000.0 * shift, 0.6, n // 4)
+            wake = _draw(rng, 30_000.0 * shift, spec.sigma, n)
             block["sched"]["kthread"] = {"wakeup_to_run_ns": _latency_ns(wake)}
             rep_hist["wakeup/kthread"] = _log2(wake)
         if spec.send_syscall:
@@ -185,7 +187,7 @@ def write_run(parent: Path, name: str, specs: list[Spec], *, accel: str = "tcg",
 
 
 def processing_models(reps: int = 5, *, slow: dict[str, float] | None = None,
-                      seed: int = 0) -> list[Spec]:
+                      quiet: bool = False, seed: int = 0) -> list[Spec]:
     """callback / kthread / workqueue × unicast / multicast, the headline scenario's shape."""
     slow = slow or {"callback": 1.0, "kthread": 1.3, "workqueue": 1.5}
     specs = []
@@ -196,5 +198,7 @@ def processing_models(reps: int = 5, *, slow: dict[str, float] | None = None,
                 params={"module.mode": mode, "traffic": traffic}, traffic=traffic,
                 median_us=100.0 * factor if traffic == "unicast" else 400.0 * factor,
                 reps=reps, switches_per_msg=0.05 if mode == "callback" else 1.0,
-                kthread=mode == "kthread", send_syscall=True, seed=seed + 10 * mi + ti))
+                kthread=mode == "kthread", send_syscall=True, quiet=quiet,
+                rep_noise=0.002 if quiet else 0.01, messages=20_000 if quiet else 4000,
+                seed=seed + 10 * mi + ti))
     return specs

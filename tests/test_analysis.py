@@ -19,7 +19,7 @@ FIXTURE = Path(__file__).resolve().parent / "data" / "summary-c7cf7ae.json"
 
 def fixture_run(tmp_path: Path) -> Path:
     run = tmp_path / "c7cf7ae"
-    run.mkdir()
+    run.mkdir(parents=True)
     shutil.copy(FIXTURE, run / results.SUMMARY)
     return run
 

@@ -5,7 +5,6 @@ Nothing here builds or loads the module or boots a VM: every ``run`` is refused 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -14,12 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from nlperf import metrics, results
 from nlperf.errors import EXIT_BAD_INPUT
-from nlperf.models import Case, Latency, Repetition, Status, Unicast
 from tests.lab import require_lab_vm
 
 NLPERF = Path(sys.executable).parent / "nlperf"
@@ -157,111 +153,7 @@ def test_kmod_load_bad_param(kmod_runs: dict[str, subprocess.CompletedProcess[st
     assert "Traceback" not in p.stderr
 
 
-# --- reports and comparisons from a fabricated run ----------------------------------------------
-
-
-def latency(values: list[int]) -> Latency:
-    from nlperf.samples import latency_block
-
-    return latency_block(values, 1000.0)
-
-
-def make_run(parent: Path, name: str, rtt_ns: list[int], *, with_multicast: bool = False
-             ) -> Path:
-    run_dir = results.create_run_dir(name, out=parent / name)
-    summary = results.new_summary(name, "vm", "tcg", "6.1.0-56-amd64", "tsc")
-    for cid, scale in (("mode=callback", 1), ("mode=kthread", 3)):
-        u = Unicast(sent=len(rtt_ns), received=len(rtt_ns), errors=0, timeouts=0,
-                    throughput_per_s=1000.0, elapsed_s=len(rtt_ns) / 1000,
-                    rtt_us=latency([x * scale for x in rtt_ns]),
-                    queue_us=latency([x // 10 for x in rtt_ns]),
-                    processing_us=latency([x // 5 for x in rtt_ns]))
-        case = Case(id=cid, params={"module.mode": cid.split("=")[1]}, status=Status.complete,
-                    repetitions=[Repetition(index=0, unicast=u)], unicast=u)
-        if with_multicast:
-            from types import SimpleNamespace
-
-            import numpy as np
-
-            recs = np.zeros((3, 5), dtype=np.int64)
-            recs[:, 4] = [4000, 5000, 6000]
-            r = SimpleNamespace(id="r0.0", groups=[1], received=90, enobufs=1, sk_drops=10,
-                                seq_gaps=10, records=recs)
-            case.multicast = metrics.multicast_block("generator", {1: 100}, [r])
-        summary.cases.append(case)
-    summary.status = Status.complete
-    summary.finished = results.now_iso()
-    results.write_summary(run_dir, summary)
-    return run_dir
-
-
-def test_report_writes_md_and_html(tmp_path: Path) -> None:
-    run = make_run(tmp_path, "alpha", [10_000, 20_000, 30_000], with_multicast=True)
-    summary_before = (run / "summary.json").read_bytes()
-    p = nlperf("report", run)
-    assert p.returncode == 0, p.stderr
-    md, html = run / "report.md", run / "report.html"
-    assert p.stdout.strip() == str(md)
-    text = md.read_text()
-    assert "alpha" in text and "mode=callback" in text and "mode=kthread" in text
-    assert "TCG" in text  # the emulation caveat for accel tcg
-    # rtt p50 of the cases: 20 µs and 60 µs
-    assert "| 20.0 |" in text and "| 60.0 |" in text
-    page = html.read_text()
-    assert page.startswith("<!doctype html>") and "<table" in page and "mode=kthread" in page
-    assert (run / "summary.json").read_bytes() == summary_before  # reports never change results
-
-
-def test_compare_csv_and_json(tmp_path: Path) -> None:
-    a = make_run(tmp_path, "alpha", [10_000, 20_000, 30_000])
-    b = make_run(tmp_path, "beta", [1_000, 2_000, 3_000], with_multicast=True)
-    procs = run_many({"csv": (["compare", a, b, "--format", "csv"], None),
-                      "json": (["compare", a, b, "--format", "json"], None),
-                      "md": (["compare", a], None)})
-    p = procs["csv"]
-    assert p.returncode == 0, p.stderr
-    df = pd.read_csv(io.StringIO(p.stdout))
-    assert list(df["run"]) == ["alpha", "alpha", "beta", "beta"]
-    assert list(df["case"]) == ["mode=callback", "mode=kthread"] * 2
-    assert list(df["rtt_p50_us"]) == [20.0, 60.0, 2.0, 6.0]
-    assert list(df["sent"]) == [3, 3, 3, 3]
-    assert df.loc[df["run"] == "beta", "mc_lost"].tolist() == [10, 10]
-    assert df.loc[df["run"] == "alpha", "mc_lost"].isna().all()
-
-    p = procs["json"]
-    assert p.returncode == 0, p.stderr
-    rows = json.loads(p.stdout)
-    assert len(rows) == 4
-    assert {(r["run"], r["case"]) for r in rows} == {
-        (run, case) for run in ("alpha", "beta") for case in ("mode=callback", "mode=kthread")}
-    beta_cb = next(r for r in rows if r["run"] == "beta" and r["case"] == "mode=callback")
-    assert beta_cb["rtt_p50_us"] == 2.0 and beta_cb["mc_sent"] == 100
-    assert beta_cb["mc_received"] == 90 and beta_cb["mc_sk_drops"] == 10
-
-    p = procs["md"]
-    assert p.returncode == 0
-    assert p.stdout.splitlines()[0].startswith("| run | case |")
-
-
-# what `nlperf compare --format csv` printed at c7cf7ae for tests/data/summary-c7cf7ae.json
-COMPARE_C7CF7AE = """\
-run,case,status,sent,received,errors,throughput_per_s,rtt_p50_us,rtt_p99_us,queue_p50_us,\
-processing_p50_us,mc_sent,mc_received,mc_lost,mc_sk_drops,mc_latency_p50_us,probe_tput_pct,\
-probe_p50_pct,probe_mc_p50_pct
-old,"mode=callback,traffic=unicast",complete,600,600,0,10953.7,255.72,1483.926,14.161,1.943,,,,,,\
--54.28,114.96,
-old,"mode=callback,traffic=multicast",complete,,,,,,,,,4010,961,3049,3049,20749.539,,,-22.48
-"""
-
-
-def test_compare_a_run_written_by_earlier_code(tmp_path: Path) -> None:
-    old = tmp_path / "old"
-    old.mkdir()
-    fixture = Path(__file__).resolve().parent / "data" / "summary-c7cf7ae.json"
-    (old / "summary.json").write_text(fixture.read_text())
-    p = nlperf("compare", old, "--format", "csv")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout == COMPARE_C7CF7AE
+# --- reports and comparisons (their outputs: tests/test_report.py, tests/test_compare.py) -------
 
 
 def test_compare_refuses_non_run_dirs(tmp_path: Path) -> None:

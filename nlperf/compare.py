@@ -1,0 +1,289 @@
+"""Verdicts: the cases of one run along a matrix key, and runs against a baseline run.
+
+One case comparison (B against A) compares every metric both have (nlperf/catalog.py):
+
+* value metrics: per-repetition values, ``stats.compare_metric`` (ratio of medians, bootstrap
+  CI resampling repetitions, Welch's t on logs); 0 in every repetition on both sides is
+  "no change" without a test;
+* count metrics: per-repetition rates compared the same way — the repetition is the
+  independent unit, not the message; when A's typical repetition had no event (a ratio to 0
+  is undefined) the pooled counts go to the exact conditional Poisson test
+  (``stats.compare_counts``), which also calls "no events on either side" "no change".
+
+Holm's correction runs over the metrics of one case comparison; the verdict needs the
+Holm-adjusted p below alpha and the ratio's CI outside the noise band (default ±2 %).
+
+Between cases (``along``): cases that differ only in one matrix key; the key's first value
+(in plan order: callback for the processing models) is the baseline. Between runs
+(``between_runs``): cases matched by id; the first run is the baseline.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nlperf import stats
+from nlperf.analysis import CaseAnalysis, RunAnalysis, short_value, varying_keys
+from nlperf.catalog import Metric, fmt_metric, fmt_ratio
+from nlperf.errors import BadInput
+
+PREFERRED_ALONG = ("module.mode", "mode")
+DEFAULT_THRESHOLD_PCT = 2.0
+
+
+def options(threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> stats.CompareOptions:
+    return stats.CompareOptions(threshold=threshold_pct / 100.0)
+
+
+def _zero_both(metric: Metric, n_a: int, n_b: int, o: stats.CompareOptions) -> stats.Comparison:
+    return stats.Comparison(
+        metric=metric.key, higher_is_better=metric.higher_is_better, statistic=o.statistic,
+        n_a=n_a, n_b=n_b, estimate_a=0.0, estimate_b=0.0, ratio=None, ci=None,
+        confidence=o.confidence, test="none", p_value=None, p_rank=None, p_holm=None,
+        alpha=o.alpha, significant=False, threshold=o.threshold, verdict="no change",
+        reason="0 in every repetition on both sides")
+
+
+def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions
+                  ) -> tuple[dict[str, stats.Comparison], dict[str, Metric]]:
+    """B against A on every metric both have, Holm-adjusted; and what each metric is."""
+    raw: dict[str, stats.Comparison] = {}
+    untested: dict[str, stats.Comparison] = {}
+    metrics = {m.key: m for m in a.metrics()}
+    for key, m in metrics.items():
+        va, vb = a.series(key), b.series(key)
+        if not va or not vb:
+            continue
+        if key in a.values and key in b.values:
+            if not any(va) and not any(vb):
+                untested[key] = _zero_both(m, len(va), len(vb), o)
+            else:
+                raw[key] = stats.compare_metric(va, vb, metric=key, options=o,
+                                                higher_is_better=m.higher_is_better)
+        elif key in a.counts and key in b.counts:
+            ca, cb = a.counts[key], b.counts[key]
+            if float(np.median(va)) == 0.0:
+                raw[key] = stats.compare_counts(ca.events, ca.exposure, cb.events, cb.exposure,
+                                                metric=key, options=o,
+                                                higher_is_better=m.higher_is_better)
+            else:
+                raw[key] = stats.compare_metric(va, vb, metric=key, options=o,
+                                                higher_is_better=m.higher_is_better)
+    family = stats.holm_adjust(raw) | untested
+    ordered = {k: family[k] for k in metrics if k in family}
+    return ordered, {k: metrics[k] for k in ordered}
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    """B against A on one case (between runs) or one context (along a matrix key)."""
+
+    baseline: str  # A: a run name, or the matrix value
+    candidate: str  # B
+    case: str  # the case id, or the context (the other matrix values) along a key
+    a: CaseAnalysis
+    b: CaseAnalysis
+    metrics: dict[str, stats.Comparison]
+    info: dict[str, Metric]
+
+
+@dataclass(frozen=True)
+class AlongGroup:
+    context: str  # the other varying matrix values; "" when only the key varies
+    cases: list[tuple[str, CaseAnalysis]]  # (value, case), baseline first
+    comparisons: list[CaseComparison]
+
+
+@dataclass(frozen=True)
+class Along:
+    key: str
+    values: list[str]  # plan order; the first is the baseline
+    groups: list[AlongGroup]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def default_along(run: RunAnalysis) -> str | None:
+    """The processing model when it varies, else the first varying key but ``traffic`` (its
+    cases measure different things)."""
+    keys = varying_keys([c.case for c in run.cases])
+    for k in (*PREFERRED_ALONG, *keys):
+        if k in keys and k != "traffic":
+            return k
+    return None
+
+
+def along(run: RunAnalysis, key: str | None, o: stats.CompareOptions) -> Along | None:
+    """Cases that differ only in ``key`` compared with the key's first value; None when the
+    run has no key to compare along (and none was asked for)."""
+    cases = [c.case for c in run.cases]
+    if key is None:
+        key = default_along(run)
+        if key is None:
+            return None
+    elif key not in varying_keys(cases):
+        known = sorted({k for c in cases for k in c.params})
+        what = "has one value" if key in known else "is not a matrix key"
+        raise BadInput(f"--along {key}: {what} in {run.run_dir} "
+                       f"(matrix keys: {', '.join(known) or 'none'})")
+    others = [k for k in varying_keys(cases) if k != key]
+    values: list[str] = []
+    groups: dict[str, dict[str, CaseAnalysis]] = {}
+    contexts: dict[str, str] = {}
+    for c in run.cases:
+        if key not in c.case.params:
+            continue
+        value = _text(c.case.params[key])
+        values += [value] if value not in values else []
+        rest = json.dumps({k: _text(v) for k, v in c.case.params.items() if k != key},
+                          sort_keys=True)
+        contexts[rest] = " · ".join(short_value(k, c.case.params.get(k)) for k in others)
+        groups.setdefault(rest, {})[value] = c
+    out: list[AlongGroup] = []
+    for rest, by_value in groups.items():
+        ordered = [(v, by_value[v]) for v in values if v in by_value]
+        base_value, base = ordered[0]
+        comparisons = []
+        for value, case in ordered[1:]:
+            metrics, info = compare_cases(base, case, o)
+            comparisons.append(CaseComparison(base_value, value, contexts[rest], base, case,
+                                              metrics, info))
+        out.append(AlongGroup(contexts[rest], ordered, comparisons))
+    return Along(key, values, out)
+
+
+@dataclass
+class RunComparison:
+    comparisons: list[CaseComparison]
+    options: stats.CompareOptions
+    unmatched: dict[str, list[str]] = field(default_factory=dict)  # run → case ids
+
+
+def _names(runs: list[RunAnalysis]) -> list[str]:
+    names = [r.name for r in runs]
+    return names if len(set(names)) == len(names) else [str(r.run_dir) for r in runs]
+
+
+def between_runs(runs: list[RunAnalysis], o: stats.CompareOptions) -> RunComparison:
+    """Every run after the first against the first, case by case (matched by id)."""
+    names = _names(runs)
+    base = runs[0]
+    out = RunComparison([], o)
+    for name, run in zip(names[1:], runs[1:], strict=True):
+        matched = [(c, run.case(c.id)) for c in base.cases if run.case(c.id) is not None]
+        if not matched:
+            raise BadInput(f"no case of {run.run_dir} matches a case of {base.run_dir} "
+                           "(cases are matched by id)")
+        for a, b in matched:
+            assert b is not None
+            metrics, info = compare_cases(a, b, o)
+            out.comparisons.append(CaseComparison(names[0], name, a.id, a, b, metrics, info))
+        ids = {c.id for c in run.cases}
+        lone = [c.id for c in base.cases if c.id not in ids]
+        lone += [c.id for c in run.cases if base.case(c.id) is None]
+        if lone:
+            out.unmatched[name] = lone
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+FIELDS = ("baseline", "candidate", "case", "metric", "unit", "n_a", "n_b", "estimate_a",
+          "estimate_b", "ratio", "ci_low", "ci_high", "p_value", "p_holm", "significant",
+          "verdict", "reason")
+
+
+def _row(cc: CaseComparison, key: str) -> dict[str, Any]:
+    c = cc.metrics[key].as_dict()
+    ci = c["ci"] or [None, None]
+    return {"baseline": cc.baseline, "candidate": cc.candidate, "case": cc.case, "metric": key,
+            "unit": cc.info[key].unit, "n_a": c["n_a"], "n_b": c["n_b"],
+            "estimate_a": c["estimate_a"], "estimate_b": c["estimate_b"], "ratio": c["ratio"],
+            "ci_low": ci[0], "ci_high": ci[1], "p_value": c["p_value"], "p_holm": c["p_holm"],
+            "significant": c["significant"], "verdict": c["verdict"], "reason": c["reason"]}
+
+
+def to_json(rc: RunComparison) -> str:
+    o = rc.options
+    doc = {"threshold_pct": 100 * o.threshold, "alpha": o.alpha, "confidence": o.confidence,
+           "statistic": o.statistic, "comparisons": [
+               {"baseline": cc.baseline, "candidate": cc.candidate, "case": cc.case,
+                "metrics": [{"label": cc.info[k].label, "unit": cc.info[k].unit,
+                             **cc.metrics[k].as_dict()} for k in cc.metrics]}
+               for cc in rc.comparisons],
+           "unmatched": rc.unmatched}
+    return json.dumps(doc, indent=2)
+
+
+def to_csv(rc: RunComparison) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    for cc in rc.comparisons:
+        for key in cc.metrics:
+            w.writerow(_row(cc, key))
+    return buf.getvalue().rstrip("\n")
+
+
+def short_reason(c: stats.Comparison) -> str:
+    """Why a verdict is what it is, in a few words (stats gives the long form)."""
+    if c.verdict != "inconclusive" or c.ci is None:
+        return c.reason
+    band = f"±{100 * c.threshold:g} %"
+    low, high = c.ci
+    outside = low > 1 + c.threshold or high < 1 - c.threshold
+    if c.significant:
+        return f"CI reaches into {band}"
+    return "not significant" if outside else f"not significant, CI wider than {band}"
+
+
+def cell(c: stats.Comparison) -> str:
+    """'1.25× [1.19, 1.31] slower' — a comparison in one table cell."""
+    if c.ratio is None:
+        return c.verdict
+    ci = f" [{fmt_ratio(c.ci[0])}, {fmt_ratio(c.ci[1])}]" if c.ci else " (no CI)"
+    return f"{fmt_ratio(c.ratio)}×{ci} {c.verdict}"
+
+
+def to_markdown(rc: RunComparison) -> str:
+    o = rc.options
+    lines = [f"Ratio = candidate ÷ baseline (median of repetitions), {100 * o.confidence:.0f} % "
+             f"bootstrap CI; p Holm-adjusted over each case's metrics, α = {o.alpha:g}; "
+             f"noise band ±{100 * o.threshold:g} %."]
+    for cc in rc.comparisons:
+        lines += ["", f"## {cc.candidate} vs {cc.baseline}: {cc.case}", "",
+                  "| metric | baseline | candidate | ratio [CI] | p (Holm) | verdict |",
+                  "|---|---:|---:|---|---:|---|"]
+        for key, c in cc.metrics.items():
+            m = cc.info[key]
+            p = "–" if c.p_holm is None else f"{c.p_holm:.2g}"
+            ratio = "–" if c.ratio is None else (
+                f"{fmt_ratio(c.ratio)}" + (f" [{fmt_ratio(c.ci[0])}, {fmt_ratio(c.ci[1])}]"
+                                           if c.ci else " (no CI)"))
+            why = short_reason(c)
+            verdict = c.verdict + (f" ({why})" if why else "")
+            lines.append(f"| {m.label} ({m.unit}) | {fmt_metric(m, c.estimate_a)} | "
+                         f"{fmt_metric(m, c.estimate_b)} | {ratio} | {p} | {verdict} |")
+    for run, ids in rc.unmatched.items():
+        lines += ["", f"Not compared (in one run only, {run}): {', '.join(ids)}"]
+    return "\n".join(lines)
+
+
+def render(rc: RunComparison, fmt: str) -> str:
+    return {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt](rc)
+
+
+def along_as_runs(a: Along, o: stats.CompareOptions) -> RunComparison:
+    """The same outputs for a comparison inside one run (case ids in place of run names)."""
+    comparisons = [CaseComparison(cc.a.id, cc.b.id, cc.case or a.key, cc.a, cc.b, cc.metrics,
+                                  cc.info) for g in a.groups for cc in g.comparisons]
+    return RunComparison(comparisons, o)
