@@ -3,10 +3,14 @@ VENV   := .venv
 NLPERF := $(VENV)/bin/nlperf
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-host test-vm lint bench soak clean
+.PHONY: setup setup-test demo test test-host test-vm lint bench soak clean
 
 setup:
 	@bash scripts/setup.sh
+
+# What only the tests need on top: a headless browser that opens the HTML report.
+setup-test:
+	@bash scripts/setup.sh --test
 
 # The headline scenario through the lab; prints the report path.
 demo: setup
@@ -14,7 +18,7 @@ demo: setup
 
 # Pure-Python tests and the end-to-end run on the host, then everything that needs the
 # module or probes inside one lab VM boot.
-test: setup lint test-host test-vm
+test: setup-test lint test-host test-vm
 
 lint:
 	$(VENV)/bin/ruff check nlperf tests

@@ -2,12 +2,17 @@
 # Idempotent set-up on Debian as root: system packages for the lab VM, BCC and the module
 # build, then the project venv. The venv is made from Debian's /usr/bin/python3 with system
 # site-packages, because Debian's python3-bpfcc (bcc) exists only for that interpreter.
+# With --test (make test): also Debian's chromium, which tests/test_report.py opens the HTML
+# report in (headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-system-x86 linux-image-amd64 linux-headers-amd64 python3-bpfcc bpfcc-tools
               busybox-static build-essential python3-venv kmod procps util-linux
               linux-source-6.1)
+if [ "${1:-}" = "--test" ]; then
+    APT_PACKAGES+=(chromium)
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
