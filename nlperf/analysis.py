@@ -29,6 +29,7 @@ from nlperf.catalog import Count, Metric, counts_of, sort_key, values_of
 from nlperf.models import Case, Env, Repetition, Summary
 
 SAMPLES = "samples.parquet"
+SAMPLE_COLUMNS = ("case", "repetition", "control", "source", "rtt_ns", "latency_ns")
 OBSERVED = ("rtt_p50_us", "rtt_p99_us", "throughput_per_s", "mc_latency_p50_us",
             "mc_latency_p99_us")
 OBSERVER_WARNING = 0.10  # the probes moved a metric by more than this: say so
@@ -248,7 +249,10 @@ class RunAnalysis:
         if not path.exists():  # runs before samples were kept: the report says so where it matters
             return None
         try:
-            return pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names  # only what the plots use: files can be large
+            return pd.read_parquet(path, columns=[c for c in SAMPLE_COLUMNS if c in names])
         except Exception as e:  # a torn or foreign file: the report goes on without it
             self.notes.append(f"{SAMPLES} unreadable ({type(e).__name__}): no distributions")
             return None

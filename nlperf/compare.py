@@ -96,7 +96,7 @@ class CaseComparison:
 @dataclass(frozen=True)
 class AlongGroup:
     context: str  # the other varying matrix values; "" when only the key varies
-    cases: list[tuple[str, CaseAnalysis]]  # (value, case), baseline first
+    cases: list[tuple[str, CaseAnalysis]]  # (value, case) in the key's order
     comparisons: list[CaseComparison]
 
 
@@ -150,12 +150,13 @@ def along(run: RunAnalysis, key: str | None, o: stats.CompareOptions) -> Along |
     out: list[AlongGroup] = []
     for rest, by_value in groups.items():
         ordered = [(v, by_value[v]) for v in values if v in by_value]
-        base_value, base = ordered[0]
         comparisons = []
-        for value, case in ordered[1:]:
-            metrics, info = compare_cases(base, case, o)
-            comparisons.append(CaseComparison(base_value, value, contexts[rest], base, case,
-                                              metrics, info))
+        if values[0] in by_value:  # without the baseline value a group compares nothing
+            base = by_value[values[0]]
+            for value, case in ordered[1:]:
+                metrics, info = compare_cases(base, case, o)
+                comparisons.append(CaseComparison(values[0], value, contexts[rest], base, case,
+                                                  metrics, info))
         out.append(AlongGroup(contexts[rest], ordered, comparisons))
     return Along(key, values, out)
 

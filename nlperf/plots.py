@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nlperf.catalog import fmt
 from nlperf.reportdoc import Figure
 
 WIDTH_IN = 8.6
@@ -76,7 +77,7 @@ def ci_bars(name: str, caption: str, title: str, xlabel: str,
     scale = 100.0 if percent else 1.0
     values = [b.value * scale for _, bars in groups for b in bars]
     log = not percent and not reference and _wants_log(values)
-    y, ticks = 0.0, []
+    y, ticks, reach = 0.0, [], 0.0
     for _, bars in groups:
         start = y
         for b in bars:
@@ -85,10 +86,11 @@ def ci_bars(name: str, caption: str, title: str, xlabel: str,
             if b.ci is not None and all(np.isfinite(b.ci)):
                 lo, hi = b.ci[0] * scale, b.ci[1] * scale
                 err, end = [[max(v - lo, 0.0)], [max(hi - v, 0.0)]], max(v, hi)
+            reach = max(reach, end)
             ax.barh(y, v, height=bar_h * 0.9, color=colors[b.series], xerr=err,
                     error_kw={"ecolor": "#222", "elinewidth": 1.1, "capsize": 3},
                     label=b.series)
-            text = f"{v:.3g}" + (" %" if percent else "") + ("" if b.ci else "  (no CI)")
+            text = fmt(v) + (" %" if percent else "") + ("" if b.ci else "  (no CI)")
             ax.annotate(text, (end, y), xytext=(5, 0), textcoords="offset points",
                         va="center", fontsize=8, color="#333")
             y += bar_h
@@ -102,9 +104,10 @@ def ci_bars(name: str, caption: str, title: str, xlabel: str,
         ax.axvline(x, color="#666", linewidth=0.9, linestyle="--", zorder=0)
     if log:
         ax.set_xscale("log")
-    elif not reference:
-        ax.set_xlim(left=min(0.0, *values))
-    ax.margins(x=0.14)
+        ax.margins(x=0.14)
+    else:  # room on the right for the value labels past the longest whisker
+        left = min(0.0, *values)
+        ax.set_xlim(left, max(reach, *reference, band[1] if band else 0.0) * 1.16 or 1.0)
     ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left")
     handles, labels = ax.get_legend_handles_labels()
@@ -133,10 +136,10 @@ def stacked(name: str, caption: str, title: str, parts: Sequence[str],
             ax.barh(i, v, left=left, height=0.62, color=PARTS_COLORS[j % len(PARTS_COLORS)],
                     label=parts[j] if i == 0 else None, edgecolor="white", linewidth=0.6)
             if v > 0.07 * total:
-                ax.text(left + v / 2, i, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                ax.text(left + v / 2, i, fmt(v), ha="center", va="center", fontsize=8,
                         color="white", fontweight="bold")
             left += v
-        ax.annotate(f"{left:.3g} µs", (left, i), xytext=(4, 0), textcoords="offset points",
+        ax.annotate(f"{fmt(left)} µs", (left, i), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=8, color="#333")
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.invert_yaxis()

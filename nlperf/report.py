@@ -76,6 +76,8 @@ def _along_table(al: Along) -> Table:
     rows: list[list[Cell]] = []
     for g in al.groups:
         base_value, base = g.cases[0]
+        if base_value != al.values[0]:
+            continue  # no baseline case here: said below the table
         first = True
         for m in base.metrics():
             if not m.headline:
@@ -128,6 +130,10 @@ def verdict_section(run: RunAnalysis, al: Along | None, o: stats.CompareOptions)
         s.blocks += [Para(["Cases compared along ", Span(al.key, "code"), ": baseline ",
                            Span(al.values[0], "strong"), ", against ",
                            ", ".join(al.values[1:]) + ". " + how]), _along_table(al)]
+        alone = [g.context or "the run" for g in al.groups if g.cases[0][0] != al.values[0]]
+        if alone:
+            s.blocks.append(Note(f"No {al.values[0]} case to compare with for: "
+                                 + "; ".join(alone), "warn"))
     else:
         s.blocks += [Para(["No matrix key with several values to compare along: each case's "
                            "headline metrics with a 95 % CI over its repetitions (",

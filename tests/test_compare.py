@@ -205,3 +205,18 @@ def test_compare_refuses_in_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in p.stderr
     assert "no case of" in procs["no-match"].stderr and str(other) in procs["no-match"].stderr
     assert nlperf("compare", a, a, "--threshold", "-1").returncode == EXIT_BAD_INPUT  # usage
+
+
+def test_a_group_without_the_baseline_value_compares_nothing(tmp_path: Path) -> None:
+    specs = [s for s in processing_models(reps=2) if s.id != "mode=callback,traffic=multicast"]
+    run = analysis.analyze(write_run(tmp_path, "gap", specs, samples=False, histograms=False))
+    by_mode = compare.along(run, None, compare.options())
+    assert by_mode is not None and by_mode.values[0] == "callback"
+    unicast, multicast = by_mode.groups
+    assert [cc.baseline for cc in unicast.comparisons] == ["callback", "callback"]
+    assert multicast.comparisons == []
+    from nlperf.report import build
+
+    verdict = build(run).sections[0]
+    assert any("No callback case to compare with for: multicast" in getattr(b, "text", "")
+               for b in verdict.blocks)
