@@ -183,8 +183,8 @@ def _observer_blocks(run: RunAnalysis) -> list[Block]:
     bars = []
     out: list[Block] = [Para([
         "Observer effect: each case ran again with no probe attached; ratio = probed ÷ "
-        "probes-off (the baseline). Workload metrics in this report come from the probes-off "
-        "pass; probe-measured ones from the probed pass."])]
+        "probes-off (the baseline). Where a case has that pass, its workload metrics in this "
+        "report come from it; probe-measured ones always come from the probed pass."])]
     for c in cased:
         assert c.observer is not None
         case_bars = []
@@ -264,6 +264,8 @@ def build(run: RunAnalysis, along_key: str | None = None,
 def write_report(run_dir: Path, along_key: str | None = None) -> Path:
     """Write report.md (PNGs beside it) and report.html; returns report.md's path."""
     doc = build(analyze(run_dir), along_key)
+    for old in run_dir.glob("fig-*.png"):  # an earlier report's figures: derived, rewritten
+        old.unlink()
     (run_dir / "report.md").write_text(to_markdown(doc, run_dir))
     (run_dir / "report.html").write_text(to_html(doc))
     return run_dir / "report.md"

@@ -104,6 +104,11 @@ def test_the_verdict_comes_first_and_names_the_winner(tmp_path: Path) -> None:
                    "fig-ctx-switches", "fig-rtt-percentiles"):
         assert f"]({figure}.png)" in md and (run / f"{figure}.png").exists(), figure
     assert_self_contained((run / "report.html").read_text())
+    # rewritten without per-message samples: no CDFs, and no stale figure left behind
+    (run / "samples.parquet").unlink()
+    md = write_report(run).read_text()
+    assert "No round-trip CDF" in md and not (run / "fig-rtt-cdf.png").exists()
+    assert not (run / "fig-mc-cdf.png").exists() and (run / "fig-breakdown.png").exists()
 
 
 def test_a_run_without_cases_still_gets_a_report(tmp_path: Path) -> None:
