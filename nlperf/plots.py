@@ -66,8 +66,8 @@ def ci_bars(name: str, caption: str, title: str, xlabel: str,
     """Horizontal bars with CI whiskers, one group per case (top to bottom), each group only
     as tall as the bars it has: a case without a series gets no empty slot."""
     groups = [(label, bars) for label, bars in groups if bars]
-    if not groups:
-        return None
+    if not any(b.value for _, bars in groups for b in bars):
+        return None  # nothing but zeros: the table says it better
     plt = _plt()
     series = list(dict.fromkeys(b.series for _, bars in groups for b in bars))
     colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}

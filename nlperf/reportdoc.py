@@ -153,7 +153,7 @@ border-bottom:2px solid #e3e7ec}h3{font-size:1.05em;margin:1.2em 0 .4em}
 .facts{color:#4a5560;font-size:.92em}nav{font-size:.9em;margin:.8em 0 1em}
 nav a{margin-right:1em;color:#2a5d9f;text-decoration:none}
 .table{overflow-x:auto;margin:.4em 0 1em}table{border-collapse:collapse;font-size:.9em}
-caption{caption-side:top;text-align:left;color:#4a5560;font-size:.9em;padding-bottom:.3em}
+.caption{color:#4a5560;font-size:.85em;padding-bottom:.3em}
 th{background:#f2f4f7;text-align:left;font-weight:600}
 td,th{padding:4px 10px;border-bottom:1px solid #dde2e8;vertical-align:top}
 td.num,th.num{text-align:right;white-space:nowrap}
@@ -193,8 +193,9 @@ def _html_block(block: Block, level: int) -> str:
         body = "".join("<tr>" + "".join(f"<td{cls(i)}>{_html_cell(c)}</td>"
                                         for i, c in enumerate(row)) + "</tr>"
                        for row in block.rows)
-        caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
-        return (f'<div class="table"><table>{caption}<thead><tr>{head}</tr></thead>'
+        caption = (f'<div class="caption">{html.escape(block.caption)}</div>'
+                   if block.caption else "")
+        return (f'<div class="table">{caption}<table><thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table></div>")
     if isinstance(block, Figure):
         data = base64.b64encode(block.svg.encode()).decode()
