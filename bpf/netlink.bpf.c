@@ -473,6 +473,10 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 		} else if (c) {
 			__sync_fetch_and_add(&c->involuntary, 1);
 		}
+		/* A wakeup stamped while the task was still on the CPU (ttwu_runnable: woken
+		 * between setting its sleeping state and leaving) is no wakeup from sleep: it must
+		 * not time the next switch-in. A real wakeup comes after this switch-out. */
+		wake_ts.delete(&prev_pid);
 	}
 	role = watch.lookup(&next_pid);
 	if (role) {

@@ -8,7 +8,8 @@ tests build snapshots by hand.
 
 Percentiles come from the histograms by linear interpolation within the bucket that holds the
 rank: from the linear histogram (``lin_step_ns`` wide buckets) when the rank falls below its
-overflow bucket, else from the log2 histogram; never above the recorded maximum.
+overflow bucket, else from the log2 histogram's samples at or above the overflow bound; never
+below that bound then, never above the recorded maximum.
 """
 
 from __future__ import annotations
@@ -105,24 +106,50 @@ def _interpolate(buckets: Sequence[tuple[float, float, int]], rank: float) -> fl
     return None
 
 
+def _overflow_buckets(log2: Sequence[int], in_range: int,
+                      bound: int) -> list[tuple[float, float, int]]:
+    """The log2 buckets' share of the samples at or above ``bound`` (the linear overflow).
+
+    Samples are counted in ascending order: the first ``in_range`` of them are the ones below
+    ``bound``, the rest lie in [max(lo, bound), hi) of their log2 bucket.
+    """
+    out: list[tuple[float, float, int]] = []
+    below = in_range
+    for s, n in enumerate(log2):
+        lo, hi = log2_bounds(s)
+        under = min(below, n)
+        below -= under
+        if n > under:
+            start = max(lo, bound)
+            out.append((start, max(hi, start), n - under))
+    return out
+
+
 def percentile(log2: Sequence[int], linear: Sequence[int], step_ns: int, q: float,
                max_ns: int | None = None) -> float | None:
     """The q-quantile (0 < q ≤ 1) in ns, interpolated within buckets.
 
     ``linear`` has len-1 buckets of ``step_ns`` and an overflow bucket at the end; when the rank
-    falls in the overflow bucket, the log2 histogram answers. Both histograms count the same
-    events; None if they are empty. Capped at ``max_ns`` when given.
+    falls in the overflow bucket, the log2 histogram answers, from its samples at or above the
+    overflow bound only (never below it). Both histograms count the same events; None if they
+    are empty. Capped at ``max_ns`` when given.
     """
     total = sum(log2)
     if total == 0:
         return None
     rank = max(q * total, 1e-9)
-    in_range = sum(linear[:-1]) if linear else 0
     value: float | None = None
-    if linear and rank <= in_range:
-        value = _interpolate([(i * step_ns, (i + 1) * step_ns, n)
-                              for i, n in enumerate(linear[:-1])], rank)
-    if value is None:
+    if linear:
+        in_range = sum(linear[:-1])
+        bound = (len(linear) - 1) * step_ns
+        if rank <= in_range:
+            value = _interpolate([(i * step_ns, (i + 1) * step_ns, n)
+                                  for i, n in enumerate(linear[:-1])], rank)
+        else:
+            value = _interpolate(_overflow_buckets(log2, in_range, bound), rank - in_range)
+            if value is None:  # maps read while probes run can disagree by a few counts
+                value = float(bound)
+    else:
         value = _interpolate([(*log2_bounds(s), n) for s, n in enumerate(log2)], rank)
     if value is not None and max_ns is not None:
         value = min(value, float(max_ns))

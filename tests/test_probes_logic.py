@@ -123,6 +123,26 @@ def test_percentile_falls_back_to_log2_beyond_the_linear_range() -> None:
     assert pb.percentile(log2, lin, 1000, 0.99, max_ns=100_000) <= 100_000
 
 
+
+def test_percentile_in_the_overflow_bucket_is_not_below_its_bound() -> None:
+    # 98 samples at 1 us, 2 at 210 us; linear 1 us steps to 200 us. The p99 rank lies in the
+    # overflow bucket (>= 200 us); the log2 bucket [131072, 262144) holds only those 2 samples,
+    # so the value is interpolated over [200000, 262144), not over the whole log2 bucket
+    # (which gave 196608: below every sample it stands for).
+    values = [1000] * 98 + [210_000] * 2
+    log2, lin = log2_of(values), linear_of(values, 1000, 200)
+    assert lin[-1] == 2
+    assert pb.percentile(log2, lin, 1000, 0.99) == pytest.approx(200_000 + 62_144 * 0.5)
+    assert pb.percentile(log2, lin, 1000, 0.99, max_ns=210_000) == 210_000
+    s = pb.latency_summary(log2, lin, 1000, 100, sum(values), 210_000)
+    assert (s["p50"], s["p90"], s["p99"], s["p999"]) == (1510.2, 1918.4, 210000.0, 210000.0)
+    # a log2 bucket that straddles the bound: its linear-range samples are not overflow
+    values = [150_000] * 50 + [250_000] * 50  # both in log2 bucket [131072, 262144)
+    log2, lin = log2_of(values), linear_of(values, 1000, 200)
+    assert pb.percentile(log2, lin, 1000, 0.5) == pytest.approx(151_000)
+    assert pb.percentile(log2, lin, 1000, 0.75) == pytest.approx(200_000 + 62_144 * 0.5)
+    assert pb.percentile(log2, lin, 1000, 1.0) == pytest.approx(262_144)
+
 def test_percentile_without_linear_and_empty() -> None:
     assert pb.percentile([0] * 65, [0] * 11, 1000, 0.5) is None
     log2 = log2_of([3, 3, 3, 3])  # slot 2 = [2, 4)

@@ -7,6 +7,7 @@ nothing stays attached.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import struct
 import time
@@ -195,6 +196,95 @@ def test_counters_only_counts_from_fexit_alone(probed: tuple[Loaded, ProbeSessio
     assert r["deliveries"]["by_socket"] == {str(socket_inode(s)): n}
     assert r["module"] == {"nlperf_input": None, "nlperf_process": None}
     assert r["attach"]["nlperf_input"] == "off (timing=False)"
+
+
+# --- wakeups of a task that is still on the CPU -------------------------------------------------
+
+SYS_FUTEX, SYS_FUTEX_WAITV, FUTEX_WAKE, FUTEX_32, WAITV_MAX = 202, 449, 1, 2, 128
+_libc = ctypes.CDLL(None, use_errno=True)
+# shared words: go, done (sleeper finished), ready (sleeper spinning), then the futexes
+GO, DONE, READY, FUTEXES = 0, 1, 2, 3
+
+
+class FutexWaitv(ctypes.Structure):
+    _fields_ = [("val", ctypes.c_uint64), ("uaddr", ctypes.c_uint64), ("flags", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32)]
+
+
+def _futex_addr(shared: ctypes.Array[ctypes.c_int], i: int) -> int:
+    return ctypes.addressof(shared) + (FUTEXES + i) * ctypes.sizeof(ctypes.c_int)
+
+
+def _sleeper(shared: ctypes.Array[ctypes.c_int], rounds: int) -> None:
+    """The watched task, on CPU 1: waits on WAITV_MAX futexes at once, ``rounds`` times, and
+    yields the CPU after each wait. futex_waitv sets the sleeping state, then queues the futexes
+    one by one: the waker, waking the first, mostly finds the task still on the CPU."""
+    os.sched_setaffinity(0, {1})
+    waiters = (FutexWaitv * WAITV_MAX)(*[FutexWaitv(0, _futex_addr(shared, i), FUTEX_32, 0)
+                                         for i in range(WAITV_MAX)])
+    shared[READY] = 1
+    while not shared[GO]:  # spin, do not sleep: the watch starts while this task runs
+        pass
+    for _ in range(rounds):
+        _libc.syscall(SYS_FUTEX_WAITV, waiters, WAITV_MAX, 0, None, 0)
+        os.sched_yield()
+    shared[DONE] = 1
+
+
+def _waker(shared: ctypes.Array[ctypes.c_int]) -> None:
+    """Wakes the first futex as fast as it can from CPU 0 (shared futexes: other processes)."""
+    os.sched_setaffinity(0, {0})
+    first = ctypes.c_void_p(_futex_addr(shared, 0))
+    while not shared[DONE]:
+        _libc.syscall(SYS_FUTEX, first, FUTEX_WAKE, 1, None, None, 0)
+
+
+def _spinner(shared: ctypes.Array[ctypes.c_int]) -> None:
+    """Keeps CPU 1 busy: the sleeper is preempted (involuntary switches, task runnable)."""
+    os.sched_setaffinity(0, {1})
+    while not shared[DONE]:
+        pass
+
+
+def test_wakeup_to_run_counts_only_wakeups_from_sleep(suite: Suite) -> None:
+    """A wakeup→run sample is taken at a switch-in that follows a wakeup; a sched_wakeup of a
+    task still on the CPU must not be kept for its next (involuntary) switch-in. Every sleep of
+    the watched task is a voluntary switch-out, one wakeup, one switch-in; its other switches
+    leave it runnable (nothing can wake it): so its wakeup→run count equals its blocked-time
+    count exactly, however many wakeups found it still on the CPU."""
+    ps = suite.session
+    ctx = multiprocessing.get_context("fork")
+    shared = ctx.RawArray(ctypes.c_int, FUTEXES + WAITV_MAX)
+    sleeper = ctx.Process(target=_sleeper, args=(shared, 300))
+    helpers = [ctx.Process(target=f, args=(shared,)) for f in (_waker, _spinner)]
+    sleeper.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not shared[READY] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert shared[READY]
+        ps.watch([sleeper.pid], None)
+        ps.reset()
+        for h in helpers:
+            h.start()
+        shared[GO] = 1
+        sleeper.join(300)
+        assert sleeper.exitcode == 0
+    finally:
+        shared[DONE] = 1
+        for p in [sleeper, *helpers]:
+            if p.pid is not None:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+    lab = ps.read()["sched"]["lab"]
+    woken = (lab["wakeup_to_run_ns"] or {}).get("count", 0)
+    blocked = (lab["blocked_ns"] or {}).get("count", 0)
+    print(f"sleeper: {lab['wakeups']} wakeups, {lab['voluntary']} voluntary and "
+          f"{lab['involuntary']} involuntary switches; {woken} wakeup->run, {blocked} blocked")
+    assert blocked > 0 and lab["involuntary"] >= 3
+    assert lab["wakeups"] > woken  # some wakeups found the task still on the CPU
+    assert woken == blocked
 
 
 def test_close_detaches_everything(suite: Suite) -> None:
