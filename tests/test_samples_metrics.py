@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nlperf import metrics, nlsock
+from nlperf import metrics, nlsock, samples
 from nlperf.samples import StampLog, components, latency_block
 from nlperf.workloads import procstat
 from nlperf.workloads.multicast import ReceiverResult
@@ -317,3 +317,28 @@ def test_simple_namespace_receivers_work_too() -> None:
     block = metrics.multicast_block("generator", {1: 5}, [r])
     assert block.receivers[0].lost == 2
     assert block.receivers[0].latency_us.count == 0
+
+
+# --- samples.parquet: one repetition's rows -------------------------------------------------
+
+
+def test_sample_table_rows_and_columns() -> None:
+    records = np.array([[0, 100, 300, 600, 1000], [50, 200, 260, 400, 900]], dtype=np.int64)
+    table = samples.sample_table("mode=kthread", 3, True, records, True,
+                                 {"r0.0": np.array([7000], dtype=np.int64),
+                                  "r1.0": np.array([], dtype=np.int64)})
+    assert table.column_names == list(samples.SAMPLE_COLUMNS)
+    assert table.to_pylist() == [
+        {"case": "mode=kthread", "repetition": 3, "control": True, "source": "unicast",
+         "rtt_ns": 1000, "user_to_kernel_ns": 100, "queue_ns": 200, "processing_ns": 300,
+         "kernel_to_user_ns": 400, "latency_ns": None},
+        {"case": "mode=kthread", "repetition": 3, "control": True, "source": "unicast",
+         "rtt_ns": 850, "user_to_kernel_ns": 150, "queue_ns": 60, "processing_ns": 140,
+         "kernel_to_user_ns": 500, "latency_ns": None},
+        {"case": "mode=kthread", "repetition": 3, "control": True, "source": "r0.0",
+         "rtt_ns": None, "user_to_kernel_ns": None, "queue_ns": None, "processing_ns": None,
+         "kernel_to_user_ns": None, "latency_ns": 7000}]
+    # a raw echo has no stamps: the round trip only
+    raw = samples.sample_table("default", 0, False, records, False, {}).to_pylist()
+    assert [(r["rtt_ns"], r["queue_ns"]) for r in raw] == [(1000, None), (850, None)]
+    assert samples.sample_table("default", 0, False, None, True, {}).num_rows == 0
