@@ -181,6 +181,64 @@ class Probes(OpenModel):
     overhead: Opt[Overhead] = None
 
 
+class PooledDirection(Model):
+    """One direction of a netlink function's calls, summed over the probed repetitions."""
+
+    calls: Count
+    results: dict[str, Count]
+    latency_ns: Opt[Latency] = None
+
+
+class PooledCalls(Model):
+    """A counted netlink function (``netlink_unicast``...) over the case's probed repetitions.
+
+    Counts are sums; latencies come from the repetitions' histograms added bucket by bucket.
+    """
+
+    calls: Count
+    results: dict[str, Count]
+    by_direction: dict[str, PooledDirection]
+    latency_ns: Opt[Latency] = None
+
+
+class PooledTotal(Model):
+    """A per-socket count (overruns, deliveries) summed over sockets and repetitions."""
+
+    total: Count
+
+
+class PooledSchedRole(Model):
+    """Scheduler events of one role (lab processes, the module's kthread), summed."""
+
+    voluntary: Count
+    involuntary: Count
+    wakeups: Count
+    blocked_ns: Opt[Latency] = None
+    wakeup_to_run_ns: Opt[Latency] = None
+
+
+class PooledSched(Model):
+    lab: Opt[PooledSchedRole] = None
+    kthread: Opt[PooledSchedRole] = None
+    workqueue: Opt[Latency] = None
+
+
+class CaseProbes(Model):
+    """A case's ``probes`` block: how each probe attached, the observer effect, and the
+    repetitions' probe counters pooled (keys as in a repetition's block, per-process and
+    per-socket detail left out: those differ from one repetition to the next)."""
+
+    attach: dict[str, str] = Field(default_factory=dict)
+    overhead: Opt[Overhead] = None
+    netlink_unicast: Opt[PooledCalls] = None
+    netlink_broadcast: Opt[PooledCalls] = None
+    netlink_broadcast_filtered: Opt[PooledCalls] = None
+    netlink_overrun: Opt[PooledTotal] = None
+    deliveries: Opt[PooledTotal] = None
+    sched: Opt[PooledSched] = None
+    module: Opt[dict[str, Latency]] = None
+
+
 class Blocks(Model):
     """The metric blocks of a repetition, or pooled over a case's repetitions."""
 
