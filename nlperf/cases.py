@@ -1,40 +1,56 @@
-"""Runs a group of cases on this kernel: every case × repetition, pooled, into a GroupResult.
+"""Runs a group of cases on this kernel (one boot): every case × repetition into a GroupResult.
 
-A case is one pass over its repetitions — with probes attached when the scenario asks — and,
-with ``probes.control``, a second pass without them (the observer effect). Both passes are
-the same loop. Nothing here writes a file: the caller persists the GroupResult after every
-repetition (``on_repetition``) and once more when the run stops (nlperf/runner.py).
+A case has a probed pass — with probes attached when the scenario asks — and, with
+``probes.control``, a probes-off control pass (the observer effect); both are the same code.
+The order of the runs and when ``repetitions: auto`` stops are nlperf/design.py's: by default
+the cases take turns round by round, each probed repetition followed by its control
+repetition. After every repetition the case's blocks are pooled again, so a run that stops
+keeps what finished. Nothing here writes a file: the caller persists the GroupResult and the
+repetition's samples (``on_repetition``) and the result once more when the run stops
+(nlperf/runner.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from nlperf import models
+from nlperf import design, models, samples
 from nlperf.errors import RunFailed
 from nlperf.measure import RepResult, pool_case, run_repetition
 from nlperf.metrics import observer_effect
+from nlperf.probe_pool import pool_probes
 from nlperf.probes import ProbeSession
 from nlperf.scenario import Case
 
 # one compiled probe session per (protocol, probe set, timing) in a run
 Sessions = dict[tuple[int, tuple[str, ...], bool], ProbeSession]
 
-
-OnRepetition = Callable[[models.Progress], None]
+# after every repetition: its progress line and its samples (a pyarrow table)
+OnRepetition = Callable[[models.Progress, Any], None]
 
 
 def run_cases(cases: list[Case], ko: Path, group: models.GroupResult, on_repetition: OnRepetition,
-              case_timeout: float = 600.0) -> None:
-    """Run every case × repetition into ``group``, calling ``on_repetition`` after each one."""
-    _CaseRunner(cases, ko, group, on_repetition, case_timeout).run()
+              case_timeout: float = 600.0, *, started: dt.datetime | None = None) -> None:
+    """Run every case × repetition into ``group``, calling ``on_repetition`` after each one.
+
+    ``started`` is when the whole run started (progress lines count seconds from it).
+    """
+    _Boot(cases, ko, group, on_repetition, case_timeout,
+          started or dt.datetime.now(dt.UTC)).run()
 
 
 def runs_per_case(case: Case) -> int:
-    """Repetitions a case takes, its probes-off control run included."""
+    """Runs a case takes before ``repetitions: auto`` adds any, its control runs included."""
+    return case.scenario.first_repetitions * (2 if has_control(case) else 1)
+
+
+def has_control(case: Case) -> bool:
     p = case.scenario.probes
-    return case.scenario.repetitions * (2 if p.enabled and p.control else 1)
+    return p.enabled and p.control
 
 
 def probe_attach_kinds(sessions: Sessions) -> dict[str, str]:
@@ -55,21 +71,113 @@ def _probe_session(case: Case, sessions: Sessions) -> ProbeSession | None:
     return sessions[key]
 
 
-class _CaseRunner:
-    """Cases in order; per case a probed pass (or the only pass) and, if asked, a control pass."""
+class _CaseRun:
+    """One case in the boot: its entry in the GroupResult, both passes, its stopping rule."""
+
+    def __init__(self, index: int, case: Case) -> None:
+        self.index, self.case = index, case
+        self.entry = models.Case(id=case.id, params=case.params, status=models.Status.failed,
+                                 repetitions=[])
+        self.probed: list[RepResult] = []
+        self.control: list[RepResult] = []
+        self.planned = case.scenario.first_repetitions  # probed repetitions, so far
+        self.started = False
+
+    @property
+    def passes(self) -> int:
+        return 2 if has_control(self.case) else 1
+
+    def wants_more(self) -> bool:
+        """Whether the probed pass takes another repetition."""
+        n, rule = len(self.probed), self.case.scenario.auto
+        if rule is None:
+            return n < self.case.scenario.first_repetitions
+        if n < rule.min:
+            return True
+        verdict = self.entry.repetitions_auto
+        return n < rule.max and not (verdict is not None and verdict.met)
+
+    def finished(self) -> bool:
+        return not self.wants_more() and (self.passes == 1 or len(self.control)
+                                          == len(self.probed))
+
+    def record(self, rep: RepResult, control: bool) -> None:
+        """Add a repetition and pool its pass again."""
+        if control:
+            self.control.append(rep)
+            if self.entry.control is None:
+                self.entry.control = models.Control(repetitions=[])
+            self.entry.control.repetitions.append(rep.block)
+            self.entry.control.take(pool_case(self.case, self.control))
+            if self.entry.probes is not None:
+                # interleaved, the control repetitions so far pair with as many probed ones
+                self.entry.probes.overhead = observer_effect(self.entry, self.entry.control)
+        else:
+            self.probed.append(rep)
+            self.entry.repetitions.append(rep.block)
+            self.entry.take(pool_case(self.case, self.probed))
+            blocks = [r.block.probes for r in self.probed if r.block.probes is not None]
+            if blocks:
+                overhead = self.entry.probes.overhead if self.entry.probes else None
+                self.entry.probes = pool_probes(
+                    blocks[0].attach, [b.document() for b in blocks],
+                    [r.probe_histograms for r in self.probed])
+                if overhead is not None:
+                    self.entry.probes.overhead = overhead
+            rule = self.case.scenario.auto
+            if rule is not None:
+                self.entry.repetitions_auto = design.auto_verdict(self.entry.repetitions, rule)
+
+
+class _Boot:
+    """This boot's cases in the scenario's order; see nlperf/design.py."""
 
     def __init__(self, cases: list[Case], ko: Path, group: models.GroupResult,
-                 on_repetition: OnRepetition, case_timeout: float) -> None:
-        self.cases, self.ko, self.group = cases, ko, group
-        self.on_repetition, self.case_timeout = on_repetition, case_timeout
+                 on_repetition: OnRepetition, case_timeout: float, started: dt.datetime) -> None:
+        self.ko, self.group = ko, group
+        self.on_repetition, self.case_timeout, self.started = on_repetition, case_timeout, started
+        self.runs = [_CaseRun(i, c) for i, c in enumerate(cases)]
         self.sessions: Sessions = {}
-        self.total = sum(runs_per_case(c) for c in cases)
         self.done = 0
+        first = cases[0].scenario if cases else None
+        self.order: models.OrderKind = first.order if first else "round-robin"
+        self.rng = random.Random(first.seed if first else None)
+        samples.part_schema()  # pyarrow loaded before the first repetition, not after it
+
+    @property
+    def total(self) -> int:
+        return sum(r.planned * r.passes for r in self.runs)
+
+    def _plan_round(self, cases: list[int]) -> None:
+        """``cases`` take one more repetition: the progress total grows now, not later."""
+        for i in cases:
+            run = self.runs[i]
+            run.planned = max(run.planned, len(run.probed) + 1)
 
     def run(self) -> None:
+        current: _CaseRun | None = None
         try:
-            for ci, case in enumerate(self.cases):
-                self._case(ci, case)
+            for planned in design.schedule(
+                    self.order, len(self.runs), wants_more=lambda i: self.runs[i].wants_more(),
+                    has_control=lambda i: has_control(self.runs[i].case),
+                    done=lambda i: len(self.runs[i].probed), on_round=self._plan_round,
+                    rng=self.rng):
+                current = self.runs[planned.case]
+                self._one(current, planned.control)
+                if current.finished():
+                    current.entry.status = models.Status.complete
+        except KeyboardInterrupt:
+            for r in self.runs:
+                if r.started and not r.finished():
+                    r.entry.status = models.Status.interrupted
+            raise
+        except RunFailed as e:
+            assert current is not None
+            current.entry.error = str(e)
+            for r in self.runs:
+                if r.started and r is not current and not r.finished():
+                    r.entry.error = f"not finished: the run stopped when {current.case.id} failed"
+            raise
         finally:
             self._note_attach_kinds()
             for ps in self.sessions.values():
@@ -80,48 +188,30 @@ class _CaseRunner:
         if self.sessions:
             self.group.env.probes.attach = probe_attach_kinds(self.sessions)
 
-    def _case(self, ci: int, case: Case) -> None:
-        entry = models.Case(id=case.id, params=case.params, status=models.Status.failed,
-                             repetitions=[])
-        self.group.cases.append(entry)
-        try:
-            probes = _probe_session(case, self.sessions)
-            reps = self._repeat(ci, case, entry, probes)
-            if probes is not None:
-                first = reps[0].block.probes
-                entry.probes = models.Probes(attach=first.attach if first is not None else {})
-            if probes is not None and case.scenario.probes.control:
-                # the observer effect: the same repetitions again with no probe attached
-                entry.control = models.Control(repetitions=[])
-                self._repeat(ci, case, entry.control, None)
-                assert entry.probes is not None
-                entry.probes.overhead = observer_effect(entry, entry.control)
-            entry.status = models.Status.complete
-        except KeyboardInterrupt:
-            entry.status = models.Status.interrupted
-            raise
-        except RunFailed as e:
-            entry.error = str(e)
-            raise
+    def _start(self, run: _CaseRun) -> None:
+        """The case's entry joins the result in plan order, whatever order the cases start in."""
+        at = sum(1 for r in self.runs if r.started and r.index < run.index)
+        run.started = True
+        self.group.cases.insert(at, run.entry)
 
-    def _repeat(self, ci: int, case: Case, into: models.Case | models.Control,
-                probes: ProbeSession | None) -> list[RepResult]:
-        """One pass over the case's repetitions, pooled into ``into`` even if it stops early."""
-        reps: list[RepResult] = []
-        try:
-            for r in range(case.scenario.repetitions):
-                rep = run_repetition(case, r, self.ko, self.case_timeout, probes)
-                reps.append(rep)
-                into.repetitions.append(rep.block)
-                if rep.probe_histograms is not None:
-                    self.group.probe_histograms.setdefault(case.id, []).append(
-                        rep.probe_histograms)
-                self.done += 1
-                self._note_attach_kinds()
-                self.on_repetition(models.Progress(
-                    case=ci, cases=len(self.cases), id=case.id, rep=r,
-                    control=isinstance(into, models.Control), done=self.done, total=self.total))
-        finally:
-            if reps:
-                into.take(pool_case(case, reps))
-        return reps
+    def _one(self, run: _CaseRun, control: bool) -> None:
+        if not run.started:
+            self._start(run)
+        case = run.case
+        probes = None if control else _probe_session(case, self.sessions)
+        index = len(run.control if control else run.probed)
+        rep = run_repetition(case, index, self.ko, self.case_timeout, probes)
+        rep.block.run_index = self.done
+        run.record(rep, control)
+        if rep.probe_histograms is not None:
+            self.group.probe_histograms.setdefault(case.id, []).append(rep.probe_histograms)
+        u = case.scenario.active_unicast
+        table = samples.sample_table(case.id, index, control, rep.unicast_records,
+                                     u is not None and u.kind == "timed", rep.receiver_latency)
+        self.done += 1
+        self._note_attach_kinds()
+        now = dt.datetime.now(dt.UTC)
+        self.on_repetition(models.Progress(
+            case=run.index, cases=len(self.runs), id=case.id, rep=index, control=control,
+            done=self.done, total=self.total, time=now.isoformat(timespec="milliseconds"),
+            elapsed_s=round((now - self.started).total_seconds(), 3)), table)

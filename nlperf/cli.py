@@ -23,10 +23,15 @@ def _say(msg: str) -> None:
 
 
 def _bar(total: int):  # type: ignore[no-untyped-def]
+    """The run's progress; the runner raises ``total`` when repetitions: auto adds a round.
+
+    smoothing=0: the ETA uses the average over all runs so far, not the last few, because
+    probed and control runs alternate and differ in length.
+    """
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="rep", desc="cases × repetitions", file=sys.stderr,
-                disable=None)
+    return tqdm(total=total, unit="run", desc="case × repetition runs", file=sys.stderr,
+                disable=None, smoothing=0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

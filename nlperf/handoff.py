@@ -6,7 +6,8 @@ in the guest; the file travels instead of the command line because the guest com
 limited to the 2048-byte kernel command line. The inner run is the only writer of
 ``.inner-<release>.json`` (models.GroupResult: its env facts, its cases, probe histograms,
 status), rewritten atomically after every repetition so that a timeout or Ctrl-C keeps what
-finished. The outer merges it into the files it alone writes (results.RunFiles).
+finished, and of ``.inner-samples-<release>/`` (one samples part per repetition). The outer
+merges them into the files it alone writes (results.RunFiles).
 """
 
 from __future__ import annotations
@@ -30,11 +31,16 @@ def result_name(release: str) -> str:
     return f".inner-{release}.json"
 
 
+def samples_name(release: str) -> str:
+    return f".inner-samples-{release}"
+
+
 def write_handoff(run_dir: Path, release: str, ko: Path, target: Target, accel: Accel,
-                  case_ids: list[str]) -> tuple[Path, Path]:
+                  case_ids: list[str], started: str) -> tuple[Path, Path]:
     """The hand-off file, and the path of the result file the inner run will write."""
     handoff = Handoff(run_dir=run_dir, ko=ko, target=target, accel=accel, cases=case_ids,
-                      result=result_name(release))
+                      result=result_name(release), samples=samples_name(release),
+                      started=started)
     path = handoff_path(run_dir, release)
     results.write_json(path, handoff)
     return path, run_dir / handoff.result

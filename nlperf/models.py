@@ -33,6 +33,7 @@ CaseStatus = Literal[Status.complete, Status.failed, Status.interrupted]
 Target = Literal["host", "vm"]
 Accel = Literal["kvm", "tcg", "none"]
 McSource = Literal["relay", "generator"]
+OrderKind = Literal["round-robin", "random", "sequential"]
 
 
 class _AbsentNotNull:
@@ -181,6 +182,64 @@ class Probes(OpenModel):
     overhead: Opt[Overhead] = None
 
 
+class PooledDirection(Model):
+    """One direction of a netlink function's calls, summed over the probed repetitions."""
+
+    calls: Count
+    results: dict[str, Count]
+    latency_ns: Opt[Latency] = None
+
+
+class PooledCalls(Model):
+    """A counted netlink function (``netlink_unicast``...) over the case's probed repetitions.
+
+    Counts are sums; latencies come from the repetitions' histograms added bucket by bucket.
+    """
+
+    calls: Count
+    results: dict[str, Count]
+    by_direction: dict[str, PooledDirection]
+    latency_ns: Opt[Latency] = None
+
+
+class PooledTotal(Model):
+    """A per-socket count (overruns, deliveries) summed over sockets and repetitions."""
+
+    total: Count
+
+
+class PooledSchedRole(Model):
+    """Scheduler events of one role (lab processes, the module's kthread), summed."""
+
+    voluntary: Count
+    involuntary: Count
+    wakeups: Count
+    blocked_ns: Opt[Latency] = None
+    wakeup_to_run_ns: Opt[Latency] = None
+
+
+class PooledSched(Model):
+    lab: Opt[PooledSchedRole] = None
+    kthread: Opt[PooledSchedRole] = None
+    workqueue: Opt[Latency] = None
+
+
+class CaseProbes(Model):
+    """A case's ``probes`` block: how each probe attached, the observer effect, and the
+    repetitions' probe counters pooled (keys as in a repetition's block, per-process and
+    per-socket detail left out: those differ from one repetition to the next)."""
+
+    attach: dict[str, str] = Field(default_factory=dict)
+    overhead: Opt[Overhead] = None
+    netlink_unicast: Opt[PooledCalls] = None
+    netlink_broadcast: Opt[PooledCalls] = None
+    netlink_broadcast_filtered: Opt[PooledCalls] = None
+    netlink_overrun: Opt[PooledTotal] = None
+    deliveries: Opt[PooledTotal] = None
+    sched: Opt[PooledSched] = None
+    module: Opt[dict[str, Latency]] = None
+
+
 class Blocks(Model):
     """The metric blocks of a repetition, or pooled over a case's repetitions."""
 
@@ -201,6 +260,8 @@ class Blocks(Model):
 
 class _RepetitionHead(Model):
     index: Count
+    run_index: Opt[Count] = Field(None, description=(
+        "position in its boot's run order, probed and control runs counted together (drift)"))
     duration_s: Opt[Seconds] = None
 
 
@@ -214,6 +275,20 @@ class Control(Blocks):
     repetitions: list[Repetition]
 
 
+class RepetitionsAuto(Model):
+    """``repetitions: auto``: whether the case's headline metrics reached the CI target.
+
+    ``achieved_ci_pct`` maps each headline metric to its bootstrap CI half-width in % of the
+    median of its per-repetition values (null: no CI yet); ``rounds`` is how many
+    repetitions the case took.
+    """
+
+    target_ci_pct: Annotated[float, Field(gt=0)]
+    achieved_ci_pct: dict[str, float | None]
+    met: bool
+    rounds: Count
+
+
 class _CaseHead(Model):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.=,-]*$",
                              description="stable, derived from the case's matrix values")]
@@ -221,15 +296,24 @@ class _CaseHead(Model):
     status: Opt[CaseStatus] = None
     error: Opt[str] = None
     repetitions: list[Repetition]
+    repetitions_auto: Opt[RepetitionsAuto] = None
 
 
 class Case(Blocks, _CaseHead):
     """One matrix point: its repetitions and the same blocks pooled over them."""
 
+    probes: Opt[CaseProbes] = None  # type: ignore[assignment]
     control: Opt[Control] = None
 
 
 DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class RunOrder(Model):
+    """How the case × repetition runs of each boot were ordered (``seed``: order random)."""
+
+    kind: OrderKind
+    seed: Opt[int] = None
 
 
 class Summary(Model):
@@ -246,6 +330,7 @@ class Summary(Model):
     nlperf_version: str
     started: DateTime
     finished: DateTime | None
+    order: Opt[RunOrder] = None
     cases: list[Case]
 
 
@@ -272,7 +357,11 @@ class Env(Model):
 
 
 class Progress(Model):
-    """One line of progress.jsonl: a finished case × repetition."""
+    """One line of progress.jsonl: a finished case × repetition.
+
+    ``done`` and ``total`` count this boot's runs; ``total`` grows when ``repetitions: auto``
+    adds a round.
+    """
 
     case: int
     cases: int
@@ -281,6 +370,8 @@ class Progress(Model):
     control: bool
     done: int
     total: int
+    time: DateTime
+    elapsed_s: Annotated[float, Field(description="seconds since the run started")]
 
 
 class Handoff(Model):
@@ -292,6 +383,8 @@ class Handoff(Model):
     accel: Accel
     cases: list[str]
     result: str = Field(description="file name in run_dir the inner run writes its GroupResult to")
+    samples: str = Field(description="directory in run_dir the inner run writes sample parts to")
+    started: DateTime = Field(description="when the run started (progress lines count from it)")
 
 
 class GroupResult(Model):

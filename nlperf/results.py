@@ -2,7 +2,8 @@
 
 A run directory is created once and never reused; every JSON file is written atomically so an
 interrupted run leaves the last complete summary, not a torn one. ``RunFiles`` is the one
-writer of summary.json, env.json and probe-histograms.json: the outer ``nlperf run``.
+writer of summary.json, env.json, probe-histograms.json and samples.parquet: the outer
+``nlperf run``.
 
 ``python -m nlperf.results --schema`` prints the schema generated from the models; the
 checked-in results/schema.json must equal it (tests/test_results.py).
@@ -14,6 +15,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import sys
 from functools import cache
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import jsonschema
 
-from nlperf import __version__
+from nlperf import __version__, samples
 from nlperf.errors import BadInput, RunFailed
 from nlperf.models import (
     Accel,
@@ -39,6 +41,7 @@ SUMMARY = "summary.json"
 ENV = "env.json"
 PROGRESS = "progress.jsonl"
 PROBE_HISTOGRAMS = "probe-histograms.json"  # {case id: [per probed repetition]}
+SAMPLES = samples.SAMPLES  # per-message samples (results/README.md has the columns)
 SCENARIO_COPY = "scenario.yaml"
 CONSOLE_LOG = "vm-console.log"
 
@@ -159,17 +162,32 @@ def append_progress(run_dir: Path, record: Progress) -> None:
         f.flush()
 
 
+def run_indices(group: GroupResult) -> set[int]:
+    """The boot positions of the repetitions a group's result holds, control runs included."""
+    reps = [r for c in group.cases
+            for r in (*c.repetitions, *(c.control.repetitions if c.control else ()))]
+    return {r.run_index for r in reps if r.run_index is not None}
+
+
 class RunFiles:
-    """The outer run's files, and their only writer: summary.json, env.json, probe-histograms.json.
+    """The outer run's files, and their only writer: summary.json, env.json,
+    probe-histograms.json and samples.parquet.
 
     Each group of cases (run natively, or in one VM boot) reports its latest GroupResult;
-    ``publish`` rewrites the three files from the summary's header and every group's result.
+    ``publish`` rewrites the three JSON files from the summary's header and every group's
+    result. Each group's samples arrive as one part file per repetition in a directory of
+    their own (``add_samples``); ``finish`` merges them into samples.parquet.
     """
 
     def __init__(self, run_dir: Path, summary: Summary) -> None:
         self.run_dir, self.summary = run_dir, summary
         self._groups: dict[int, GroupResult] = {}
+        self._samples: dict[int, Path] = {}
         write_summary(run_dir, summary)
+
+    def add_samples(self, slot: int, parts_dir: Path) -> None:
+        """Group ``slot`` writes its sample parts into ``parts_dir``."""
+        self._samples[slot] = parts_dir
 
     def publish(self, slot: int, group: GroupResult) -> None:
         """Group ``slot`` (its place in the run's plan) has results up to now."""
@@ -189,12 +207,28 @@ class RunFiles:
         if histograms:
             write_json(self.run_dir / PROBE_HISTOGRAMS, histograms)
 
+    def merge_samples(self) -> int:
+        """samples.parquet from every group's parts, in plan order, keeping exactly the
+        repetitions summary.json holds; the parts go once merged. Returns the row count."""
+        sources = [(self._samples[slot], run_indices(self._groups[slot]))
+                   for slot in sorted(self._samples) if slot in self._groups]
+        rows = samples.merge_parts(sources, self.run_dir / SAMPLES)
+        for parts_dir in self._samples.values():
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        return rows
+
     def finish(self, status: Status, error: str | None) -> None:
         s = self.summary
         s.status = status
         s.finished = now_iso()
         if error:
             s.error = error
+        try:
+            self.merge_samples()
+        except (OSError, ValueError) as e:  # the summary says why; it is still written
+            if s.status is Status.complete:
+                s.status = Status.failed
+            s.error = s.error or f"cannot write {SAMPLES}: {e}"
         write_summary(self.run_dir, s)
 
 

@@ -6,14 +6,17 @@ grouped by where they run — this host, or the lab VM with a given kernel (``ta
 ``kernel`` may be matrix keys: one VM boot per kernel). A host group runs in this process. For
 a VM group the outer builds the module for the guest kernel, writes one hand-off file and
 boots the VM (nlperf/handoff.py); the inner ``nlperf run --internal-handoff FILE`` there runs
-the cases into its own result file and appends progress lines to progress.jsonl. The outer
-tails progress.jsonl for its progress bar and merges the inner's result on every new line and
-once more when the VM stops.
+the cases into its own result file and sample parts and appends progress lines to
+progress.jsonl. The outer tails progress.jsonl for its progress bar and merges the inner's
+result on every new line and once more when the VM stops; when the run ends it merges every
+group's sample parts into samples.parquet.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import platform
+import secrets
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from nlperf import capabilities, handoff, kmod, results, scenario, signals
+from nlperf import capabilities, handoff, kmod, results, samples, scenario, signals
 from nlperf.cases import OnRepetition, run_cases, runs_per_case
 from nlperf.errors import EXIT_INTERRUPTED, NlperfError
 from nlperf.measure import clocksource, env_facts
-from nlperf.models import GroupResult, Progress, Status
+from nlperf.models import GroupResult, Progress, RunOrder, Status
 from nlperf.targets import vm
 
 DEFAULT_TIMEOUT = 3600.0
@@ -63,6 +66,24 @@ class Group:
 
 Say = Callable[[str], None]
 Bar = Any
+HOST_SAMPLES = ".host-samples"  # a host group's sample parts (this process writes them)
+
+
+class BarFeed:
+    """Progress lines → the bar: one step per line; the total follows each group's own total,
+    which grows when ``repetitions: auto`` adds a round (so tqdm's ETA stays honest)."""
+
+    def __init__(self, bar: Bar, totals: dict[int, int]) -> None:
+        self.bar, self.totals = bar, dict(totals)
+
+    def line(self, slot: int, line: Progress) -> None:
+        if self.bar is None:
+            return
+        grown = line.total - self.totals.get(slot, 0)
+        if grown:
+            self.totals[slot] = line.total
+            self.bar.total += grown
+        self.bar.update(1)
 
 
 @dataclass
@@ -107,9 +128,14 @@ def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None
     if not req.probes:
         resolved.setdefault("probes", {})["enabled"] = False
     base, cases = scenario.expand(resolved, str(req.scenario_path))
+    if base.order == "random" and base.seed is None:
+        # drawn here, written into the scenario copy the inner run reads, recorded in the summary
+        resolved["seed"] = secrets.randbits(32)
+        base, cases = scenario.expand(resolved, str(req.scenario_path))
     groups = plan(cases, req, say)
     run_dir = results.create_run_dir(base.name, req.out)
     (run_dir / results.SCENARIO_COPY).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    started = dt.datetime.now(dt.UTC)
     first = groups[0]
     if first.target == "vm":
         assert first.kernel is not None
@@ -117,14 +143,19 @@ def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None
     else:
         summary = results.new_summary(base.name, "host", vm.running_under(),
                                       platform.release(), clocksource())
+    summary.order = RunOrder(kind=base.order)
+    if base.seed is not None:
+        summary.order.seed = base.seed
     files = results.RunFiles(run_dir, summary)
-    bar = progress_factory(sum(runs_per_case(c) for c in cases)) if progress_factory else None
+    totals = {slot: sum(runs_per_case(c) for c in g.cases) for slot, g in enumerate(groups)}
+    bar = progress_factory(sum(totals.values())) if progress_factory else None
+    feed = BarFeed(bar, totals)
     state = RunState()
     try:
         with settles(state):
             for slot, group in enumerate(groups):
                 run_group = _run_native if group.target == "host" else _run_in_vm
-                ended = run_group(req, files, slot, group, say, bar)
+                ended = run_group(req, files, slot, group, say, feed, started)
                 state.stop(ended.status, ended.error)
                 if state.status is not Status.complete:
                     break
@@ -157,12 +188,12 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
 
 
 def _execute(cases: list[scenario.Case], ko: Path, result: GroupResult,
-             on_repetition: OnRepetition) -> RunState:
+             on_repetition: OnRepetition, started: dt.datetime) -> RunState:
     """Run ``cases`` here into ``result``; the module is unloaded whatever happens."""
     state = RunState()
     try:
         with settles(state):
-            run_cases(cases, ko, result, on_repetition)
+            run_cases(cases, ko, result, on_repetition, started=started)
     finally:
         with settles(state):
             kmod.unload()
@@ -173,19 +204,21 @@ def _execute(cases: list[scenario.Case], ko: Path, result: GroupResult,
 
 
 def _run_native(req: RunRequest, files: results.RunFiles, slot: int, group: Group, say: Say,
-                bar: Bar) -> RunState:
+                feed: BarFeed, started: dt.datetime) -> RunState:
     ko = kmod.build(platform.release(), log=files.run_dir / "kmod-build.log")
     env = env_facts("host", vm.running_under(), group.cases)
     result = GroupResult(status=Status.running, env=env, cases=[], probe_histograms={})
+    parts = files.run_dir / HOST_SAMPLES
+    files.add_samples(slot, parts)
 
-    def on_repetition(line: Progress) -> None:
+    def on_repetition(line: Progress, table: Any) -> None:
+        samples.write_part(parts, line.done - 1, table)  # done - 1: the run's index in the boot
         files.publish(slot, result)
         results.append_progress(files.run_dir, line)
-        if bar is not None:
-            bar.update(1)
+        feed.line(slot, line)
 
     try:
-        return _execute(group.cases, ko, result, on_repetition)
+        return _execute(group.cases, ko, result, on_repetition, started)
     finally:
         files.publish(slot, result)
 
@@ -203,19 +236,22 @@ def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcom
                          cases=[], probe_histograms={})
     handoff.write_result(out, result)
 
-    def on_repetition(line: Progress) -> None:
-        handoff.write_result(out, result)  # before the progress line the outer acts on
+    def on_repetition(line: Progress, table: Any) -> None:
+        # the samples, then the result naming their repetition, then the line the outer acts on
+        samples.write_part(h.run_dir / h.samples, line.done - 1, table)
+        handoff.write_result(out, result)
         results.append_progress(h.run_dir, line)
 
     try:
-        state = _execute(cases, h.ko, result, on_repetition)
+        state = _execute(cases, h.ko, result, on_repetition,
+                         dt.datetime.fromisoformat(h.started))
     finally:
         handoff.write_result(out, result)
     return RunOutcome(h.run_dir, state.status, _exit_for(state.status))
 
 
 def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group, say: Say,
-               bar: Bar) -> RunState:
+               feed: BarFeed, started: dt.datetime) -> RunState:
     kernel = group.kernel
     assert kernel is not None
     run_dir = files.run_dir
@@ -223,7 +259,9 @@ def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group
     say(f"building the module for {kernel.release}")
     ko = kmod.build(kernel.release, log=run_dir / "kmod-build.log")
     handoff_file, result_file = handoff.write_handoff(run_dir, kernel.release, ko, "vm", accel,
-                                                      [c.id for c in group.cases])
+                                                      [c.id for c in group.cases],
+                                                      started.isoformat())
+    files.add_samples(slot, run_dir / handoff.samples_name(kernel.release))
     inner = handoff.inner_command(vm.venv_bin() / "nlperf", run_dir / results.SCENARIO_COPY,
                                   handoff_file)
     console = run_dir / results.CONSOLE_LOG
@@ -236,7 +274,7 @@ def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group
         return got
 
     say(f"booting the lab VM ({kernel.release}, {accel}); console: {console}")
-    tail = _ProgressTail(run_dir / results.PROGRESS, bar, merge)
+    tail = _ProgressTail(run_dir / results.PROGRESS, lambda line: feed.line(slot, line), merge)
     state = RunState()
     rc: int | None = None
     with settles(state):
@@ -260,22 +298,33 @@ def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group
 
 
 class _ProgressTail:
-    """Follows progress.jsonl written by the inner run: advances the bar, merges its result."""
+    """Follows progress.jsonl written by the inner run: feeds the bar, merges its result.
 
-    def __init__(self, path: Path, bar: Bar, on_new: Callable[[], object]) -> None:
-        self.path, self.bar, self.on_new = path, bar, on_new
-        self.seen = self._count()
+    Only whole lines count (one may be half-written when polled); lines already there when
+    the tail starts belong to earlier groups.
+    """
 
-    def _count(self) -> int:
+    def __init__(self, path: Path, on_line: Callable[[Progress], None],
+                 on_new: Callable[[], object]) -> None:
+        self.path, self.on_line, self.on_new = path, on_line, on_new
+        self.seen = len(self._lines())
+
+    def _lines(self) -> list[str]:
         try:
-            return len(self.path.read_text().splitlines())
+            text = self.path.read_text()
         except FileNotFoundError:
-            return 0
+            return []
+        return text.splitlines()[:text.count("\n")]
 
     def poll(self) -> None:
-        new = self._count() - self.seen
-        if new > 0:
-            self.seen += new
-            if self.bar is not None:
-                self.bar.update(new)
-            self.on_new()
+        lines = self._lines()
+        new = lines[self.seen:]
+        if not new:
+            return
+        self.seen = len(lines)
+        for raw in new:
+            try:
+                self.on_line(Progress.model_validate_json(raw))
+            except ValueError:  # not a line of ours: count nothing, keep going
+                continue
+        self.on_new()

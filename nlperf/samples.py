@@ -7,7 +7,11 @@ reservoir (Vitter's algorithm R).
 
 from __future__ import annotations
 
+import os
 import random
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,3 +81,114 @@ def components(records: np.ndarray, timed: bool = True) -> dict[str, np.ndarray]
         out |= {"user_to_kernel": kr - us, "queue": ps - kr, "processing": ks - ps,
                 "kernel_to_user": ur - ks}
     return out
+
+
+# --- samples.parquet: the per-message samples behind the percentiles ---------------------------
+#
+# One row per message sample the reservoirs kept (results/README.md is the contract). ``source``
+# is "unicast" for the senders' round trips, else the multicast receiver's id; the timed-echo
+# columns are null for receiver rows, ``latency_ns`` is null for unicast rows. Each repetition
+# becomes one part file (written where it ran: in the lab VM, into the hand-off); the outer run
+# alone merges the parts into samples.parquet. pyarrow is imported on first use (cases.py asks
+# for the schema before the first repetition, so every repetition runs with it loaded).
+
+SAMPLES = "samples.parquet"
+UNICAST_SOURCE = "unicast"
+STAMP_COLUMNS = ("rtt_ns", "user_to_kernel_ns", "queue_ns", "processing_ns",
+                 "kernel_to_user_ns")
+# column -> pandas dtype on reading; the arrow type follows from it (samples_schema)
+SAMPLE_COLUMNS: dict[str, str] = {"case": "str", "repetition": "int64", "control": "bool",
+                                  "source": "str", **dict.fromkeys(STAMP_COLUMNS, "Int64"),
+                                  "latency_ns": "Int64"}
+
+
+@cache
+def part_schema() -> Any:
+    """The arrow schema of a part (pyarrow only: the lab VM need not import pandas)."""
+    import pyarrow as pa
+
+    types = {"str": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "Int64": pa.int64()}
+    return pa.schema([pa.field(c, types[d], nullable=d == "Int64")
+                      for c, d in SAMPLE_COLUMNS.items()])
+
+
+@cache
+def samples_schema() -> Any:
+    """samples.parquet's schema: the part schema with the pandas metadata that makes
+    ``pd.read_parquet`` give the dtypes of SAMPLE_COLUMNS (nullable Int64 included)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    empty = pd.DataFrame({c: pd.Series([], dtype=d) for c, d in SAMPLE_COLUMNS.items()})
+    return part_schema().with_metadata(pa.Schema.from_pandas(empty, preserve_index=False)
+                                       .metadata)
+
+
+def sample_table(case: str, repetition: int, control: bool, unicast: np.ndarray | None,
+                 timed: bool, receivers: dict[str, np.ndarray]) -> Any:
+    """One repetition's rows: StampLog records of its senders, latencies of its receivers."""
+    import pyarrow as pa
+
+    schema = part_schema()
+    parts: list[Any] = []
+
+    def rows(source: str, n: int, values: dict[str, np.ndarray]) -> None:
+        cols = {"case": pa.array([case] * n, pa.string()),
+                "repetition": pa.array(np.full(n, repetition, dtype=np.int64)),
+                "control": pa.array(np.full(n, control, dtype=bool)),
+                "source": pa.array([source] * n, pa.string())}
+        for name in (*STAMP_COLUMNS, "latency_ns"):
+            v = values.get(name)
+            cols[name] = pa.array(v.astype(np.int64)) if v is not None else pa.nulls(n, pa.int64())
+        parts.append(pa.table(cols, schema=schema))
+
+    if unicast is not None and len(unicast):
+        rows(UNICAST_SOURCE, len(unicast),
+             {f"{k}_ns": v for k, v in components(unicast, timed).items()})
+    for rid, latency in receivers.items():
+        if len(latency):
+            rows(rid, len(latency), {"latency_ns": latency})
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def part_name(run_index: int) -> str:
+    return f"{run_index:06d}.parquet"
+
+
+def write_part(parts_dir: Path, run_index: int, table: Any) -> None:
+    """One repetition's samples, renamed into place whole."""
+    import pyarrow.parquet as pq
+
+    parts_dir.mkdir(exist_ok=True)
+    final = parts_dir / part_name(run_index)
+    tmp = final.with_name(f".{final.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+
+
+def merge_parts(sources: list[tuple[Path, set[int]]], out: Path) -> int:
+    """Write ``out`` from the parts of each (directory, run indices to keep), in that order.
+
+    Only the repetitions a group's result holds are kept (a part written just before the VM
+    stopped has no repetition in the summary). Streams part by part; returns the row count.
+    """
+    import pyarrow.parquet as pq
+
+    schema = samples_schema()
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for parts_dir, keep in sources:
+            for run_index in sorted(keep):
+                part = parts_dir / part_name(run_index)
+                if not part.exists():
+                    continue
+                table = pq.read_table(part).cast(schema)
+                rows += table.num_rows
+                writer.write_table(table)
+        if rows == 0:
+            writer.write_table(schema.empty_table())
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return rows

@@ -15,10 +15,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from nlperf import kmod
 from nlperf.errors import BadInput
+from nlperf.models import OrderKind
 
 Group = Annotated[int, Field(ge=1, le=32)]
 
@@ -123,12 +135,49 @@ class Probes(Strict):
     control: bool = True
 
 
+class AutoRepetitions(Strict):
+    """``repetitions: auto``: rounds are added until every headline metric's CI is narrow enough.
+
+    After ``min`` repetitions of every case, a case still short of the target gets one more
+    repetition per round until each of its headline metrics has a bootstrap CI half-width
+    (nlperf.stats.ci_halfwidth_pct over the per-repetition values) ≤ ``target_ci_pct`` % or
+    it has ``max`` repetitions.
+    """
+
+    min: int = Field(3, ge=2, le=1000, description="a CI needs two repetitions")
+    max: int = Field(10, ge=2, le=1000)
+    target_ci_pct: float = Field(5.0, gt=0, le=100, description="% of the estimate")
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoRepetitions:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+def _repetitions_kind(value: Any) -> str:
+    return "auto" if isinstance(value, dict | AutoRepetitions) else "count"
+
+
+# a whole number, or (``auto`` / a mapping) the adaptive rule; tags keep errors to one branch
+Repetitions = Annotated[
+    Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("count")]
+    | Annotated[AutoRepetitions, Tag("auto")],
+    Discriminator(_repetitions_kind)]
+# keys that hold for the whole run: a matrix cannot vary them
+RUN_WIDE_KEYS = ("matrix", "name", "order", "seed")
+
+
 class Scenario(Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     target: Literal["auto", "host", "vm"] = "auto"
     kernel: str | None = None
-    repetitions: int = Field(1, ge=1, le=1000)
+    repetitions: Repetitions = 1
+    order: OrderKind = Field(
+        "round-robin", description="how the case x repetition runs of one boot are ordered")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1,
+                             description="order random: the shuffle's seed (default: drawn)")
     traffic: Literal["both", "unicast", "multicast"] = Field(
         "both", description="which of the unicast and multicast sections a case drives")
     warmup: Warmup = Warmup()
@@ -137,6 +186,18 @@ class Scenario(Strict):
     multicast: Multicast | None = None
     probes: Probes = Probes()
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("repetitions", mode="before")
+    @classmethod
+    def _auto_defaults(cls, value: Any) -> Any:
+        return {} if value == "auto" else value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_for_random(cls, seed: int | None, info: ValidationInfo) -> int | None:
+        if seed is not None and info.data.get("order") != "random":
+            raise ValueError("applies to order random only")
+        return seed
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -148,6 +209,17 @@ class Scenario(Strict):
         if self.traffic == "multicast" and self.multicast is None:
             raise ValueError("traffic multicast needs a multicast section")
         return self
+
+    @property
+    def auto(self) -> AutoRepetitions | None:
+        """The adaptive rule, or None for a fixed number of repetitions."""
+        return self.repetitions if isinstance(self.repetitions, AutoRepetitions) else None
+
+    @property
+    def first_repetitions(self) -> int:
+        """Repetitions every case gets before the adaptive rule (if any) has its say."""
+        return self.repetitions.min if isinstance(self.repetitions, AutoRepetitions) \
+            else self.repetitions
 
     @property
     def active_unicast(self) -> Unicast | None:
@@ -172,6 +244,13 @@ def _fmt_loc(loc: tuple[int | str, ...]) -> str:
 def _one_line(e: ValidationError) -> str:
     err = e.errors()[0]
     msg = err["msg"].removeprefix("Value error, ")
+    loc = tuple(err["loc"])
+    if loc[:1] == ("repetitions",) and loc[1:2] in (("count",), ("auto",)):
+        loc = loc[:1] + loc[2:]  # the union's branch tag is not a key
+        if err["type"] in ("int_type", "int_parsing", "int_from_float"):
+            msg = "expected a whole number 1..1000, auto, or a mapping of min, max, " \
+                  f"target_ci_pct, got {err['input']!r}"
+            err = {**err, "type": "value_error"}
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "literal_error":
@@ -179,7 +258,7 @@ def _one_line(e: ValidationError) -> str:
     elif "input" in err and err["type"] not in ("missing", "value_error"):
         msg = f"{msg}, got {err['input']!r}"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{_fmt_loc(tuple(err['loc']))}: {msg}{more}"
+    return f"{_fmt_loc(loc)}: {msg}{more}"
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -272,7 +351,7 @@ def expand(data: dict[str, Any], source: str = "<scenario>") -> tuple[Scenario, 
     for key, values in matrix.items():
         if not isinstance(values, list) or not values:
             raise BadInput(f"{source}: matrix.{key}: expected a non-empty list of values")
-        if key.split(".")[0] in ("matrix", "name"):
+        if key.split(".")[0] in RUN_WIDE_KEYS:
             raise BadInput(f"{source}: matrix.{key}: this key cannot vary")
         if not _known_key(key):
             raise BadInput(f"{source}: matrix.{key}: unknown key")

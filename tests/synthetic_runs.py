@@ -20,6 +20,7 @@ import pandas as pd
 from nlperf import results
 from nlperf.models import (
     Case,
+    CaseProbes,
     Control,
     CtxSwitches,
     Env,
@@ -159,7 +160,7 @@ def make_case(spec: Spec, samples: list[pd.DataFrame] | None = None,
     for name in ("unicast", "multicast", "sched"):
         if getattr(first, name) is not None:
             setattr(case, name, getattr(first, name))
-    case.probes = Probes(attach=ATTACH)
+    case.probes = CaseProbes(attach=ATTACH)
     return case
 
 

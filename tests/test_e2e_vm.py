@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nlperf import results
@@ -49,8 +50,15 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     assert summary["clocksource"] == "tsc"
     env = json.loads((out / "env.json").read_text())
     assert env["target"] == "vm" and env["kernel"] == summary["kernel"]
-    # 4 cases × 2 repetitions, each again as the probes-off control run
-    assert len((out / "progress.jsonl").read_text().splitlines()) == 16
+    # 4 cases × 2 repetitions, each again as the probes-off control run; the cases take
+    # turns and each probed repetition is followed by its control repetition
+    progress = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert len(progress) == 16
+    assert [(p["case"], p["rep"], p["control"]) for p in progress] == [
+        (c, r, control) for r in range(2) for c in range(4) for control in (False, True)]
+    assert [p["done"] for p in progress] == list(range(1, 17))
+    assert all(p["total"] == 16 and p["elapsed_s"] > 0 for p in progress)
+    assert summary["order"] == {"kind": "round-robin"}
     assert env["probes"]["attach"]["netlink_unicast"].startswith(("fentry", "kprobe"))
     assert (out / "report.md").exists() and (out / "report.html").exists()
     # the hand-off: one file in, one file back, merged by the outer run
@@ -63,6 +71,32 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     cases = {c["id"]: c for c in summary["cases"]}
     assert set(cases) == {f"mode={m},traffic={t}" for m in ("callback", "kthread")
                           for t in ("unicast", "multicast")}
+    for ci, case in enumerate(summary["cases"]):
+        assert [r["run_index"] for r in case["repetitions"]] == [2 * ci, 8 + 2 * ci]
+        assert [r["run_index"] for r in case["control"]["repetitions"]] == [2 * ci + 1,
+                                                                            9 + 2 * ci]
+    # samples.parquet holds the samples behind every percentile of every repetition
+    frame = pd.read_parquet(out / "samples.parquet")
+    assert list(frame.columns) == ["case", "repetition", "control", "source", "rtt_ns",
+                                   "user_to_kernel_ns", "queue_ns", "processing_ns",
+                                   "kernel_to_user_ns", "latency_ns"]
+    assert str(frame["rtt_ns"].dtype) == str(frame["latency_ns"].dtype) == "Int64"
+    counts = frame.groupby(["case", "repetition", "control", "source"]).size().to_dict()
+    expected: dict[tuple[str, int, bool, str], int] = {}
+    for case in summary["cases"]:
+        for control, reps in ((False, case["repetitions"]),
+                              (True, case["control"]["repetitions"])):
+            for rep in reps:
+                key = (case["id"], rep["index"], control)
+                if "unicast" in rep:
+                    expected[(*key, "unicast")] = rep["unicast"]["rtt_us"]["count"]
+                for r in rep.get("multicast", {}).get("receivers", []):
+                    if r["latency_us"]["count"]:
+                        expected[(*key, r["id"])] = r["latency_us"]["count"]
+    assert counts == expected
+    unicast = frame[frame["source"] == "unicast"]
+    assert unicast["latency_ns"].isna().all() and unicast["queue_ns"].notna().all()
+    assert not list(out.glob(".inner-samples-*"))  # merged, then removed
     for mode in ("callback", "kthread"):
         u = cases[f"mode={mode},traffic=unicast"]["unicast"]
         assert u["sent"] == u["received"] == 600 and u["errors"] == 0
@@ -74,6 +108,15 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
             # batch 2: one datagram to the kernel per two messages, one reply per message
             assert calls["to_kernel"]["calls"] == rep["unicast"]["sent"] // 2
             assert calls["kernel_to_user"]["calls"] == rep["unicast"]["received"]
+        # and the case pools them: counts summed, latencies from the pooled histograms
+        case = cases[f"mode={mode},traffic=unicast"]
+        pooled = case["probes"]["netlink_unicast"]["by_direction"]["to_kernel"]
+        assert pooled["calls"] == 300
+        assert pooled["latency_ns"]["count"] == sum(
+            r["probes"]["netlink_unicast"]["by_direction"]["to_kernel"]["latency_ns"]["count"]
+            for r in case["repetitions"])
+        assert case["probes"]["netlink_unicast"]["by_direction"]["kernel_to_user"][
+            "calls"] == 600
         for case in cases.values():
             control = case["control"]
             assert len(control["repetitions"]) == 2

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from nlperf import metrics, models, results, wire
+from nlperf import design, metrics, models, results, samples, wire
 from nlperf.errors import EXIT_BAD_INPUT, BadInput, RunFailed
 from nlperf.measure import RepResult, pool_case
 from nlperf.models import Status
 from nlperf.samples import StampLog
-from nlperf.scenario import expand
+from nlperf.scenario import AutoRepetitions, expand
 from nlperf.workloads.multicast import ReceiverResult
 from nlperf.workloads.unicast import SenderResult
 
@@ -211,6 +212,45 @@ def test_realistic_summary_against_schema_file_directly() -> None:
     jsonschema.validate(realistic_summary().document(), schema)
 
 
+def test_the_run_design_keys_are_in_the_contract() -> None:
+    """Order and seed, each repetition's run index, repetitions: auto's verdict, pooled probes."""
+    import jsonschema
+
+    summary = realistic_summary()
+    summary.order = models.RunOrder(kind="random", seed=7)
+    for case in summary.cases:
+        for i, rep in enumerate(case.repetitions):
+            rep.run_index = 2 * i + (case.id == "mode=kthread")
+        case.repetitions_auto = design.auto_verdict(case.repetitions,
+                                                    AutoRepetitions(min=2, target_ci_pct=1))
+        case.probes = models.CaseProbes(attach={"netlink_unicast": "fentry/fexit"},
+                                        netlink_overrun=models.PooledTotal(total=3))
+    doc = json.loads(json.dumps(summary.document()))
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    assert models.Summary.model_validate(doc).document() == doc
+    assert doc["order"] == {"kind": "random", "seed": 7}
+    kthread = doc["cases"][1]
+    assert [r["run_index"] for r in kthread["repetitions"]] == [1, 3]
+    # two repetitions: the CI of the median spans them, (b - a) / (a + b) of the estimate;
+    # the receivers got identical records each time, the senders did not
+    assert kthread["repetitions_auto"] == {
+        "target_ci_pct": 1.0, "met": False, "rounds": 2,
+        "achieved_ci_pct": {"unicast.rtt_us.p50": 1.24, "unicast.rtt_us.p99": 1.07,
+                            "unicast.throughput_per_s": 0.58,
+                            "multicast.receivers[r0.0].latency_us.p50": 0.0,
+                            "multicast.receivers[r0.1].latency_us.p50": 0.0,
+                            "multicast.receivers[r1.0].latency_us.p50": 0.0}}
+    p50s = [r["unicast"]["rtt_us"]["p50"] for r in kthread["repetitions"]]
+    assert round(100 * abs(p50s[1] - p50s[0]) / sum(p50s), 2) == 1.24
+    assert list(kthread)[:6] == ["id", "params", "status", "repetitions", "repetitions_auto",
+                                 "unicast"]
+    assert kthread["probes"] == {"attach": {"netlink_unicast": "fentry/fexit"},
+                                 "netlink_overrun": {"total": 3}}
+    broken = copy.deepcopy(doc)
+    broken["cases"][0]["probes"]["netlink_overrun"]["by_socket"] = {}  # closed at case level
+    assert results.validation_errors(broken)
+
+
 # --- validation and writing ----------------------------------------------------------------------
 
 
@@ -335,10 +375,14 @@ def test_read_json_errors_are_bad_input(tmp_path: Path) -> None:
 
 def test_append_progress_is_jsonl(tmp_path: Path) -> None:
     for i in range(3):
-        results.append_progress(tmp_path, models.Progress(case=0, cases=1, id="default", rep=i,
-                                                          control=False, done=i + 1, total=3))
-    lines = (tmp_path / results.PROGRESS).read_text().splitlines()
-    assert [json.loads(x)["done"] for x in lines] == [1, 2, 3]
+        results.append_progress(tmp_path, models.Progress(
+            case=0, cases=1, id="default", rep=i, control=False, done=i + 1, total=3,
+            time=f"2026-01-02T03:04:0{i}.250+00:00", elapsed_s=1.5 * i))
+    lines = [json.loads(x) for x in (tmp_path / results.PROGRESS).read_text().splitlines()]
+    assert [x["done"] for x in lines] == [1, 2, 3]
+    assert lines[2] == {"case": 0, "cases": 1, "id": "default", "rep": 2, "control": False,
+                        "done": 3, "total": 3, "time": "2026-01-02T03:04:02.250+00:00",
+                        "elapsed_s": 3.0}
 
 
 def test_new_summary_fields() -> None:
@@ -422,7 +466,8 @@ def _group(kernel: str, clocksource: str | None, case_ids: list[str],
                      module_params={c: {"mode": "callback"} for c in case_ids},
                      probes=models.EnvProbes(attach={"netlink_unicast": "fentry/fexit"}))
     cases = [models.Case(id=c, params={}, status=Status.complete,
-                         repetitions=[models.Repetition(index=0)]) for c in case_ids]
+                         repetitions=[models.Repetition(index=0, run_index=i)])
+             for i, c in enumerate(case_ids)]
     return models.GroupResult(status=Status.complete, env=env, cases=cases,
                               probe_histograms=histograms or {})
 
@@ -454,4 +499,52 @@ def test_run_files_merge_groups_in_plan_order(tmp_path: Path) -> None:
     assert on_disk["finished"] is not None
     assert results.validation_errors(on_disk) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        results.ENV, results.PROBE_HISTOGRAMS, results.SUMMARY]
+        results.ENV, results.PROBE_HISTOGRAMS, results.SAMPLES, results.SUMMARY]
+    assert len(pd.read_parquet(tmp_path / results.SAMPLES)) == 0  # no group sent samples
+
+
+def _part(parts: Path, run_index: int, case: str, rep: int, control: bool,
+          rtts: list[int], receivers: dict[str, list[int]] | None = None) -> None:
+    records = np.array([[0, 100, 300, 600, rtt] for rtt in rtts], dtype=np.int64)
+    samples.write_part(parts, run_index, samples.sample_table(
+        case, rep, control, records, True,
+        {rid: np.array(v, dtype=np.int64) for rid, v in (receivers or {}).items()}))
+
+
+def test_samples_of_two_boots_merge_into_one_file_in_plan_order(tmp_path: Path) -> None:
+    files = results.RunFiles(tmp_path, results.new_summary("s", "vm", "tcg", None, None))
+    boots = {0: tmp_path / ".inner-samples-6.1.0-56-amd64",
+             1: tmp_path / ".inner-samples-6.12.9-amd64"}
+    for slot, parts in boots.items():
+        files.add_samples(slot, parts)
+    # boot 1 (6.12): one case, a probed and a control repetition, the second with a receiver
+    _part(boots[1], 0, "kernel=6.12", 0, False, [1000, 2000])
+    _part(boots[1], 1, "kernel=6.12", 0, True, [900], {"r0.0": [5000, 6000, 7000]})
+    g612 = _group("6.12.9-amd64", "tsc", ["kernel=6.12"])
+    g612.cases[0].control = models.Control(repetitions=[models.Repetition(index=0,
+                                                                          run_index=1)])
+    files.publish(1, g612)
+    # boot 0 (6.1): one repetition in its result, and a part of a repetition the VM was
+    # killed after (not in the result: not in samples.parquet either)
+    _part(boots[0], 0, "kernel=6.1", 0, False, [3000])
+    _part(boots[0], 1, "kernel=6.1", 1, False, [4000])
+    files.publish(0, _group("6.1.0-56-amd64", "tsc", ["kernel=6.1"]))
+    files.finish(Status.failed, "the lab VM did not finish within 8 s")
+    frame = pd.read_parquet(tmp_path / results.SAMPLES)
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {
+        "case": str(pd.Series(["x"]).dtype), "repetition": "int64", "control": "bool",
+        "source": str(pd.Series(["x"]).dtype), "rtt_ns": "Int64", "user_to_kernel_ns": "Int64",
+        "queue_ns": "Int64", "processing_ns": "Int64", "kernel_to_user_ns": "Int64",
+        "latency_ns": "Int64"}
+    assert list(frame.columns) == list(samples.SAMPLE_COLUMNS)
+    rows = frame.astype(object).where(frame.notna(), None).values.tolist()
+    stamps = [100, 200, 300]  # user→kernel, queue, processing from the records above
+    assert rows == [
+        ["kernel=6.1", 0, False, "unicast", 3000, *stamps, 2400, None],
+        ["kernel=6.12", 0, False, "unicast", 1000, *stamps, 400, None],
+        ["kernel=6.12", 0, False, "unicast", 2000, *stamps, 1400, None],
+        ["kernel=6.12", 0, True, "unicast", 900, *stamps, 300, None],
+        ["kernel=6.12", 0, True, "r0.0", None, None, None, None, None, 5000],
+        ["kernel=6.12", 0, True, "r0.0", None, None, None, None, None, 6000],
+        ["kernel=6.12", 0, True, "r0.0", None, None, None, None, None, 7000]]
+    assert not any(p.exists() for p in boots.values())  # merged: the parts are gone

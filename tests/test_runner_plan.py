@@ -3,6 +3,7 @@ the run status; the case loop; the host→VM hand-off, without a VM."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shlex
 from collections.abc import Callable
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
-from nlperf import capabilities, kmod, metrics, models, results, runner, scenario
+from nlperf import capabilities, kmod, metrics, models, results, runner, samples, scenario
 from nlperf import cases as cases_mod
 from nlperf.errors import EXIT_INTERRUPTED, BadInput, NlperfError, RunFailed
 from nlperf.measure import MODULE_COUNTERS, RepResult
@@ -104,7 +107,7 @@ def test_settles_turns_exceptions_into_a_status_and_the_first_stop_wins() -> Non
         _ = 1 / 0  # a bug is not a status: it goes up
 
 
-# --- one loop for the probed and the control pass ------------------------------------------------
+# --- one loop for the probed and the control pass; the order of a boot's runs ------------------
 
 
 class FakeProbes:
@@ -124,15 +127,42 @@ def _rep(case: scenario.Case, index: int, probed: bool, rtt_ns: int) -> RepResul
                                              **{k: 4 for k in MODULE_COUNTERS}}),
         sched=models.Sched())
     if probed:
-        block.probes = models.Probes(attach=dict(FakeProbes.attach_kinds), timing=True)
+        block.probes = models.Probes.model_validate(
+            {"attach": dict(FakeProbes.attach_kinds), "timing": True,
+             "netlink_overrun": {"total": index + 1, "by_socket": {"7": index + 1}}})
     return RepResult(block, unicast_records=records,
-                     probe_histograms={"rows": {"x": [index]}} if probed else None)
+                     probe_histograms=_histograms(index) if probed else None)
+
+
+def _histograms(index: int) -> dict[str, object]:
+    """probe-histograms.json rows of one repetition: one offcpu sample of 1000 + index ns."""
+    return {"linear_step_ns": 1000, "rows": {"offcpu/lab": {
+        "count": 1, "sum_ns": 1000 + index, "max_ns": 1000 + index, "log2": [[512, 1024, 1]],
+        "linear": [0, 1, 0]}}}
+
+
+Rtt = Callable[[scenario.Case, int, bool], int]
+
+
+def _steady(case: scenario.Case, index: int, probed: bool) -> int:
+    return 2000 if probed else 1000
+
+
+@dataclass
+class Loop:
+    group: models.GroupResult
+    lines: list[models.Progress]
+    tables: list[object]
+    raised: BaseException | None
+
+    def runs(self) -> list[tuple[str, int, bool]]:
+        return [(p.id, p.rep, p.control) for p in self.lines]
 
 
 def _loop(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None,
-          fail_with: BaseException | None = None
-          ) -> tuple[models.GroupResult, list[models.Progress], BaseException | None]:
-    """Two cases × 2 repetitions, probed then control, with a fake repetition."""
+          fail_with: BaseException | None = None, rtt: Rtt = _steady,
+          **scenario_keys: object) -> Loop:
+    """Two cases × 2 repetitions, probed and control, with a fake repetition (unless told)."""
     calls: list[int] = []
 
     def run_repetition(case: scenario.Case, index: int, ko: Path, timeout: float,
@@ -141,23 +171,28 @@ def _loop(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None,
         if fail_at is not None and len(calls) == fail_at:
             assert fail_with is not None
             raise fail_with
-        return _rep(case, index, probes is not None, 2000 if probes is not None else 1000)
+        return _rep(case, index, probes is not None, rtt(case, index, probes is not None))
 
     monkeypatch.setattr(cases_mod, "run_repetition", run_repetition)
     monkeypatch.setattr(cases_mod, "_probe_session", lambda case, sessions: sessions.setdefault(
         (31, (), True), FakeProbes()) if case.scenario.probes.enabled else None)  # type: ignore
-    cases = scenario.expand({"name": "p", "repetitions": 2, "unicast": {"count": 4},
-                             "probes": {"enabled": True, "control": True},
-                             "matrix": {"module.mode": ["callback", "kthread"]}})[1]
+    raw = {"name": "p", "repetitions": 2, "unicast": {"count": 4},
+           "probes": {"enabled": True, "control": True},
+           "matrix": {"module.mode": ["callback", "kthread"]}} | scenario_keys
+    cases = scenario.expand(raw)[1]
     group = models.GroupResult(status=Status.running, env=_env(cases), cases=[],
                                probe_histograms={})
-    lines: list[models.Progress] = []
-    raised = None
+    loop = Loop(group, [], [], None)
+
+    def on_repetition(line: models.Progress, table: object) -> None:
+        loop.lines.append(line)
+        loop.tables.append(table)
+
     try:
-        cases_mod.run_cases(cases, Path("nlperf.ko"), group, lines.append)
+        cases_mod.run_cases(cases, Path("nlperf.ko"), group, on_repetition)
     except BaseException as e:
-        raised = e
-    return group, lines, raised
+        loop.raised = e
+    return loop
 
 
 def _env(cases: list[scenario.Case]) -> models.Env:
@@ -166,52 +201,152 @@ def _env(cases: list[scenario.Case]) -> models.Env:
                       probes=models.EnvProbes(attach={}))
 
 
-def test_probed_and_control_passes_share_one_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    group, lines, raised = _loop(monkeypatch)
-    assert raised is None
-    assert [(p.case, p.id, p.rep, p.control, p.done, p.total) for p in lines] == [
-        (0, "mode=callback", 0, False, 1, 8), (0, "mode=callback", 1, False, 2, 8),
-        (0, "mode=callback", 0, True, 3, 8), (0, "mode=callback", 1, True, 4, 8),
-        (1, "mode=kthread", 0, False, 5, 8), (1, "mode=kthread", 1, False, 6, 8),
-        (1, "mode=kthread", 0, True, 7, 8), (1, "mode=kthread", 1, True, 8, 8)]
-    case = group.cases[0]
+CB, KT = "mode=callback", "mode=kthread"
+
+
+def test_cases_take_turns_and_each_control_follows_its_probed_repetition(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = _loop(monkeypatch)
+    assert loop.raised is None
+    assert [(p.case, p.id, p.rep, p.control, p.done, p.total) for p in loop.lines] == [
+        (0, CB, 0, False, 1, 8), (0, CB, 0, True, 2, 8),
+        (1, KT, 0, False, 3, 8), (1, KT, 0, True, 4, 8),
+        (0, CB, 1, False, 5, 8), (0, CB, 1, True, 6, 8),
+        (1, KT, 1, False, 7, 8), (1, KT, 1, True, 8, 8)]
+    # every repetition knows its place in the boot's order (drift can be analysed)
+    first, second = loop.group.cases
+    assert first.control is not None and second.control is not None
+    assert [r.run_index for r in first.repetitions] == [0, 4]
+    assert [r.run_index for r in first.control.repetitions] == [1, 5]
+    assert [r.run_index for r in second.repetitions] == [2, 6]
+    assert [r.run_index for r in second.control.repetitions] == [3, 7]
+    assert [r.index for r in second.control.repetitions] == [0, 1]
+    # a case keeps today's shape
+    case = first
     doc = case.document()
     assert list(doc) == ["id", "params", "status", "repetitions", "unicast", "module",
                          "probes", "control"]
+    assert list(doc["repetitions"][1]) == ["index", "run_index", "duration_s", "unicast",
+                                           "module", "sched", "probes"]
     assert case.status is Status.complete and len(case.repetitions) == 2
     assert case.unicast is not None and case.unicast.sent == 8
     assert case.module is not None and case.module.queue_hwm == 1  # max, counters summed
     assert case.module.model_extra is not None and case.module.received == 8
-    assert case.control is not None and len(case.control.repetitions) == 2
+    assert len(case.control.repetitions) == 2
     assert all(r.probes is None for r in case.control.repetitions)
     assert case.control.unicast is not None and case.control.unicast.rtt_us.p50 == 1.0
+    # the probe counters pooled over the probed repetitions (1 + 2 overruns)
     assert case.probes is not None and case.probes.document() == {
         "attach": {"netlink_unicast": "fentry/fexit"},
-        "overhead": {"throughput_pct": 0.0, "p50_pct": 100.0}}
-    assert group.probe_histograms == {c: [{"rows": {"x": [0]}}, {"rows": {"x": [1]}}]
-                                      for c in ("mode=callback", "mode=kthread")}
-    assert group.env.probes.attach == {"netlink_unicast": "fentry/fexit"}
+        "overhead": {"throughput_pct": 0.0, "p50_pct": 100.0},
+        "netlink_overrun": {"total": 3}}
+    assert loop.group.probe_histograms == {c: [_histograms(0), _histograms(1)]
+                                           for c in (CB, KT)}
+    assert loop.group.env.probes.attach == {"netlink_unicast": "fentry/fexit"}
+    # progress lines carry the time and the seconds since the run started
+    assert all(p.time.endswith("+00:00") and p.elapsed_s >= 0 for p in loop.lines)
+    assert [p.elapsed_s for p in loop.lines] == sorted(p.elapsed_s for p in loop.lines)
+    # and each repetition hands over its samples: 4 round trips each
+    assert [t.num_rows for t in loop.tables] == [4] * 8  # type: ignore[attr-defined]
+    assert loop.tables[3].to_pydict()["control"] == [True] * 4  # type: ignore[attr-defined]
+
+
+def test_order_sequential_keeps_the_old_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = _loop(monkeypatch, order="sequential")
+    assert [(p.id, p.rep, p.control, p.done, p.total) for p in loop.lines] == [
+        (CB, 0, False, 1, 8), (CB, 1, False, 2, 8), (CB, 0, True, 3, 8), (CB, 1, True, 4, 8),
+        (KT, 0, False, 5, 8), (KT, 1, False, 6, 8), (KT, 0, True, 7, 8), (KT, 1, True, 8, 8)]
+    assert [r.run_index for r in loop.group.cases[1].repetitions] == [4, 5]
+
+
+def test_order_random_is_a_seeded_shuffle_of_each_round(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    three = {"module.mode": ["callback", "kthread", "workqueue"]}
+    WQ = "mode=workqueue"
+    loop = _loop(monkeypatch, order="random", seed=7, repetitions=3, matrix=three,
+                 probes={"enabled": False})
+    # random.Random(7): each round a fresh permutation of the three cases
+    assert loop.runs() == [(WQ, 0, False), (CB, 0, False), (KT, 0, False),
+                           (WQ, 1, False), (CB, 1, False), (KT, 1, False),
+                           (KT, 2, False), (WQ, 2, False), (CB, 2, False)]
+    again = _loop(monkeypatch, order="random", seed=7, repetitions=3, matrix=three,
+                  probes={"enabled": False})
+    assert again.runs() == loop.runs()
+    other = _loop(monkeypatch, order="random", seed=8, repetitions=3, matrix=three,
+                  probes={"enabled": False})
+    assert other.runs() != loop.runs()
+    # the summary lists cases in plan order whatever order they started in
+    assert [c.id for c in loop.group.cases] == [CB, KT, WQ]
+    with_control = _loop(monkeypatch, order="random", seed=1, repetitions=1)
+    assert with_control.runs() == [(KT, 0, False), (KT, 0, True), (CB, 0, False),
+                                   (CB, 0, True)]
+
+
+def _noisy_kthread(case: scenario.Case, index: int, probed: bool) -> int:
+    """callback: the same round trip every repetition; kthread: ±50 % from one to the next."""
+    if case.scenario.module.mode == "callback":
+        return 10_000
+    return 10_000 + (5_000 if index % 2 else -5_000) + 100 * index
+
+
+def test_repetitions_auto_adds_rounds_until_the_ci_target_or_max(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = {"min": 3, "max": 5, "target_ci_pct": 5}
+    loop = _loop(monkeypatch, rtt=_noisy_kthread, repetitions=rule, probes={"enabled": False})
+    assert loop.raised is None
+    # three rounds of both cases, then kthread alone: the total grows one run per added round
+    assert [(p.id, p.rep, p.done, p.total) for p in loop.lines] == [
+        (CB, 0, 1, 6), (KT, 0, 2, 6), (CB, 1, 3, 6), (KT, 1, 4, 6), (CB, 2, 5, 6),
+        (KT, 2, 6, 6), (KT, 3, 7, 7), (KT, 4, 8, 8)]
+    quiet, noisy = loop.group.cases
+    assert quiet.repetitions_auto is not None and quiet.repetitions_auto.document() == {
+        "target_ci_pct": 5.0, "met": True, "rounds": 3,
+        "achieved_ci_pct": {"unicast.rtt_us.p50": 0.0, "unicast.rtt_us.p99": 0.0,
+                            "unicast.throughput_per_s": 0.0}}
+    assert noisy.repetitions_auto is not None
+    assert (noisy.repetitions_auto.met, noisy.repetitions_auto.rounds) == (False, 5)
+    achieved = noisy.repetitions_auto.achieved_ci_pct
+    assert achieved["unicast.throughput_per_s"] == 0.0
+    assert achieved["unicast.rtt_us.p50"] is not None and achieved["unicast.rtt_us.p50"] > 5
+    assert len(noisy.repetitions) == 5 and noisy.status is Status.complete
+    assert quiet.status is Status.complete
+
+
+def test_repetitions_auto_control_follows_and_counts_in_the_total(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = {"min": 2, "max": 3, "target_ci_pct": 5}
+    loop = _loop(monkeypatch, rtt=_noisy_kthread, repetitions=rule)
+    assert [(p.id, p.rep, p.control, p.total) for p in loop.lines] == [
+        (CB, 0, False, 8), (CB, 0, True, 8), (KT, 0, False, 8), (KT, 0, True, 8),
+        (CB, 1, False, 8), (CB, 1, True, 8), (KT, 1, False, 8), (KT, 1, True, 8),
+        (KT, 2, False, 10), (KT, 2, True, 10)]
+    noisy = loop.group.cases[1]
+    assert noisy.control is not None and len(noisy.control.repetitions) == 3
+    assert noisy.repetitions_auto is not None and noisy.repetitions_auto.rounds == 3
 
 
 def test_a_pass_that_stops_keeps_and_pools_what_finished(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    # the 4th repetition is the second one of the first case's control pass
-    group, lines, raised = _loop(monkeypatch, fail_at=4,
-                                 fail_with=RunFailed("sender 0 failed: EPERM"))
-    assert isinstance(raised, RunFailed) and len(lines) == 3
-    (case,) = group.cases
-    assert (case.status, case.error) == (Status.failed, "sender 0 failed: EPERM")
-    assert case.unicast is not None and case.unicast.sent == 8
-    assert case.control is not None and len(case.control.repetitions) == 1
-    assert case.control.unicast is not None and case.control.unicast.sent == 4
-    assert case.probes is not None and case.probes.overhead is None
+    # the 4th run is kthread's first control repetition
+    loop = _loop(monkeypatch, fail_at=4, fail_with=RunFailed("sender 0 failed: EPERM"))
+    assert isinstance(loop.raised, RunFailed) and len(loop.lines) == 3
+    first, second = loop.group.cases
+    assert (second.status, second.error) == (Status.failed, "sender 0 failed: EPERM")
+    assert second.unicast is not None and second.unicast.sent == 4
+    assert second.control is None
+    assert second.probes is not None and second.probes.overhead is None
+    # the case that took its turn before keeps its pair, and says why it did not finish
+    assert (first.status, first.error) == (
+        Status.failed, "not finished: the run stopped when mode=kthread failed")
+    assert first.control is not None and len(first.control.repetitions) == 1
+    assert first.probes is not None and first.probes.overhead is not None
 
-    group, lines, raised = _loop(monkeypatch, fail_at=2, fail_with=KeyboardInterrupt())
-    assert isinstance(raised, KeyboardInterrupt) and len(lines) == 1
-    (case,) = group.cases
+    loop = _loop(monkeypatch, fail_at=2, fail_with=KeyboardInterrupt())
+    assert isinstance(loop.raised, KeyboardInterrupt) and len(loop.lines) == 1
+    (case,) = loop.group.cases
     assert case.status is Status.interrupted and case.error is None
     assert len(case.repetitions) == 1 and case.unicast is not None and case.unicast.sent == 4
-    assert case.control is None and case.probes is None
+    assert case.control is None and case.probes is not None and case.probes.overhead is None
 
 
 # --- the host→VM hand-off, with the VM played by the inner run in this process -------------------
@@ -230,20 +365,29 @@ class FakeLab:
     commands: list[list[str]] = field(default_factory=list)
     seen_by_outer: list[int] = field(default_factory=list)  # cases in summary.json per tick
     on_tick: Callable[[], None] | None = None
+    seeds: list[int | None] = field(default_factory=list)  # the inner run's scenario seed
+    started: list[str] = field(default_factory=list)  # the run start the inner was handed
 
     def run_cases(self, cases: list[scenario.Case], ko: Path, group: models.GroupResult,
-                  on_repetition: Callable[[models.Progress], None],
-                  case_timeout: float = 600.0) -> None:
+                  on_repetition: cases_mod.OnRepetition, case_timeout: float = 600.0, *,
+                  started: dt.datetime | None = None) -> None:
         assert ko == self.run_dir.parent / "build" / "nlperf.ko"
+        assert started is not None
+        self.started.append(started.isoformat())
+        self.seeds.append(cases[0].scenario.seed)
         for i, case in enumerate(cases):
             entry = models.Case(id=case.id, params=case.params, status=Status.failed,
-                                repetitions=[models.Repetition(index=0)])
+                                repetitions=[models.Repetition(index=0, run_index=i)])
             group.cases.append(entry)
             if self.inner_fails:
                 entry.error = self.inner_fails
                 raise RunFailed(self.inner_fails)
+            # case i sends i + 1 round trips of (i + 1) µs
+            records = np.array([[0, 10, 20, 30, 1000 * (i + 1)]] * (i + 1), dtype=np.int64)
             on_repetition(models.Progress(case=i, cases=len(cases), id=case.id, rep=0,
-                                          control=False, done=i + 1, total=len(cases)))
+                                          control=False, done=i + 1, total=len(cases),
+                                          time=results.now_iso(), elapsed_s=0.5 * i),
+                          samples.sample_table(case.id, 0, False, records, True, {}))
             assert self.on_tick is not None
             self.on_tick()  # the outer polls while the guest runs
             self.seen_by_outer.append(len(json.loads(
@@ -281,10 +425,10 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLab:
     return fake
 
 
-def _vm_run(tmp_path: Path) -> runner.RunOutcome:
+def _vm_run(tmp_path: Path, more: str = "") -> runner.RunOutcome:
     scen = tmp_path / "s.yaml"
     scen.write_text("name: s\nunicast: {count: 10}\nprobes: {enabled: false}\n"
-                    "matrix: {module.mode: [callback, kthread, workqueue]}\n")
+                    "matrix: {module.mode: [callback, kthread, workqueue]}\n" + more)
     return runner.run(runner.RunRequest(scen, target="vm", out=tmp_path / "run"),
                       lambda _m: None)
 
@@ -299,10 +443,13 @@ def test_the_outer_hands_off_one_file_and_alone_writes_the_summary(
     (argv,) = lab.commands
     assert argv[1:] == ["run", str(run_dir / "scenario.yaml"), "--internal-handoff",
                         str(handoff_file)]
-    assert json.loads(handoff_file.read_text()) == {
+    handed = json.loads(handoff_file.read_text())
+    assert handed == {
         "run_dir": str(run_dir), "ko": str(tmp_path / "build" / "nlperf.ko"), "target": "vm",
         "accel": "tcg", "cases": ["mode=callback", "mode=kthread", "mode=workqueue"],
-        "result": f".inner-{release}.json"}
+        "result": f".inner-{release}.json", "samples": f".inner-samples-{release}",
+        "started": lab.started[0]}
+    assert dt.datetime.fromisoformat(handed["started"]).tzinfo is not None
     inner = json.loads((run_dir / f".inner-{release}.json").read_text())
     assert inner["status"] == "complete" and len(inner["cases"]) == 3
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -314,9 +461,15 @@ def test_the_outer_hands_off_one_file_and_alone_writes_the_summary(
     env = json.loads((run_dir / "env.json").read_text())
     assert env == inner["env"] and env["target"] == "vm"
     assert len((run_dir / "progress.jsonl").read_text().splitlines()) == 3
+    assert summary["order"] == {"kind": "round-robin"} and lab.seeds == [None]
+    # the samples came back through the hand-off; the outer alone wrote samples.parquet
+    frame = pd.read_parquet(run_dir / "samples.parquet")
+    assert frame.groupby("case")["rtt_ns"].agg(["count", "max"]).to_dict() == {
+        "count": {"mode=callback": 1, "mode=kthread": 2, "mode=workqueue": 3},
+        "max": {"mode=callback": 1000, "mode=kthread": 2000, "mode=workqueue": 3000}}
     assert sorted(p.name for p in run_dir.iterdir()) == sorted([
         f".handoff-{release}.json", f".inner-{release}.json", "env.json", "progress.jsonl",
-        "scenario.yaml", "summary.json"])
+        "samples.parquet", "scenario.yaml", "summary.json"])
 
 
 @pytest.mark.parametrize(("stop_with", "status", "exit_code", "error"), [
@@ -336,6 +489,27 @@ def test_a_vm_that_goes_away_keeps_the_repetitions_that_finished(
     assert [(c["id"], c["status"]) for c in summary["cases"]] == [
         ("mode=callback", "complete"), ("mode=kthread", "failed")]
     assert len(summary["cases"][1]["repetitions"]) == 1
+    # the samples of what finished are kept too
+    frame = pd.read_parquet(lab.run_dir / "samples.parquet")
+    assert frame["case"].value_counts().to_dict() == {"mode=callback": 1, "mode=kthread": 2}
+
+
+def test_order_random_draws_one_seed_the_inner_run_uses_and_the_summary_records(
+        tmp_path: Path, lab: FakeLab) -> None:
+    outcome = _vm_run(tmp_path, "order: random\n")
+    assert outcome.status is Status.complete
+    summary = json.loads((lab.run_dir / "summary.json").read_text())
+    seed = summary["order"]["seed"]
+    assert summary["order"] == {"kind": "random", "seed": seed} and isinstance(seed, int)
+    assert lab.seeds == [seed]
+    copy = yaml.safe_load((lab.run_dir / "scenario.yaml").read_text())
+    assert (copy["order"], copy["seed"]) == ("random", seed)
+
+
+def test_a_given_seed_is_kept(tmp_path: Path, lab: FakeLab) -> None:
+    _vm_run(tmp_path, "order: random\nseed: 1234\n")
+    summary = json.loads((lab.run_dir / "summary.json").read_text())
+    assert summary["order"] == {"kind": "random", "seed": 1234} and lab.seeds == [1234]
 
 
 def test_the_inner_runs_error_becomes_the_runs_error(tmp_path: Path, lab: FakeLab) -> None:
@@ -346,6 +520,7 @@ def test_the_inner_runs_error_becomes_the_runs_error(tmp_path: Path, lab: FakeLa
     assert summary["error"] == lab.inner_fails
     assert [(c["id"], c["status"], c["error"]) for c in summary["cases"]] == [
         ("mode=callback", "failed", lab.inner_fails)]
+    assert len(pd.read_parquet(lab.run_dir / "samples.parquet")) == 0  # loads all the same
 
 
 def test_a_handoff_naming_unknown_cases_is_refused(tmp_path: Path) -> None:
@@ -354,9 +529,51 @@ def test_a_handoff_naming_unknown_cases_is_refused(tmp_path: Path) -> None:
     h = tmp_path / ".handoff-x.json"
     h.write_text(json.dumps({"run_dir": str(tmp_path), "ko": "k.ko", "target": "vm",
                              "accel": "tcg", "cases": ["mode=nope"],
-                             "result": ".inner-x.json"}))
+                             "result": ".inner-x.json", "samples": ".inner-samples-x",
+                             "started": "2026-01-02T03:04:05+00:00"}))
     with pytest.raises(NlperfError, match="mode=nope"):
         runner.run(runner.RunRequest(scen, internal_handoff=h), lambda _m: None)
     h.write_text('{"run_dir": 1}')
     with pytest.raises(BadInput, match="not a hand-off file"):
         runner.run(runner.RunRequest(scen, internal_handoff=h), lambda _m: None)
+
+
+# --- the progress bar: whole lines only, a total that grows with added rounds -------------------
+
+
+@dataclass
+class FakeBar:
+    total: int
+    n: int = 0
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+
+def _progress(done: int, total: int) -> str:
+    return models.Progress(case=0, cases=1, id="default", rep=done - 1, control=False,
+                           done=done, total=total, time="2026-01-02T03:04:05.000+00:00",
+                           elapsed_s=float(done)).model_dump_json() + "\n"
+
+
+def test_the_bar_follows_whole_progress_lines_and_grows_with_added_rounds(tmp_path: Path
+                                                                          ) -> None:
+    bar = FakeBar(total=10)
+    feed = runner.BarFeed(bar, {0: 6, 1: 4})  # two groups; the second runs in the VM
+    path = tmp_path / "progress.jsonl"
+    path.write_text(_progress(6, 6))  # the first group's last line, there before the tail
+    merged: list[int] = []
+    tail = runner._ProgressTail(path, lambda line: feed.line(1, line),
+                                lambda: merged.append(len(merged)))
+    tail.poll()
+    assert (bar.n, bar.total, merged) == (0, 10, [])
+    half = _progress(2, 5)
+    with open(path, "a") as f:
+        f.write(_progress(1, 4) + half[:20])  # one line and the start of the next
+    tail.poll()
+    assert (bar.n, bar.total, merged) == (1, 10, [0])
+    with open(path, "a") as f:
+        f.write(half[20:])  # repetitions: auto added a round: the group's total is now 5
+    tail.poll()
+    tail.poll()
+    assert (bar.n, bar.total, merged) == (2, 11, [0, 1])

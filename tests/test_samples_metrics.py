@@ -5,11 +5,14 @@ from __future__ import annotations
 import socket
 import struct
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from nlperf import metrics, nlsock
+from nlperf import metrics, nlsock, probe_pool, probe_table, samples
+from nlperf import probe_blocks as pb
+from nlperf.probe_table import calls_index, hist_index
 from nlperf.samples import StampLog, components, latency_block
 from nlperf.workloads import procstat
 from nlperf.workloads.multicast import ReceiverResult
@@ -317,3 +320,156 @@ def test_simple_namespace_receivers_work_too() -> None:
     block = metrics.multicast_block("generator", {1: 5}, [r])
     assert block.receivers[0].lost == 2
     assert block.receivers[0].latency_us.count == 0
+
+
+# --- samples.parquet: one repetition's rows -------------------------------------------------
+
+
+def test_sample_table_rows_and_columns() -> None:
+    records = np.array([[0, 100, 300, 600, 1000], [50, 200, 260, 400, 900]], dtype=np.int64)
+    table = samples.sample_table("mode=kthread", 3, True, records, True,
+                                 {"r0.0": np.array([7000], dtype=np.int64),
+                                  "r1.0": np.array([], dtype=np.int64)})
+    assert table.column_names == list(samples.SAMPLE_COLUMNS)
+    assert table.to_pylist() == [
+        {"case": "mode=kthread", "repetition": 3, "control": True, "source": "unicast",
+         "rtt_ns": 1000, "user_to_kernel_ns": 100, "queue_ns": 200, "processing_ns": 300,
+         "kernel_to_user_ns": 400, "latency_ns": None},
+        {"case": "mode=kthread", "repetition": 3, "control": True, "source": "unicast",
+         "rtt_ns": 850, "user_to_kernel_ns": 150, "queue_ns": 60, "processing_ns": 140,
+         "kernel_to_user_ns": 500, "latency_ns": None},
+        {"case": "mode=kthread", "repetition": 3, "control": True, "source": "r0.0",
+         "rtt_ns": None, "user_to_kernel_ns": None, "queue_ns": None, "processing_ns": None,
+         "kernel_to_user_ns": None, "latency_ns": 7000}]
+    # a raw echo has no stamps: the round trip only
+    raw = samples.sample_table("default", 0, False, records, False, {}).to_pylist()
+    assert [(r["rtt_ns"], r["queue_ns"]) for r in raw] == [(1000, None), (850, None)]
+    assert samples.sample_table("default", 0, False, None, True, {}).num_rows == 0
+
+
+# --- a case's probe counters pooled over its repetitions -----------------------------------------
+
+P = {name: i for i, name in enumerate(probe_table.PROBES)}
+TO_KERNEL, TO_USER = 0, 1
+R = {name: i for i, name in enumerate(probe_table.RESULTS)}
+
+
+def _cell(values: list[int]) -> pb.HistCell:
+    log2 = [0] * probe_table.LOG2_SLOTS
+    lin = [0] * 101
+    for v in values:
+        log2[v.bit_length()] += 1
+        lin[min(v // 1000, 100)] += 1
+    return pb.HistCell(len(values), sum(values), max(values), log2, lin)
+
+
+def _snapshot(scale: int) -> pb.MapSnapshot:
+    """A repetition's maps; ``scale`` makes the two repetitions differ."""
+    return pb.MapSnapshot(
+        hist={hist_index(P["netlink_unicast"], TO_KERNEL): [_cell([1500 * scale, 2500])],
+              hist_index(P["netlink_unicast"], TO_USER): [_cell([3000 * scale])],
+              hist_index(P["netlink_broadcast"], TO_USER): [_cell([400 * scale] * scale)],
+              hist_index(P["nlperf_input"], 0): [_cell([4000 * scale])],
+              hist_index(P["work"], 0): [_cell([9000])],
+              hist_index(P["offcpu"], probe_table.ROLE_LAB): [_cell([200_000 * scale])],
+              hist_index(P["wakeup"], probe_table.ROLE_KTHREAD): [_cell([7000 + scale])]},
+        calls={calls_index(P["netlink_unicast"], TO_KERNEL, R["ok"]): [2, scale],
+               calls_index(P["netlink_unicast"], TO_KERNEL, R["EAGAIN"]): [0, scale],
+               calls_index(P["netlink_unicast"], TO_USER, R["ok"]): [scale, 0],
+               calls_index(P["netlink_broadcast"], TO_USER, R["ESRCH"]): [0, 3 * scale]},
+        by_proc={(100 + scale, 0): [4, 1]},
+        overruns={7000 + scale: [1, scale]},
+        deliveries={8000 + scale: [5, 0]},
+        sched_cnt={100 + scale: (3, scale, 4), 900: (1, 1, scale)})
+
+
+def _settings(scale: int, timing: bool = True) -> pb.BlockSettings:
+    return pb.BlockSettings(
+        which=("unicast", "broadcast", "overrun", "sched", "module"), timing=timing,
+        by_process=True, deliveries=True, lin_step_ns=1000,
+        attach_kinds={"netlink_unicast": "fentry/fexit"}, pids=(100 + scale,),
+        kthread_pid=900)
+
+
+def _both(a: pb.MapSnapshot, b: pb.MapSnapshot) -> pb.MapSnapshot:
+    """One snapshot holding both repetitions (each one's CPUs side by side)."""
+    def join(x: dict[Any, list[Any]], y: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        return {k: x.get(k, []) + y.get(k, []) for k in x.keys() | y.keys()}
+    sched = dict(a.sched_cnt)
+    for pid, counts in b.sched_cnt.items():
+        old = sched.get(pid, (0, 0, 0))
+        sched[pid] = tuple(o + c for o, c in zip(old, counts, strict=True))  # type: ignore
+    return pb.MapSnapshot(hist=join(a.hist, b.hist), calls=join(a.calls, b.calls),
+                          overruns=join(a.overruns, b.overruns),
+                          deliveries=join(a.deliveries, b.deliveries), sched_cnt=sched)
+
+
+def test_histogram_row_labels_are_the_probe_suites() -> None:
+    every = pb.MapSnapshot(hist={hist_index(p, d): [_cell([5])]
+                                 for p in range(len(probe_table.PROBES))
+                                 for d in range(len(probe_table.DIRS))})
+    assert sorted(pb.histograms_block(every, 1000)["rows"]) == sorted(
+        probe_pool.row_label(probe, d) for probe in probe_table.PROBES
+        for d in range(len(probe_table.DIRS)))
+
+
+def test_case_probes_pool_counts_and_histograms_of_the_repetitions() -> None:
+    reps = [(_settings(1), _snapshot(1)), (_settings(2), _snapshot(2))]
+    pooled = probe_pool.pool_probes(
+        {"netlink_unicast": "fentry/fexit"}, [pb.probes_block(s, snap) for s, snap in reps],
+        [pb.histograms_block(snap, 1000) for _, snap in reps])
+    # the reference: the block of one snapshot holding both repetitions' maps
+    both = pb.probes_block(_settings(1), _both(reps[0][1], reps[1][1]))
+    uc, ref = pooled.netlink_unicast, both["netlink_unicast"]
+    # repetition 1: to_kernel ok 3, EAGAIN 1, kernel_to_user ok 1; repetition 2: 4, 2, 2
+    results = {"ok": 10, "EAGAIN": 3, "ENOBUFS": 0, "ESRCH": 0, "ECONNREFUSED": 0, "other": 0}
+    assert (ref["calls"], ref["results"]) == (13, results)
+    assert uc is not None and uc.document() == {
+        "calls": 13, "results": results,
+        "by_direction": {
+            "to_kernel": {"calls": 10, "results": {"ok": 7, "EAGAIN": 3},
+                          "latency_ns": ref["by_direction"]["to_kernel"]["latency_ns"]},
+            "kernel_to_user": {"calls": 3, "results": {"ok": 3},
+                               "latency_ns": ref["by_direction"]["kernel_to_user"]["latency_ns"]}},
+        "latency_ns": ref["latency_ns"]}
+    # 1500, 2500 | 3000, 2500 to the kernel and 3000 | 6000 back
+    assert uc.latency_ns is not None
+    assert (uc.latency_ns.count, uc.latency_ns.mean, uc.latency_ns.max) == (6, 3083.3, 6000)
+    bc = pooled.netlink_broadcast
+    assert bc is not None and (bc.calls, bc.results["ESRCH"]) == (9, 9)
+    assert bc.by_direction["kernel_to_user"].latency_ns is not None
+    assert bc.by_direction["kernel_to_user"].latency_ns.count == 3
+    assert pooled.netlink_overrun is not None and pooled.netlink_overrun.total == 5
+    assert pooled.deliveries is not None and pooled.deliveries.total == 10
+    sched = pooled.sched
+    assert sched is not None and sched.lab is not None and sched.kthread is not None
+    assert (sched.lab.voluntary, sched.lab.involuntary, sched.lab.wakeups) == (6, 3, 8)
+    assert (sched.kthread.voluntary, sched.kthread.involuntary, sched.kthread.wakeups) == (
+        2, 2, 3)
+    assert sched.lab.blocked_ns is not None
+    assert sched.lab.blocked_ns.document() == both["sched"]["lab"]["blocked_ns"]
+    assert sched.lab.blocked_ns.count == 2
+    assert sched.lab.wakeup_to_run_ns is None  # no such row: left out, not invented
+    assert sched.kthread.wakeup_to_run_ns is not None
+    assert sched.kthread.wakeup_to_run_ns.document() == both["sched"]["kthread"][
+        "wakeup_to_run_ns"]
+    assert sched.workqueue is not None and sched.workqueue.count == 2
+    assert pooled.module is not None and list(pooled.module) == ["nlperf_input"]
+    assert pooled.module["nlperf_input"].document() == both["module"]["nlperf_input"]
+    assert list(pooled.document()) == ["attach", "netlink_unicast", "netlink_broadcast",
+                                       "netlink_overrun", "deliveries", "sched", "module"]
+
+
+def test_case_probes_without_timing_keep_counts_only() -> None:
+    reps = [(_settings(1, timing=False), _snapshot(1)), (_settings(2, timing=False),
+                                                         _snapshot(2))]
+    pooled = probe_pool.pool_probes({}, [pb.probes_block(s, snap) for s, snap in reps],
+                                    [None, None])
+    assert pooled.netlink_unicast is not None and pooled.netlink_unicast.document() == {
+        "calls": 13, "results": {"ok": 10, "EAGAIN": 3, "ENOBUFS": 0, "ESRCH": 0,
+                                 "ECONNREFUSED": 0, "other": 0},
+        "by_direction": {"to_kernel": {"calls": 10, "results": {"ok": 7, "EAGAIN": 3}},
+                         "kernel_to_user": {"calls": 3, "results": {"ok": 3}}}}
+    assert pooled.module is None
+    assert pooled.sched is not None and pooled.sched.lab is not None
+    assert pooled.sched.lab.blocked_ns is None  # no histograms: no latency

@@ -74,6 +74,30 @@ def test_smoke_values_reach_the_model() -> None:
     assert cases[0].scenario.module.mode == raw["module"]["mode"]
 
 
+# --- repetitions and order --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "first", "rule"), [
+    (5, 5, None),
+    ("auto", 3, {"min": 3, "max": 10, "target_ci_pct": 5.0}),
+    ({"min": 5, "target_ci_pct": 2.5}, 5, {"min": 5, "max": 10, "target_ci_pct": 2.5}),
+    ({"min": 4, "max": 4}, 4, {"min": 4, "max": 4, "target_ci_pct": 5.0}),
+])
+def test_repetitions_fixed_or_auto(value: object, first: int, rule: dict[str, Any] | None
+                                   ) -> None:
+    s = scenario.parse({**BASE, "repetitions": value})
+    assert s.first_repetitions == first
+    assert (s.auto.model_dump() if s.auto is not None else None) == rule
+
+
+def test_order_defaults_to_round_robin_and_takes_a_seed_for_random() -> None:
+    s = scenario.parse(BASE)
+    assert (s.order, s.seed, s.repetitions) == ("round-robin", None, 1)
+    s = scenario.parse({**BASE, "order": "random", "seed": 42})
+    assert (s.order, s.seed) == ("random", 42)
+    assert scenario.parse({**BASE, "order": "sequential"}).order == "sequential"
+
+
 # --- matrix ------------------------------------------------------------------------------------
 
 BASE: dict[str, Any] = {"name": "m", "unicast": {"count": 10}}
@@ -255,6 +279,27 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
     "no-traffic-section": ("name: s\n", ["unicast", "multicast"]),
     "no-receiver-on-sent-group": ("name: s\nmulticast: {count: 1, groups: [2], "
                                   "receivers: [{groups: [1]}]}\n", ["multicast", "group"]),
+    "repetitions-zero": (OK_UNICAST + "repetitions: 0\n", ["repetitions:", "1", "0"]),
+    "repetitions-word": (OK_UNICAST + "repetitions: many\n",
+                         ["repetitions:", "auto", "min, max, target_ci_pct", "'many'"]),
+    "repetitions-fraction": (OK_UNICAST + "repetitions: 2.5\n",
+                             ["repetitions:", "whole number", "2.5"]),
+    "repetitions-auto-unknown-key": (OK_UNICAST + "repetitions: {mni: 3}\n",
+                                     ["repetitions.mni", "unknown key"]),
+    "repetitions-auto-min-1": (OK_UNICAST + "repetitions: {min: 1}\n",
+                               ["repetitions.min", "2", "1"]),
+    "repetitions-auto-max-below-min": (OK_UNICAST + "repetitions: {min: 5, max: 4}\n",
+                                       ["repetitions", "max (4) is below min (5)"]),
+    "repetitions-auto-target-0": (OK_UNICAST + "repetitions: {target_ci_pct: 0}\n",
+                                  ["repetitions.target_ci_pct", "0"]),
+    "order-unknown": (OK_UNICAST + "order: shuffled\n",
+                      ["order", "round-robin", "random", "sequential", "shuffled"]),
+    "seed-without-random": (OK_UNICAST + "seed: 3\n", ["seed: applies to order random only"]),
+    "seed-negative": (OK_UNICAST + "order: random\nseed: -1\n", ["seed", "0", "-1"]),
+    "matrix-order": (OK_UNICAST + "matrix: {order: [random, sequential]}\n",
+                     ["matrix.order", "cannot vary"]),
+    "matrix-seed": (OK_UNICAST + "order: random\nmatrix: {seed: [1, 2]}\n",
+                    ["matrix.seed", "cannot vary"]),
 }
 
 

@@ -1,0 +1,109 @@
+"""Experiment design: the order of one boot's runs, and when ``repetitions: auto`` stops.
+
+Pure functions; nlperf/cases.py drives them with live results.
+
+Why an order at all. A boot drifts (page cache, CPU frequency and, under emulation, the host's
+load): run every repetition of case A before case B and the drift reads as a difference
+between A and B. So the cases of one boot take turns:
+
+* ``round-robin`` (default): round r runs repetition r of every case still going, in case
+  order;
+* ``random``: the same rounds, each round in a fresh order drawn from a generator seeded
+  with the scenario's ``seed`` (drawn at run start when not given; the summary records it);
+* ``sequential``: case after case, each case's control repetitions after its probed ones
+  (the behaviour before rounds existed).
+
+With a probes-off control pass, each probed repetition is followed by its control repetition
+(probed r0, control r0, probed r1, ...), so the observer effect is measured under the same
+drift too.
+
+``repetitions: auto``: every case takes ``min`` repetitions; then, round by round, a case
+whose headline metrics do not all have a bootstrap CI half-width (nlperf.stats.
+ci_halfwidth_pct of the median over per-repetition values) within ``target_ci_pct`` % takes
+one more, until it has ``max``. Headline metrics, where the case has them: the unicast round
+trip's p50 and p99 and the unicast throughput (``unicast.rtt_us.p50``, ``unicast.rtt_us.p99``,
+``unicast.throughput_per_s``), and each multicast receiver's latency p50
+(``multicast.receivers[<id>].latency_us.p50``). The rule is stats.target_met with
+``min_repetitions`` = ``min``; the probed pass decides, the control pass follows it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from nlperf import stats
+from nlperf.models import OrderKind, Repetition, RepetitionsAuto
+from nlperf.scenario import AutoRepetitions
+
+
+class Run(NamedTuple):
+    """One planned run: which case (its index in the boot), probed or control pass."""
+
+    case: int
+    control: bool
+
+
+def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool],
+             has_control: Callable[[int], bool], done: Callable[[int], int],
+             on_round: Callable[[list[int]], None], rng: random.Random) -> Iterator[Run]:
+    """The boot's runs, decided lazily: ``wants_more(case)`` is asked with the results so far.
+
+    ``done(case)`` is how many probed repetitions a case has; ``on_round(cases)`` is told
+    which cases take one more repetition before their runs are handed out (for an honest
+    progress total).
+    """
+    if kind == "sequential":
+        for case in range(n_cases):
+            while wants_more(case):
+                on_round([case])
+                yield Run(case, False)
+            if has_control(case):
+                for _ in range(done(case)):
+                    yield Run(case, True)
+        return
+    while True:
+        active = [case for case in range(n_cases) if wants_more(case)]
+        if not active:
+            return
+        if kind == "random":
+            rng.shuffle(active)
+        on_round(active)
+        for case in active:
+            yield Run(case, False)
+            if has_control(case):
+                yield Run(case, True)
+
+
+def headline_values(reps: list[Repetition]) -> dict[str, list[float]]:
+    """Per-repetition values of the case's headline metrics (repetitions lacking one skipped)."""
+    out: dict[str, list[float]] = {}
+
+    def add(name: str, value: float | None) -> None:
+        values = out.setdefault(name, [])
+        if value is not None:
+            values.append(float(value))
+
+    for rep in reps:
+        if rep.unicast is not None:
+            add("unicast.rtt_us.p50", rep.unicast.rtt_us.p50)
+            add("unicast.rtt_us.p99", rep.unicast.rtt_us.p99)
+            add("unicast.throughput_per_s", rep.unicast.throughput_per_s)
+        if rep.multicast is not None:
+            for r in rep.multicast.receivers:
+                add(f"multicast.receivers[{r.id}].latency_us.p50", r.latency_us.p50)
+    return out
+
+
+def auto_verdict(reps: list[Repetition], rule: AutoRepetitions) -> RepetitionsAuto:
+    """Where the case stands against ``repetitions: auto``'s target."""
+    achieved: dict[str, float | None] = {}
+    met = len(reps) >= rule.min
+    for name, values in headline_values(reps).items():
+        reach = stats.ci_halfwidth_pct(values) if len(values) >= 2 else None
+        achieved[name] = round(reach, 2) if reach is not None else None
+        met = met and len(values) >= rule.min and reach is not None \
+            and reach <= rule.target_ci_pct
+    return RepetitionsAuto(target_ci_pct=rule.target_ci_pct, achieved_ci_pct=achieved,
+                           met=met, rounds=len(reps))
