@@ -68,6 +68,10 @@ def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None
 
         report = write_report(outcome.run_dir)
         _say(f"{outcome.status}: report {report}")
+    elif outcome.status is Status.failed:  # why, in one line: the summary records it
+        from nlperf.results import read_summary
+
+        _say(f"error: {read_summary(outcome.run_dir).error}; results {outcome.run_dir}")
     else:
         _say(f"{outcome.status}: results {outcome.run_dir}")
     click.echo(str(outcome.run_dir))

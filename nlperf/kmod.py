@@ -6,6 +6,7 @@ build/kmod/<release>/ and built there: the tree stays clean and each kernel gets
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import time
@@ -106,13 +107,19 @@ def build(release: str, build_dir: Path | None = None, log: Path | None = None) 
     shutil.copytree(KMOD_SRC, out, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*",
                                                                  ".*.cmd", "Module.symvers",
                                                                  "modules.order"))
-    proc = subprocess.run(["make", "-C", str(kdir), f"M={out}", "modules"],
-                          capture_output=True, text=True)
+    argv = ["make", "-C", str(kdir), f"M={out}", "modules"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        output, failed = proc.stdout + proc.stderr, proc.returncode != 0
+    except OSError as e:  # no make on PATH: the same one line, and a log that says so
+        output, failed = f"error: cannot run {shlex.join(argv)}: {e.strerror}\n", True
     if log is not None:
-        log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not ko.exists():
-        first = next((line for line in (proc.stderr + proc.stdout).splitlines()
-                      if "error" in line.lower()), "make failed")
+        log.write_text(output)
+    if failed or not ko.exists():
+        # the compiler's first error, not make's closing "Error 2"
+        lines = output.splitlines()
+        first = next((ln for ln in lines if "error:" in ln.lower()),
+                     next((ln for ln in lines if "error" in ln.lower()), "make failed"))
         raise RunFailed(f"module build for {release} failed: {first.strip()}",
                         hint=f"full log: {log}" if log else None)
     return ko

@@ -212,6 +212,8 @@ class RunFiles:
         repetitions summary.json holds; the parts go once merged. Returns the row count."""
         sources = [(self._samples[slot], run_indices(self._groups[slot]))
                    for slot in sorted(self._samples) if slot in self._groups]
+        if not self._groups:  # nothing ran (a failed build, no VM boot): no file
+            return 0
         rows = samples.merge_parts(sources, self.run_dir / SAMPLES)
         for parts_dir in self._samples.values():
             shutil.rmtree(parts_dir, ignore_errors=True)

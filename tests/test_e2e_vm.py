@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -37,6 +38,17 @@ def _qemu_running(run_dir: Path) -> bool:
     """A qemu of this run (its --rwdir names the run directory) is still alive."""
     return subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{run_dir}"],
                           capture_output=True).returncode == 0
+
+
+def _pct(probed: float, control: float) -> float:
+    """What the probes cost, in percent of the probes-off control (positive: more)."""
+    return round((probed - control) / control * 100.0, 2)
+
+
+def _mean_p50(multicast: dict[str, Any]) -> float:
+    p50s = [r["latency_us"]["p50"] for r in multicast["receivers"]
+            if r["latency_us"]["p50"] is not None]
+    return sum(p50s) / len(p50s)
 
 
 def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
@@ -122,8 +134,12 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
             assert len(control["repetitions"]) == 2
             assert all("probes" not in r for r in control["repetitions"])
             assert case["probes"]["attach"]
-        overhead = cases[f"mode={mode},traffic=unicast"]["probes"]["overhead"]
-        assert overhead["throughput_pct"] is not None and overhead["p50_pct"] is not None
+        # the observer effect is the probed pass against the control pass, recomputed here
+        probed = cases[f"mode={mode},traffic=unicast"]
+        u, c = probed["unicast"], probed["control"]["unicast"]
+        assert probed["probes"]["overhead"] == {
+            "throughput_pct": _pct(u["throughput_per_s"], c["throughput_per_s"]),
+            "p50_pct": _pct(u["rtt_us"]["p50"], c["rtt_us"]["p50"])}
         m = cases[f"mode={mode},traffic=multicast"]
         assert m["module"]["mode"] == mode
         for rep in m["repetitions"]:
@@ -135,6 +151,8 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
         assert all(r["sk_drops"] > 0 for r in slow), "the overrun must show drops"
         assert all(r["enobufs"] < r["sk_drops"] for r in slow)
         assert fast[0]["lost"] == 0 and fast[0]["received"] == 2 * 401
+        assert m["probes"]["overhead"] == {"multicast_latency_p50_pct": _pct(
+            _mean_p50(m["multicast"]), _mean_p50(m["control"]["multicast"]))}
     assert not _qemu_running(out)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlperf import metrics, nlsock, probe_pool, probe_table, samples
+from nlperf import metrics, models, nlsock, probe_pool, probe_table, samples
 from nlperf import probe_blocks as pb
 from nlperf.probe_table import calls_index, hist_index
 from nlperf.samples import StampLog, components, latency_block
@@ -248,6 +248,52 @@ def test_pool_multicast_sums_repetitions() -> None:
     assert (r1["sent"], r1["received"], r1["lost"]) == (110, 105, 5)
     assert r1["sk_drops"] is None  # unknown in one repetition: unknown overall
     assert r1["latency_us"]["count"] == 1
+
+
+# --- the observer effect: probed pass against the probes-off control pass ----------------------
+
+
+def unicast_pass(elapsed_ns: int, rtt_ns: int) -> models.Blocks:
+    """A pass that moved 100 replies in ``elapsed_ns`` with every round trip ``rtt_ns``."""
+    return models.Blocks(unicast=metrics.unicast_block(
+        [sender(100, 100, elapsed_ns, [rtt_ns] * 3)], timed=True))
+
+
+def multicast_pass(p50s_ns: list[int | None]) -> models.Blocks:
+    """A multicast pass whose receivers' latency p50s are ``p50s_ns`` (None: no samples)."""
+    rs = [receiver(f"r{i}.0", [1], 3, [] if p is None else [p] * 3)
+          for i, p in enumerate(p50s_ns)]
+    return models.Blocks(multicast=metrics.multicast_block("relay", {1: 3}, rs))
+
+
+def test_observer_effect_exact_percentages_and_their_signs() -> None:
+    # probed: 100 replies in 2 s (50/s), rtt 3 µs; control: 100 in 1 s (100/s), rtt 2 µs
+    probed, control = unicast_pass(2 * 10**9, 3000), unicast_pass(10**9, 2000)
+    assert metrics.observer_effect(probed, control).document() == {
+        "throughput_pct": -50.0,  # the probes halved the throughput
+        "p50_pct": 50.0}  # and made the round trip 50 % slower
+    # the other way round is a different answer, not the same one: order matters
+    assert metrics.observer_effect(control, probed).document() == {
+        "throughput_pct": 100.0, "p50_pct": -33.33}
+
+
+def test_observer_effect_multicast_is_the_mean_of_receiver_p50s() -> None:
+    # probed receivers' p50s 3, 3 and 9 µs (mean 5, median 3); one receiver got nothing
+    probed, control = multicast_pass([3000, 3000, 9000, None]), multicast_pass([2000, 2000])
+    assert metrics.observer_effect(probed, control).document() == {
+        "multicast_latency_p50_pct": 150.0}
+    assert metrics.observer_effect(control, probed).document() == {
+        "multicast_latency_p50_pct": -60.0}
+
+
+def test_observer_effect_without_data_is_null_and_without_a_block_absent() -> None:
+    no_replies = models.Blocks(unicast=metrics.unicast_block([sender(100, 0, 0, [])],
+                                                             timed=True))
+    assert metrics.observer_effect(unicast_pass(10**9, 2000), no_replies).document() == {
+        "throughput_pct": None, "p50_pct": None}
+    assert metrics.observer_effect(multicast_pass([None]), multicast_pass([2000])).document() \
+        == {"multicast_latency_p50_pct": None}
+    assert metrics.observer_effect(unicast_pass(10**9, 2000), models.Blocks()).document() == {}
 
 
 # --- /proc parsers -----------------------------------------------------------------------------

@@ -68,3 +68,15 @@ def test_guest_script_marks_start_and_status() -> None:
     assert script.startswith("touch /r/.vm-started-x;")
     assert "cd /w && do it; rc=$?; echo $rc > /r/.vm-exit-x; sync; exit $rc" in script
     assert "NLPERF_VM_ACCEL=tcg" in script
+
+
+def test_guest_script_forwards_nlperf_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest's environment is fresh: NLPERF_SOAK=1 make test-vm must reach the tests."""
+    monkeypatch.setenv("NLPERF_SOAK", "1")
+    monkeypatch.setenv("NLPERF_DEBUG", "a b")
+    monkeypatch.setenv("NLPERF_VM_ACCEL", "kvm")  # ours to set in the guest, not the host's
+    monkeypatch.setenv("OTHER", "x")
+    m = vm.Markers(Path("/r/.vm-started-x"), Path("/r/.vm-exit-x"))
+    script = vm.guest_script("do it", Path("/w"), "tcg", m)
+    assert "NLPERF_DEBUG='a b' NLPERF_SOAK=1 NLPERF_VM_ACCEL=tcg;" in script
+    assert "OTHER" not in script and "kvm" not in script

@@ -191,10 +191,22 @@ class Markers:
             p.unlink(missing_ok=True)
 
 
+def forwarded_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The host's NLPERF_* settings (NLPERF_DEBUG, NLPERF_SOAK, ...), for the guest.
+
+    The guest starts with a fresh environment: without these, ``NLPERF_SOAK=1 make test-vm``
+    would not reach the tests it is meant for.
+    """
+    env = os.environ if env is None else env
+    return {k: v for k, v in sorted(env.items())
+            if k.startswith("NLPERF_") and k != GUEST_ACCEL_ENV}
+
+
 def guest_script(cmd: str, cwd: Path, accel_used: str, markers: Markers) -> str:
-    """The guest resets PATH to the system default: put the venv back first."""
+    """The guest resets PATH and the environment: put the venv and NLPERF_* back first."""
+    settings = "".join(f"{k}={shlex.quote(v)} " for k, v in forwarded_env().items())
     return (f"touch {shlex.quote(str(markers.started))}; "
-            f"export PATH={shlex.quote(str(venv_bin()))}:$PATH "
+            f"export PATH={shlex.quote(str(venv_bin()))}:$PATH {settings}"
             f"{GUEST_ACCEL_ENV}={shlex.quote(accel_used)}; "
             f"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing "
             f"2>/dev/null; cd {shlex.quote(str(cwd))} && {cmd}; rc=$?; "
