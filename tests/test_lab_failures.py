@@ -138,3 +138,36 @@ def test_a_build_without_make_is_one_line_and_logged(tmp_path: Path,
                             f"/lib/modules/{release}/build M={tmp_path / 'build'} modules: "
                             f"No such file or directory (full log: {log})")
     assert log.read_text().startswith("error: cannot run make ")
+
+
+def test_a_probe_that_cannot_attach_fails_the_run_before_any_repetition(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe function this kernel lacks: the case and the run fail with the probe's one line,
+    no repetition runs, and the module is unloaded all the same (the runner's side only)."""
+    from nlperf import cases as cases_mod
+    from nlperf import models, runner, scenario
+
+    why = "probes: netlink_unicast is not a traceable function on this kernel"
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise RunFailed(why)
+
+    unloads: list[bool] = []
+    monkeypatch.setattr(cases_mod, "ProbeSession", refuse)
+    monkeypatch.setattr(cases_mod, "run_repetition",
+                        lambda *_a, **_k: pytest.fail("a repetition ran without its probes"))
+    monkeypatch.setattr(kmod, "unload", lambda: unloads.append(True))
+    cases = scenario.expand({"name": "p", "unicast": {"count": 4},
+                             "probes": {"enabled": True}})[1]
+    env = models.Env(kernel="6.1.0-56-amd64", target="host", accel="tcg", clocksource="tsc",
+                     cpus=2, nlperf_version="0.1.0", python="3.11.2", module_params={},
+                     probes=models.EnvProbes(attach={}))
+    group = models.GroupResult(status=models.Status.running, env=env, cases=[],
+                               probe_histograms={})
+    progress: list[models.Progress] = []
+    state = runner._execute(cases, Path("nlperf.ko"), group, progress.append)
+    assert (state.status, state.error) == (models.Status.failed, why)
+    assert (group.status, group.error) == (models.Status.failed, why)
+    (case,) = group.cases
+    assert (case.status, case.error, case.repetitions) == (models.Status.failed, why, [])
+    assert progress == [] and unloads == [True]
