@@ -6,6 +6,7 @@ tests/test_faults_vm.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -165,7 +166,8 @@ def test_a_probe_that_cannot_attach_fails_the_run_before_any_repetition(
     group = models.GroupResult(status=models.Status.running, env=env, cases=[],
                                probe_histograms={})
     progress: list[models.Progress] = []
-    state = runner._execute(cases, Path("nlperf.ko"), group, progress.append)
+    state = runner._execute(cases, Path("nlperf.ko"), group, progress.append,
+                            dt.datetime.now(dt.UTC))
     assert (state.status, state.error) == (models.Status.failed, why)
     assert (group.status, group.error) == (models.Status.failed, why)
     (case,) = group.cases
