@@ -9,6 +9,9 @@ that handles Ctrl-C (kill the VM's group, detach probes, unload the module, stat
 A process started with SIGINT *ignored* (a background job of a non-interactive shell, nohup)
 keeps ignoring it on purpose: whoever started it asked that a terminal's Ctrl-C not reach it.
 SIGTERM still stops it.
+
+Only the first of these signals counts: from then on all three are ignored, so a second Ctrl-C
+cannot cut the clean-up short (processes started during clean-up, rmmod, inherit the ignore).
 """
 
 from __future__ import annotations
@@ -27,18 +30,25 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _received: list[int] = []
 
 
 def _raise(signum: int, _frame: FrameType | None) -> None:
-    # Once: a second signal during clean-up must not abort the clean-up half-way.
-    signal.signal(signum, signal.SIG_IGN)
+    # Once: a second signal of any of these during clean-up (a Ctrl-C pressed again, SIGTERM
+    # after Ctrl-C) must not abort the clean-up half-way, leaving the module loaded or worker
+    # processes unkilled. The clean-up is bounded; SIGKILL still ends it.
+    for other in STOPPING:
+        if signal.getsignal(other) is _raise:
+            signal.signal(other, signal.SIG_IGN)
     _received.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(signum)
 
 
 def install() -> None:
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in STOPPING:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise)
 

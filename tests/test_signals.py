@@ -1,0 +1,79 @@
+"""nlperf's signal handling in a real process: the first SIGINT, SIGTERM or SIGHUP stops it,
+a second one cannot cut its clean-up short, and an inherited ignored SIGINT stays ignored."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.lab import sigint_restored
+
+# Stands in for a run: waits to be stopped, then cleans up — which takes until the test says
+# so on stdin, after it has sent the second signal — and exits as the CLI does.
+CHILD = """
+import sys
+from nlperf import signals
+signals.install()
+try:
+    print("ready", flush=True)
+    sys.stdin.readline()  # running
+    print("not stopped", flush=True)
+except KeyboardInterrupt as e:
+    print("stopping", flush=True)
+    try:
+        sys.stdin.readline()  # cleaning up
+        print("cleaned up", flush=True)
+    finally:
+        sys.exit(signals.exit_status(e))
+"""
+
+
+def _child(ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    def preexec() -> None:
+        sigint_restored()
+        if ignore_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def _expect(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == line, proc.stderr.read() if proc.stderr else ""
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    (signal.SIGINT, signal.SIGINT),  # Ctrl-C pressed twice
+    (signal.SIGTERM, signal.SIGINT),  # stopped by a runner, then Ctrl-C
+    (signal.SIGINT, signal.SIGTERM),
+    (signal.SIGHUP, signal.SIGTERM),
+], ids=["int-int", "term-int", "int-term", "hup-term"])
+def test_a_second_signal_does_not_cut_the_clean_up_short(first: signal.Signals,
+                                                         second: signal.Signals) -> None:
+    proc = _child()
+    proc.send_signal(first)
+    _expect(proc, "stopping\n")
+    proc.send_signal(second)  # pending before the clean-up reads on
+    out, err = proc.communicate("go on\n", timeout=30)
+    assert out == "cleaned up\n", err
+    assert proc.returncode == 128 + first
+    assert "Traceback" not in err
+
+
+def test_an_inherited_ignored_sigint_stays_ignored_and_sigterm_still_stops() -> None:
+    proc = _child(ignore_sigint=True)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    _expect(proc, "stopping\n")
+    out, err = proc.communicate("go on\n", timeout=30)
+    assert out == "cleaned up\n", err
+    assert proc.returncode == 128 + signal.SIGTERM
+
