@@ -228,9 +228,13 @@ def main() -> None:
     signals.install()
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        _say("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Abort as e:
+        # click turns a KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP as signals.Terminated)
+        # leaving a command into Abort: the status still says which signal it was
+        cause = e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else None
+        _say(f"interrupted ({cause})" if isinstance(cause, signals.Terminated)
+             else "interrupted")
+        sys.exit(signals.exit_status(cause) if cause is not None else EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_BAD_INPUT)

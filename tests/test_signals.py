@@ -3,9 +3,13 @@ a second one cannot cut its clean-up short, and an inherited ignored SIGINT stay
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +81,29 @@ def test_an_inherited_ignored_sigint_stays_ignored_and_sigterm_still_stops() -> 
     assert out == "cleaned up\n", err
     assert proc.returncode == 128 + signal.SIGTERM
 
+
+def test_sigterm_before_the_run_has_started_still_exits_143(tmp_path: Path) -> None:
+    """click turns a KeyboardInterrupt that leaves a command into Abort: the status must still
+    say which signal it was. Here nlperf is stopped while it waits to read its scenario."""
+    fifo = tmp_path / "scenario.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "nlperf"), "run", str(fifo),
+                             "--out", str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_restored)
+    deadline = time.monotonic() + 60
+    while True:  # a writer can open the FIFO once nlperf has opened it to read
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            assert e.errno == errno.ENXIO and proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "nlperf never opened its scenario"
+            time.sleep(0.01)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "nlperf: interrupted (SIGTERM)"
+    assert not (tmp_path / "run").exists()
