@@ -148,11 +148,14 @@ def run(req: RunRequest, say: Say, progress_factory: Callable[[int], Bar] | None
         summary.order.seed = base.seed
     files = results.RunFiles(run_dir, summary)
     totals = {slot: sum(runs_per_case(c) for c in g.cases) for slot, g in enumerate(groups)}
-    bar = progress_factory(sum(totals.values())) if progress_factory else None
-    feed = BarFeed(bar, totals)
+    bar: Bar = None
     state = RunState()
     try:
         with settles(state):
+            # settled too: making the bar takes a while (tqdm's import), and a Ctrl-C then
+            # must not leave the run directory's summary at "running"
+            bar = progress_factory(sum(totals.values())) if progress_factory else None
+            feed = BarFeed(bar, totals)
             for slot, group in enumerate(groups):
                 run_group = _run_native if group.target == "host" else _run_in_vm
                 ended = run_group(req, files, slot, group, say, feed, started)

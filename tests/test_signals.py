@@ -4,6 +4,7 @@ a second one cannot cut its clean-up short, and an inherited ignored SIGINT stay
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -107,3 +108,33 @@ def test_sigterm_before_the_run_has_started_still_exits_143(tmp_path: Path) -> N
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "nlperf: interrupted (SIGTERM)"
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_the_run_starts_leaves_no_summary_at_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C as the progress bar is made (importing tqdm takes a while under emulation), after
+    the run directory exists: the run is interrupted like any other, its summary final."""
+    from nlperf import capabilities, runner
+    from nlperf.targets import vm
+
+    kernel = vm.LabKernel("6.1.0-56-amd64", Path("/boot/vmlinuz-x"), Path("/lib/modules/x"))
+    monkeypatch.setattr(capabilities, "pick_target", lambda requested, checks=None: (
+        "vm", "picked"))
+    monkeypatch.setattr(vm, "pick_lab_kernel", lambda release=None: kernel)
+    monkeypatch.setattr(vm, "accel", lambda: "tcg")
+    monkeypatch.setattr(runner, "_run_in_vm", lambda *a: pytest.fail("the run went on"))
+
+    def bar(total: int) -> None:
+        raise KeyboardInterrupt
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nunicast: {count: 10}\n")
+    out = tmp_path / "run"
+    try:
+        outcome = runner.run(runner.RunRequest(scenario, out=out), lambda _line: None, bar)
+    except KeyboardInterrupt:  # would end the test session, not just this test
+        pytest.fail("the interrupt escaped the run, its summary left at "
+                    f"{json.loads((out / 'summary.json').read_text())['status']!r}")
+    assert (outcome.run_dir, outcome.exit_code) == (out, 128 + signal.SIGINT)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["error"]) == ("interrupted", "interrupted by the user")
