@@ -149,6 +149,8 @@ def run_repetition(case: Case, index: int, ko: Path, case_timeout: float,
         return _measure(case, index, proto, procs, case_timeout, probes)
     finally:
         for p in procs:
+            if p.pid is None:  # never started: stopped while starting the others
+                continue
             if p.is_alive():
                 p.kill()
             p.join(5)

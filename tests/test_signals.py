@@ -138,3 +138,38 @@ def test_ctrl_c_while_the_run_starts_leaves_no_summary_at_running(
     assert (outcome.run_dir, outcome.exit_code) == (out, 128 + signal.SIGINT)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["status"], summary["error"]) == ("interrupted", "interrupted by the user")
+
+
+def test_ctrl_c_while_workers_start_stays_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C between two workers' start(): the one started is killed, the module unloaded,
+    and the interrupt stays an interrupt (joining a never-started process raised instead)."""
+    import multiprocessing.process
+
+    from nlperf import kmod, measure, scenario
+
+    unloads: list[bool] = []
+    monkeypatch.setattr(kmod, "load", lambda ko, params: None)
+    monkeypatch.setattr(kmod, "unload", lambda: unloads.append(True))
+    monkeypatch.setattr(measure, "_sender_main", lambda *args: time.sleep(60))
+    real_start = multiprocessing.process.BaseProcess.start
+    started: list[multiprocessing.process.BaseProcess] = []
+
+    def start(self: multiprocessing.process.BaseProcess) -> None:
+        if started:
+            raise KeyboardInterrupt  # Ctrl-C lands as the second worker is about to start
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    (case,) = scenario.expand({"name": "p", "unicast": {"count": 4, "senders": 2}})[1]
+    try:
+        measure.run_repetition(case, 0, Path("nlperf.ko"), 60.0)
+    except KeyboardInterrupt:
+        pass
+    except BaseException as e:  # what replaced the interrupt is the finding
+        pytest.fail(f"the interrupt became {type(e).__name__}: {e}")
+    else:
+        pytest.fail("run_repetition returned")
+    (worker,) = started
+    assert worker.exitcode == -signal.SIGKILL
+    assert unloads == [True]
