@@ -63,7 +63,7 @@ def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None
     outcome = do_run(req, _say, None if internal_handoff else _bar)
     if internal_handoff is not None:  # the inner run in the lab VM: the outer reports
         sys.exit(outcome.exit_code)
-    if not no_report and outcome.status is not Status.failed:
+    if outcome.status is Status.complete and not no_report:
         from nlperf.report import write_report
 
         report = write_report(outcome.run_dir)
@@ -72,6 +72,12 @@ def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None
         from nlperf.results import read_summary
 
         _say(f"error: {read_summary(outcome.run_dir).error}; results {outcome.run_dir}")
+    elif outcome.status is Status.interrupted:
+        # No report: whoever stopped the run wants it to stop now, and rendering the plots takes
+        # minutes under emulation while a second Ctrl-C is ignored (signals.py). What finished
+        # is kept; the report is one command away.
+        _say(f"interrupted: results {outcome.run_dir}; "
+             f"`nlperf report {outcome.run_dir}` reports the repetitions that finished")
     else:
         _say(f"{outcome.status}: results {outcome.run_dir}")
     click.echo(str(outcome.run_dir))

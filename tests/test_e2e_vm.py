@@ -216,3 +216,9 @@ def test_ctrl_c_after_some_repetitions_keeps_them(tmp_path: Path) -> None:
     assert case["status"] == "failed"  # never finished: the guest was killed mid-case
     assert all(r["unicast"]["sent"] == 500 for r in case["repetitions"])  # each one whole
     assert not _qemu_running(out)
+    # stopping is prompt: no report rendered after the signal, the command to get one is named
+    assert not (out / "report.md").exists() and not (out / "report.html").exists()
+    assert f"nlperf report {out}" in stderr.strip().splitlines()[-1]
+    made = subprocess.run([NLPERF, "report", str(out)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert (out / "report.md").exists() and (out / "report.html").exists()

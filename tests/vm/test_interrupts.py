@@ -170,6 +170,9 @@ def test_a_signal_at_any_point_stops_the_run_cleanly(trial: Trial, tmp_path: Pat
     assert rc == 128 + trial.signum, where
     assert "Traceback" not in err and "internal error" not in err, where
     assert (tmp_path / "stdout").read_text().strip() == str(out)
+    # stopped means stopped: no report rendered after the signal (minutes under emulation)
+    assert not (out / "report.md").exists(), where
+    assert f"nlperf report {out}" in err.strip().splitlines()[-1], where
 
     summary = json.loads((out / results.SUMMARY).read_text())
     assert results.validation_errors(summary) == [], where
