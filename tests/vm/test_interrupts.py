@@ -7,7 +7,8 @@ watching the module and progress.jsonl; the assertions hold wherever it lands). 
 exit 130 (SIGINT) or 143 (SIGTERM), a valid summary marked interrupted that keeps the finished
 repetitions, and no BPF program, kprobe, module or process of the run left.
 
-`make test` runs three trials (SIGINT, SIGTERM, one during the compile); ``NLPERF_SOAK=1`` runs
+`make test` runs three trials (SIGINT, SIGTERM, one during the compile) on the newest lab kernel;
+``NLPERF_SOAK=1`` (`make soak`, every kernel) runs
 ten. ``NLPERF_SEED`` picks other points.
 """
 
