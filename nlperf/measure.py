@@ -239,6 +239,7 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
     if relays:
         sched.relay_sender = models.CtxSwitches.model_validate(relays[0].ctx)
         if block.multicast is not None:
+            block.multicast.relay_requested = relays[0].sent
             block.multicast.relay_errors = relays[0].errors
     if kthread and kthread_ctx0 is not None:
         after = _proc_ctx(int(kthread))

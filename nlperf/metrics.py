@@ -108,7 +108,12 @@ def pool_multicast(blocks: list[Multicast], latencies: dict[str, list[np.ndarray
             enobufs=sum(r.enobufs for r in rs), seq_gaps=sum(r.seq_gaps for r in rs),
             sk_drops=None if None in drops else sum(d for d in drops if d is not None),
             latency_us=latency_block(np.concatenate(lat) if lat else [], 1000.0)))
-    return Multicast(source=blocks[0].source, sent_by_group=sent_by_group, receivers=receivers)
+    out = Multicast(source=blocks[0].source, sent_by_group=sent_by_group, receivers=receivers)
+    for name in ("relay_requested", "relay_errors"):  # relays only: left out for the generator
+        known = [n for b in blocks if (n := getattr(b, name)) is not None]
+        if known:
+            setattr(out, name, sum(known))
+    return out
 
 
 def _pct(probed: float | None, control: float | None) -> float | None:

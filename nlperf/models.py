@@ -123,11 +123,18 @@ class Receiver(Model):
 
 
 class Multicast(Model):
-    """Broadcasts by group (the module's count) and each receiver's view of them."""
+    """Broadcasts by group (the module's count) and each receiver's view of them.
+
+    With relays, ``relay_requested`` is what the relay sender asked for (end marker included)
+    and ``relay_errors`` the requests the module refused (an error reply each: ENOBUFS when the
+    deferred queue is full). A refused relay is never broadcast, so no receiver can count it
+    lost: ``relay_requested − sent_by_group[g]`` is each group's share of them.
+    """
 
     source: McSource = "generator"
     sent_by_group: dict[str, int]
     receivers: list[Receiver]
+    relay_requested: Opt[int] = None
     relay_errors: Opt[int] = None
 
 

@@ -519,3 +519,15 @@ def test_case_probes_without_timing_keep_counts_only() -> None:
     assert pooled.module is None
     assert pooled.sched is not None and pooled.sched.lab is not None
     assert pooled.sched.lab.blocked_ns is None  # no histograms: no latency
+
+
+def test_relay_requests_and_refusals_are_pooled_into_the_case() -> None:
+    def rep(requested: int | None, errors: int | None) -> models.Multicast:
+        return models.Multicast(source="relay", sent_by_group={"1": 10}, receivers=[],
+                                relay_requested=requested, relay_errors=errors)
+
+    pooled = metrics.pool_multicast([rep(101, 7), rep(101, 0), rep(101, 3)], {})
+    assert (pooled.relay_requested, pooled.relay_errors) == (303, 10)
+    assert pooled.sent_by_group == {"1": 30}
+    generator = metrics.pool_multicast([rep(None, None)], {})
+    assert (generator.relay_requested, generator.relay_errors) == (None, None)
