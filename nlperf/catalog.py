@@ -133,6 +133,9 @@ LOSS = Metric("mc_loss", "multicast loss, all receivers", "of sent", "multicast"
               count=True, headline=True)
 CTX = Metric("ctx_switches_per_msg", "context switches", "per msg", "sched",
              latency=False, count=True, headline=True)
+# relays the module refused (full deferred queue): never broadcast, so in no receiver's loss
+RELAY_REFUSED = Metric("relay_refused", "relays refused by the module", "of requested",
+                       "multicast", latency=False, count=True, headline=True)
 RECEIVER_LOST = Metric("mc_lost", "lost", "of sent", "multicast", latency=False, count=True)
 RECEIVER_DROPS = Metric("mc_sk_drops", "sk_drops", "of sent", "multicast", latency=False,
                         count=True)
@@ -191,6 +194,8 @@ def counts_of(b: Blocks) -> dict[str, tuple[Metric, Count]]:
         sent = sum(r.sent for r in mc.receivers)
         if sent > 0:
             out[LOSS.key] = (LOSS, (sum(max(r.lost, 0) for r in mc.receivers), sent))
+    if mc is not None and mc.relay_requested:
+        out[RELAY_REFUSED.key] = (RELAY_REFUSED, (mc.relay_errors or 0, mc.relay_requested))
     switches, messages = _switches(b), _messages(b)
     if switches is not None and messages > 0:
         out[CTX.key] = (CTX, (switches, messages))

@@ -160,3 +160,17 @@ def test_a_summary_written_by_earlier_code(tmp_path: Path) -> None:
     assert set(multicast.observer.comparisons) == {  # type: ignore[union-attr]
         "mc_latency_p50_us", "mc_latency_p99_us"}
     assert "netlink_unicast_p50_us" in unicast.values  # the probed pass
+
+
+def test_relays_refused_are_a_headline_count_out_of_those_requested() -> None:
+    from nlperf import catalog
+    from nlperf.models import Multicast, Repetition
+
+    def rep(source: str, **relay: int) -> Repetition:
+        return Repetition(index=0, duration_s=1.0, multicast=Multicast(
+            source=source, sent_by_group={"1": 94}, receivers=[], **relay))
+
+    metric, count = catalog.counts_of(rep("relay", relay_requested=101, relay_errors=7))[
+        "relay_refused"]
+    assert count == (7, 101) and metric.headline and metric.unit == "of requested"
+    assert "relay_refused" not in catalog.counts_of(rep("generator"))
