@@ -52,6 +52,13 @@ def unicast_block(senders: list[Any], timed: bool) -> Unicast:
             errnos[k] = errnos.get(k, 0) + v
     if errnos:
         block.errnos = errnos
+    drops = [s.sk_drops for s in senders]
+    if senders and None not in drops:
+        block.sk_drops = sum(d for d in drops if d is not None)
+    sized = [s for s in senders if s.rcvbuf is not None]
+    if sized:
+        block.reply_truesize = max(s.reply_truesize for s in sized)
+        block.rcvbuf = min(s.rcvbuf for s in sized)
     rates = [s.achieved_rate for s in senders if s.achieved_rate is not None]
     if rates:
         block.achieved_rate_per_s = round(sum(rates), 1)
@@ -63,12 +70,20 @@ def pool_unicast(blocks: list[Unicast], records: list[np.ndarray], timed: bool) 
     """Case-level unicast block over repetitions: sums of counts, percentiles of all samples."""
     received = sum(b.received for b in blocks)
     elapsed = sum(b.elapsed_s for b in blocks)
-    return Unicast(sent=sum(b.sent for b in blocks), received=received,
-                   errors=sum(b.errors for b in blocks),
-                   timeouts=sum(b.timeouts for b in blocks),
-                   throughput_per_s=round(received / elapsed, 1) if elapsed else 0.0,
-                   elapsed_s=round(elapsed, 6),
-                   **_latencies(_records(list(records)), timed))
+    out = Unicast(sent=sum(b.sent for b in blocks), received=received,
+                  errors=sum(b.errors for b in blocks),
+                  timeouts=sum(b.timeouts for b in blocks),
+                  throughput_per_s=round(received / elapsed, 1) if elapsed else 0.0,
+                  elapsed_s=round(elapsed, 6),
+                  **_latencies(_records(list(records)), timed))
+    drops = [b.sk_drops for b in blocks]
+    if blocks and None not in drops:
+        out.sk_drops = sum(d for d in drops if d is not None)
+    sized = [b for b in blocks if b.rcvbuf is not None]
+    if sized:
+        out.reply_truesize = max(b.reply_truesize or 0 for b in sized)
+        out.rcvbuf = min(b.rcvbuf for b in sized if b.rcvbuf is not None)
+    return out
 
 
 def sent_to(groups: list[int], sent_by_group: dict[int, int]) -> int:

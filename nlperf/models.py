@@ -98,6 +98,11 @@ class Unicast(Model):
     errnos: Opt[dict[str, int]] = None
     achieved_rate_per_s: Opt[float] = None
     max_backlog: Opt[int] = None
+    # the senders' own receive queues: replies they dropped (each also a timeout), and with a
+    # window, the kernel's charge for one queued reply and the queue size given for the window
+    sk_drops: Opt[int] = None
+    reply_truesize: Opt[int] = None
+    rcvbuf: Opt[int] = None
     rtt_us: Latency
     user_to_kernel_us: Opt[Latency] = None
     queue_us: Opt[Latency] = None

@@ -16,6 +16,7 @@ from nlperf import wire
 from nlperf.errors import RunFailed
 
 SO_RCVBUFFORCE = 33
+SO_MEMINFO = 55  # include/uapi/asm-generic/socket.h: u32[SK_MEMINFO_VARS], rmem_alloc first
 PROC_NETLINK = Path("/proc/net/netlink")
 
 
@@ -42,6 +43,13 @@ def open_socket(proto: int, *, rcvbuf: int | None = None, groups: tuple[int, ...
     if broadcast_error:
         sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_BROADCAST_ERROR, 1)
     return sock
+
+
+def rmem_alloc(sock: socket.socket) -> int:
+    """Bytes the socket's receive queue holds now, as the kernel charges them (skb truesize,
+    not payload): SK_MEMINFO_RMEM_ALLOC, what a full queue is measured against."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
+    return int.from_bytes(raw[:4], "little")
 
 
 def socket_inode(sock: socket.socket) -> int:

@@ -531,3 +531,16 @@ def test_relay_requests_and_refusals_are_pooled_into_the_case() -> None:
     assert pooled.sent_by_group == {"1": 30}
     generator = metrics.pool_multicast([rep(None, None)], {})
     assert (generator.relay_requested, generator.relay_errors) == (None, None)
+
+
+def test_the_senders_own_queue_is_reported_and_pooled() -> None:
+    a = sender(100, 90, 10**9, [1000], timeouts=10, sk_drops=10, reply_truesize=768,
+               rcvbuf=400_000)
+    b = sender(100, 100, 10**9, [1000], sk_drops=0, reply_truesize=832, rcvbuf=300_000)
+    block = metrics.unicast_block([a, b], timed=True)
+    # the replies the senders' queues dropped; the largest charge, the smallest queue
+    assert (block.sk_drops, block.reply_truesize, block.rcvbuf) == (10, 832, 300_000)
+    case = metrics.pool_unicast([block, block], [], timed=True)
+    assert (case.sk_drops, case.reply_truesize, case.rcvbuf) == (20, 832, 300_000)
+    unknown = metrics.unicast_block([a, sender(1, 1, 10**9, [1000])], timed=True)
+    assert unknown.sk_drops is None and unknown.rcvbuf == 400_000  # one sender could not tell

@@ -11,6 +11,8 @@ one round trip splits into user→kernel, queueing, processing and kernel→user
 from __future__ import annotations
 
 import errno
+import select
+import socket
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nlperf import wire
-from nlperf.nlsock import netlink_drops, open_socket, socket_inode
+from nlperf.nlsock import SO_RCVBUFFORCE, netlink_drops, open_socket, rmem_alloc, socket_inode
 from nlperf.samples import StampLog
 from nlperf.workloads.common import (
     ERRNO,
@@ -74,6 +76,8 @@ class SenderResult:
     achieved_rate: float | None = None
     ctx: dict[str, int] = field(default_factory=dict)
     sk_drops: int | None = None
+    reply_truesize: int | None = None
+    rcvbuf: int | None = None
 
     def note_overrun(self, e: OSError) -> None:
         """A receive error: ENOBUFS means replies overran our queue (the lost ones are
@@ -95,6 +99,43 @@ class Sender:
         self.seq = 0
         self.log = StampLog(cfg.capacity)
         self._nolog = StampLog(1)
+        self.reply_truesize: int | None = None
+        self.rcvbuf: int | None = None
+        self._size_receive_buffer()
+
+    def _size_receive_buffer(self) -> None:
+        """Room for a whole window of replies, so a deep window cannot overrun its own queue.
+
+        The kernel charges each queued reply its skb truesize (~1 KiB for a 64-byte echo), not
+        its payload: a window of 256 overran the default 208 KiB and lost half its replies.
+        One echo measures the charge; the queue is then forced to window x that (the kernel
+        doubles what it is given: headroom). Open loop drains after every send: left alone.
+        """
+        cfg = self.cfg
+        if cfg.pattern == "open" or cfg.kind == "sink" or cfg.window <= 1:
+            return
+        truesize = self._one_reply_truesize()
+        if truesize is None:
+            return
+        need = cfg.window * truesize
+        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < need:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, need)
+            except PermissionError:  # not root: rmem_max caps it; sk_drops will tell
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, need)
+        self.reply_truesize = truesize
+        self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def _one_reply_truesize(self) -> int | None:
+        """Send one message, and read what its queued reply costs before taking it."""
+        self._stamp_batch(time.monotonic_ns(), 1)
+        self.sock.send(self.dgram.head(1))
+        ready, _, _ = select.select([self.sock], [], [], self.cfg.reply_timeout_ms / 1000)
+        if not ready:
+            return None
+        charged = rmem_alloc(self.sock)
+        self.sock.recv_into(self.rbuf)
+        return charged or None
 
     def close(self) -> None:
         self.sock.close()
@@ -115,6 +156,7 @@ class Sender:
         drops_after = netlink_drops(inode)
         if drops_before is not None and drops_after is not None:
             res.sk_drops = drops_after - drops_before
+        res.reply_truesize, res.rcvbuf = self.reply_truesize, self.rcvbuf
         if record:
             res.records = log.array()
         return res

@@ -72,3 +72,21 @@ def test_a_window_beyond_the_receive_buffer_loses_replies_and_says_so(module: Lo
     assert res.timeouts > 0
     assert res.received + res.timeouts + res.errors == res.sent
     assert res.sk_drops is not None and res.sk_drops >= res.timeouts - res.errors
+    assert res.sk_drops > 0  # the loss is the sender's own queue, and the result says so
+
+
+def test_a_deep_window_sizes_its_own_receive_queue_and_loses_nothing(module: Loaded) -> None:
+    """Raw echoes, window 256 in batches of 32: the replies of a whole window are queued at
+    once, each charged its skb truesize; the default queue (208 KiB) overran and lost about
+    half of them. The sender measures the charge of one reply and makes room for the window."""
+    module(mode="callback")
+    cfg = SenderConfig(kind="raw", message_size=64, count=5000, window=256, batch=32)
+    s = Sender(cfg)
+    try:
+        assert s.reply_truesize is not None and s.reply_truesize > 64 + 16  # not the payload
+        assert s.rcvbuf is not None and s.rcvbuf >= 256 * s.reply_truesize
+        res = s.run(5000, None)
+    finally:
+        s.close()
+    assert (res.sent, res.received, res.timeouts, res.sk_drops) == (5000, 5000, 0, 0)
+    assert (res.reply_truesize, res.rcvbuf) == (s.reply_truesize, s.rcvbuf)
