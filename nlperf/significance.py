@@ -87,6 +87,16 @@ def tests(a: np.ndarray, b: np.ndarray, *, on_logs: bool, paired: bool
         "mannwhitney", p_rank, p_rank)
 
 
+def rank_floor(test: str, n_a: int, n_b: int) -> float | None:
+    """The smallest two-sided p a rank test can give at these sizes: 2 / 2^n for Wilcoxon's
+    signed-rank test over n pairs, 2 / C(n_a + n_b, n_a) for Mann-Whitney; None for others."""
+    if test == "wilcoxon":
+        return 2.0 / 2**n_a
+    if test == "mannwhitney":
+        return 2.0 / math.comb(n_a + n_b, n_a)
+    return None
+
+
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjusted p-values, in input order; None (no test) stays None and
     does not count towards the family size."""

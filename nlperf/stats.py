@@ -56,7 +56,8 @@ Two cases, A baseline and B candidate (`compare_metric`, `compare_metrics`)
       * B worse        when significant and lo > 1 + t (lower-is-better metric), or
                        significant and hi < 1 - t (higher-is-better metric);
       * B better       the mirror image;
-      * "inconclusive" otherwise, with the reason.
+      * "inconclusive" otherwise, with the reason (a deciding rank test that cannot reach
+                       alpha at these sizes says so).
     The words are "faster" for B better and "slower" for B worse in the metric's direction:
     for a higher-is-better metric (throughput) a ratio above 1 is "faster".
 
@@ -90,7 +91,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as sps
 
-from nlperf.significance import holm, tests
+from nlperf.significance import holm, rank_floor, tests
 
 Statistic = Literal["median", "mean"]
 TestName = Literal["welch-log", "mannwhitney"]
@@ -313,6 +314,10 @@ def _decided(c: Comparison) -> Comparison:
         why = f"the CI [{low:.4g}, {high:.4g}] is outside {band} but not significant ({p_text})"
     else:
         why = f"not significant ({p_text}) and the CI [{low:.4g}, {high:.4g}] is wider than {band}"
+    floor = rank_floor(c.test, c.n_a, c.n_b)
+    if not significant and floor is not None and floor >= c.alpha:
+        why += (f"; {c.test} cannot go below p = {floor:.2g} with {c.n_a} and {c.n_b} "
+                "repetitions")
     return replace(c, significant=significant, verdict="inconclusive", reason=why)
 
 

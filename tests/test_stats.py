@@ -177,6 +177,7 @@ def test_rank_test_can_be_chosen_and_is_the_fallback_without_logs() -> None:
     c = stats.compare_metric(a, b, options=CompareOptions(test="mannwhitney"))
     assert c.test == "mannwhitney" and c.p_value == pytest.approx(0.1)
     assert c.verdict == "inconclusive" and "not significant" in c.reason
+    assert c.reason.endswith("; mannwhitney cannot go below p = 0.1 with 3 and 3 repetitions")
     zeros = stats.compare_metric([0.0, 0.0, 0.0], [0.0, 1.0, 2.0], metric="queue_us")
     assert zeros.test == "mannwhitney" and zeros.ratio is None and zeros.ci is None
     assert zeros.verdict == "inconclusive" and "baseline" in zeros.reason
@@ -282,6 +283,10 @@ def test_paired_tests_exact_values_and_degenerate_cases() -> None:
                                   options=CompareOptions(test="mannwhitney"))
     assert ranked.test == "wilcoxon" and ranked.p_value == pytest.approx(2 / 2**6)
     assert ranked.significant and ranked.verdict == "slower"
+    floor = stats.compare_metric(a, a * 1.25, paired=True,
+                                 options=CompareOptions(test="mannwhitney"))
+    assert floor.verdict == "inconclusive" and floor.p_value == pytest.approx(0.25)
+    assert floor.reason.endswith("; wilcoxon cannot go below p = 0.25 with 3 and 3 repetitions")
     # a zero: no logs, differences B - A = (0.5, -0.5, 1, 2) by hand: ranks 1.5, 1.5, 3, 4,
     # T+ = 8.5; of the 2^4 sign patterns |T+ - 5| ≥ 3.5 for T+ ∈ {0, 1.5, 1.5, 8.5, 8.5, 10}
     tied = stats.compare_metric([0.0, 1.0, 1.0, 1.0], [0.5, 0.5, 2.0, 3.0], paired=True)
