@@ -19,7 +19,8 @@ the same repetition indices; otherwise unpaired. Same rounds of one boot means: 
 of one run in one boot whose order has rounds (round-robin, random; not sequential:
 nlperf/design.py), or the same case of the same run on both sides (a run against itself or
 its copy: ``RunAnalysis.identity``). Cases of different runs are never paired. The exact
-Poisson test of pooled counts is unpaired whatever the design.
+Poisson test of pooled counts is unpaired whatever the design (no event on either side:
+no test, "no change", paired as the design is).
 
 Between cases (``along``): cases that differ only in one matrix key; the key's first value
 (in plan order: callback for the processing models) is the baseline. Between runs
@@ -32,7 +33,7 @@ import csv
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,11 @@ def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions, *,
                                                 higher_is_better=m.higher_is_better)
         elif key in a.counts and key in b.counts:
             ca, cb = a.counts[key], b.counts[key]
-            if float(np.median(va)) == 0.0 and not (paired and va == vb and any(va)):
+            if ca.events == 0 and cb.events == 0:  # no test: as paired as the design
+                none = stats.compare_counts(0, ca.exposure, 0, cb.exposure, metric=key,
+                                            options=o, higher_is_better=m.higher_is_better)
+                untested[key] = replace(none, paired=paired)
+            elif float(np.median(va)) == 0.0 and not (paired and va == vb):
                 raw[key] = stats.compare_counts(ca.events, ca.exposure, cb.events, cb.exposure,
                                                 metric=key, options=o,
                                                 higher_is_better=m.higher_is_better)

@@ -90,11 +90,12 @@ NO_EVENTS = ("no events on either side", "0 in every repetition on both sides")
 
 
 def assert_nothing_changed(rc: compare.RunComparison) -> None:
-    """Every metric "no change", nothing significant; ratio 1 with CI [1, 1], paired —
-    but counts without a single event, which have no ratio."""
+    """Every metric "no change", nothing significant, paired; ratio 1 with CI [1, 1] — but
+    counts without a single event, which have no ratio."""
     for cc in rc.comparisons:
         for key, c in cc.metrics.items():
             assert not c.significant and c.verdict == "no change", (cc.case, key, c)
+            assert c.paired, (cc.case, key, c)
             if c.reason not in NO_EVENTS:
                 assert (c.ratio, c.ci, c.p_holm, c.paired) == (1.0, (1.0, 1.0), 1.0, True), (
                     cc.case, key, c)
