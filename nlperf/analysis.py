@@ -10,7 +10,12 @@ CI of their rate.
 Which pass: a case with a probes-off control pass is measured by it (the probes cost time,
 unevenly across processing models), unless the control pass stopped with fewer repetitions
 than the probed one; probe-measured metrics come from the probed pass. The observer effect
-compares the two passes (control = baseline) on latency and throughput.
+compares the two passes (control = baseline) on latency and throughput, round by round
+(paired) when the run's order has rounds (nlperf/design.py): probed repetition r and control
+repetition r ran next to each other.
+
+Every per-repetition value keeps its repetition's index (its round): comparisons pair rounds
+by it (nlperf/compare.py).
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 from pydantic import ValidationError
 
-from nlperf import results, stats
+from nlperf import design, results, stats
 from nlperf.catalog import Count, Metric, counts_of, sort_key, values_of
 from nlperf.models import Case, Env, Repetition, Summary
 
@@ -41,6 +46,7 @@ class ValueEstimate:
     metric: Metric
     values: tuple[float, ...]  # one per repetition that has the metric
     summary: stats.Summary
+    rounds: tuple[int, ...] = ()  # those repetitions' indices (their rounds), in order
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class CountEstimate:
     metric: Metric
     per_rep: tuple[Count, ...]  # (events, exposure) per repetition
     ci: tuple[float, float]  # of the pooled rate, exact Poisson
+    rounds: tuple[int, ...] = ()  # the repetitions' indices (their rounds), in order
 
     @property
     def events(self) -> int:
@@ -66,9 +73,11 @@ class CountEstimate:
         return tuple(e / x for e, x in self.per_rep)
 
 
-def estimate_count(metric: Metric, per_rep: list[Count]) -> CountEstimate:
+def estimate_count(metric: Metric, per_rep: list[Count],
+                   rounds: tuple[int, ...] = ()) -> CountEstimate:
     events, exposure = sum(e for e, _ in per_rep), sum(x for _, x in per_rep)
-    return CountEstimate(metric, tuple(per_rep), stats.poisson_ci(events, exposure=exposure))
+    return CountEstimate(metric, tuple(per_rep), stats.poisson_ci(events, exposure=exposure),
+                         rounds)
 
 
 @dataclass(frozen=True)
@@ -87,15 +96,20 @@ class ObserverEffect:
         return out
 
 
-def _series(reps: list[Repetition], source: Literal["workload", "probes"]
-            ) -> tuple[dict[str, Metric], dict[str, list[float]]]:
-    metrics: dict[str, Metric] = {}
-    values: dict[str, list[float]] = {}
+class _Series(NamedTuple):
+    metrics: dict[str, Metric]
+    values: dict[str, list[float]]
+    rounds: dict[str, list[int]]  # the index of each value's repetition
+
+
+def _series(reps: list[Repetition], source: Literal["workload", "probes"]) -> _Series:
+    out = _Series({}, {}, {})
     for rep in reps:
         for key, (metric, value) in values_of(rep, source).items():
-            metrics.setdefault(key, metric)
-            values.setdefault(key, []).append(value)
-    return metrics, values
+            out.metrics.setdefault(key, metric)
+            out.values.setdefault(key, []).append(value)
+            out.rounds.setdefault(key, []).append(rep.index)
+    return out
 
 
 @dataclass
@@ -136,6 +150,12 @@ class CaseAnalysis:
             return list(self.values[key].values)
         return list(self.counts[key].rates) if key in self.counts else []
 
+    def rounds(self, key: str) -> list[int]:
+        """The repetition index (round) of each value of ``series(key)``."""
+        if key in self.values:
+            return list(self.values[key].rounds)
+        return list(self.counts[key].rounds) if key in self.counts else []
+
     def warnings(self) -> list[str]:
         """Instability warnings, each with the metrics it concerns (the few-repetitions one
         is said once per run, by the report)."""
@@ -158,37 +178,46 @@ def _passes(case: Case) -> tuple[PassName, list[Repetition], list[Repetition]]:
 
 
 def observer_effect(probed: list[Repetition], control: list[Repetition],
-                    options: stats.CompareOptions | None = None) -> ObserverEffect | None:
+                    options: stats.CompareOptions | None = None, *,
+                    rounds: bool = False) -> ObserverEffect | None:
+    """``rounds``: the run's order ran probed and control repetition r side by side
+    (design.pairs_rounds), so metrics with the same rounds on both sides are paired."""
     if not probed or not control:
         return None
-    metrics_p, values_p = _series(probed, "workload")
-    _, values_c = _series(control, "workload")
-    a = {k: values_c[k] for k in OBSERVED if k in values_c and k in values_p}
-    b = {k: values_p[k] for k in a}
+    p, c = _series(probed, "workload"), _series(control, "workload")
+    a = {k: c.values[k] for k in OBSERVED if k in c.values and k in p.values}
+    b = {k: p.values[k] for k in a}
     if not a:
         return None
-    higher = [k for k in a if metrics_p[k].higher_is_better]
-    compared = stats.compare_metrics(a, b, higher_is_better=higher, options=options)
-    return ObserverEffect(compared, {k: metrics_p[k] for k in a})
+    higher = [k for k in a if p.metrics[k].higher_is_better]
+    paired = [k for k in a if rounds and c.rounds[k] == p.rounds[k]]
+    compared = stats.compare_metrics(a, b, higher_is_better=higher, options=options,
+                                     paired=paired)
+    return ObserverEffect(compared, {k: p.metrics[k] for k in a})
 
 
-def analyze_case(case: Case, label: str | None = None) -> CaseAnalysis:
+def analyze_case(case: Case, label: str | None = None, *, rounds: bool = False
+                 ) -> CaseAnalysis:
+    """``rounds``: the run's order has rounds (design.pairs_rounds; for the observer effect)."""
     name, workload, probed = _passes(case)
     out = CaseAnalysis(case, label or case.id, name, workload_reps=workload)
     for reps, source in ((workload, "workload"), (probed, "probes")):
-        metrics, values = _series(reps, source)  # type: ignore[arg-type]
-        for key, vs in values.items():
-            out.values[key] = ValueEstimate(metrics[key], tuple(vs), stats.summarize(vs))
+        series = _series(reps, source)  # type: ignore[arg-type]
+        for key, vs in series.values.items():
+            out.values[key] = ValueEstimate(series.metrics[key], tuple(vs), stats.summarize(vs),
+                                            tuple(series.rounds[key]))
     counts: dict[str, list[Count]] = {}
+    count_rounds: dict[str, list[int]] = {}
     count_metrics: dict[str, Metric] = {}
     for rep in workload:
         for key, (metric, count) in counts_of(rep).items():
             count_metrics.setdefault(key, metric)
             counts.setdefault(key, []).append(count)
+            count_rounds.setdefault(key, []).append(rep.index)
     for key, per_rep in counts.items():
-        out.counts[key] = estimate_count(count_metrics[key], per_rep)
+        out.counts[key] = estimate_count(count_metrics[key], per_rep, tuple(count_rounds[key]))
     if case.control is not None:
-        out.observer = observer_effect(probed, case.control.repetitions)
+        out.observer = observer_effect(probed, case.control.repetitions, rounds=rounds)
     return out
 
 
@@ -242,6 +271,23 @@ class RunAnalysis:
     def case(self, case_id: str) -> CaseAnalysis | None:
         return next((c for c in self.cases if c.id == case_id), None)
 
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What tells one run from another: its scenario, start (to the second; the run
+        directory's name is made of both), target, accel and kernel. Two directories with
+        the same identity hold the same run (a copy)."""
+        s = self.summary
+        return (s.scenario, s.started, s.target, s.accel, s.kernel or "")
+
+    @property
+    def rounds(self) -> bool:
+        """Whether the run's order ran its cases in rounds (design.pairs_rounds)."""
+        return _in_rounds(self.summary)
+
+    def paired_cases(self, a: CaseAnalysis, b: CaseAnalysis) -> bool:
+        """Whether two of this run's cases ran round by round in one boot."""
+        return self.rounds and design.same_boot(a.case.params, b.case.params)
+
     @cached_property
     def samples(self) -> pd.DataFrame | None:
         """samples.parquet (message samples), or None — with a note — when absent/unreadable."""
@@ -268,6 +314,10 @@ def _optional_json(path: Path, notes: list[str]) -> Any:
         return None
 
 
+def _in_rounds(summary: Summary) -> bool:
+    return design.pairs_rounds(summary.order.kind if summary.order else None)
+
+
 def analyze(run_dir: Path) -> RunAnalysis:
     """Everything the report and the comparisons need from one run directory."""
     summary = results.read_summary(run_dir)
@@ -285,5 +335,5 @@ def analyze(run_dir: Path) -> RunAnalysis:
     if hist is not None and not isinstance(hist, dict):
         notes.append(f"{results.PROBE_HISTOGRAMS} is not a mapping of case ids: left out")
         hist = None
-    cases = [analyze_case(c, labels[c.id]) for c in summary.cases]
+    cases = [analyze_case(c, labels[c.id], rounds=_in_rounds(summary)) for c in summary.cases]
     return RunAnalysis(run_dir, summary, cases, env, hist, notes)

@@ -13,6 +13,15 @@ One case comparison (B against A) compares every metric both have (nlperf/catalo
 Holm's correction runs over the metrics of one case comparison; the verdict needs the
 Holm-adjusted p below alpha and the ratio's CI outside the noise band (default ±2 %).
 
+Paired or not (``stats``' docstring; ``paired`` in every output row): a metric is compared
+round by round when both sides ran in the same rounds of one boot and have its values for
+the same repetition indices; otherwise unpaired. Same rounds of one boot means: two cases
+of one run in one boot whose order has rounds (round-robin, random; not sequential:
+nlperf/design.py), or the same case of the same run on both sides (a run against itself or
+its copy: ``RunAnalysis.identity``). Cases of different runs are never paired. The exact
+Poisson test of pooled counts is unpaired whatever the design (no event on either side:
+no test, "no change", paired as the design is).
+
 Between cases (``along``): cases that differ only in one matrix key; the key's first value
 (in plan order: callback for the processing models) is the baseline. Between runs
 (``between_runs``): cases matched by id; the first run is the baseline.
@@ -23,7 +32,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,18 +51,23 @@ def options(threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> stats.CompareOption
     return stats.CompareOptions(threshold=threshold_pct / 100.0)
 
 
-def _zero_both(metric: Metric, n_a: int, n_b: int, o: stats.CompareOptions) -> stats.Comparison:
+def _zero_both(metric: Metric, n_a: int, n_b: int, o: stats.CompareOptions,
+               paired: bool) -> stats.Comparison:
     return stats.Comparison(
         metric=metric.key, higher_is_better=metric.higher_is_better, statistic=o.statistic,
         n_a=n_a, n_b=n_b, estimate_a=0.0, estimate_b=0.0, ratio=None, ci=None,
         confidence=o.confidence, test="none", p_value=None, p_rank=None, p_holm=None,
         alpha=o.alpha, significant=False, threshold=o.threshold, verdict="no change",
-        reason="0 in every repetition on both sides")
+        reason="0 in every repetition on both sides", paired=paired)
 
 
-def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions
+def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions, *,
+                  rounds: bool = False
                   ) -> tuple[dict[str, stats.Comparison], dict[str, Metric]]:
-    """B against A on every metric both have, Holm-adjusted; and what each metric is."""
+    """B against A on every metric both have, Holm-adjusted; and what each metric is.
+
+    ``rounds``: A and B ran in the same rounds of one boot; a metric whose values come from
+    the same repetition indices on both sides is then compared round by round (paired)."""
     raw: dict[str, stats.Comparison] = {}
     untested: dict[str, stats.Comparison] = {}
     metrics = {m.key: m for m in a.metrics()}
@@ -60,20 +75,25 @@ def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions
         va, vb = a.series(key), b.series(key)
         if not va or not vb:
             continue
+        paired = rounds and a.rounds(key) == b.rounds(key)
         if key in a.values and key in b.values:
             if not any(va) and not any(vb):
-                untested[key] = _zero_both(m, len(va), len(vb), o)
+                untested[key] = _zero_both(m, len(va), len(vb), o, paired)
             else:
-                raw[key] = stats.compare_metric(va, vb, metric=key, options=o,
+                raw[key] = stats.compare_metric(va, vb, metric=key, options=o, paired=paired,
                                                 higher_is_better=m.higher_is_better)
         elif key in a.counts and key in b.counts:
             ca, cb = a.counts[key], b.counts[key]
-            if float(np.median(va)) == 0.0:
+            if ca.events == 0 and cb.events == 0:  # no test: as paired as the design
+                none = stats.compare_counts(0, ca.exposure, 0, cb.exposure, metric=key,
+                                            options=o, higher_is_better=m.higher_is_better)
+                untested[key] = replace(none, paired=paired)
+            elif float(np.median(va)) == 0.0 and not (paired and va == vb):
                 raw[key] = stats.compare_counts(ca.events, ca.exposure, cb.events, cb.exposure,
                                                 metric=key, options=o,
                                                 higher_is_better=m.higher_is_better)
-            else:
-                raw[key] = stats.compare_metric(va, vb, metric=key, options=o,
+            else:  # per-repetition rates; the same in every round needs no baseline rate
+                raw[key] = stats.compare_metric(va, vb, metric=key, options=o, paired=paired,
                                                 higher_is_better=m.higher_is_better)
     family = stats.holm_adjust(raw) | untested
     ordered = {k: family[k] for k in metrics if k in family}
@@ -154,7 +174,8 @@ def along(run: RunAnalysis, key: str | None, o: stats.CompareOptions) -> Along |
         if values[0] in by_value:  # without the baseline value a group compares nothing
             base = by_value[values[0]]
             for value, case in ordered[1:]:
-                metrics, info = compare_cases(base, case, o)
+                metrics, info = compare_cases(base, case, o,
+                                              rounds=run.paired_cases(base, case))
                 comparisons.append(CaseComparison(values[0], value, contexts[rest], base, case,
                                                   metrics, info))
         out.append(AlongGroup(contexts[rest], ordered, comparisons))
@@ -183,9 +204,10 @@ def between_runs(runs: list[RunAnalysis], o: stats.CompareOptions) -> RunCompari
         if not matched:
             raise BadInput(f"no case of {run.run_dir} matches a case of {base.run_dir} "
                            "(cases are matched by id)")
+        same_run = run.identity == base.identity  # a run against itself: the same rounds
         for a, b in matched:
             assert b is not None
-            metrics, info = compare_cases(a, b, o)
+            metrics, info = compare_cases(a, b, o, rounds=same_run)
             out.comparisons.append(CaseComparison(names[0], name, a.id, a, b, metrics, info))
         ids = {c.id for c in run.cases}
         lone = [c.id for c in base.cases if c.id not in ids]
@@ -200,7 +222,7 @@ def between_runs(runs: list[RunAnalysis], o: stats.CompareOptions) -> RunCompari
 
 FIELDS = ("baseline", "candidate", "case", "metric", "unit", "n_a", "n_b", "estimate_a",
           "estimate_b", "ratio", "ci_low", "ci_high", "p_value", "p_holm", "significant",
-          "verdict", "reason")
+          "verdict", "reason", "paired")
 
 
 def _row(cc: CaseComparison, key: str) -> dict[str, Any]:
@@ -210,7 +232,8 @@ def _row(cc: CaseComparison, key: str) -> dict[str, Any]:
             "unit": cc.info[key].unit, "n_a": c["n_a"], "n_b": c["n_b"],
             "estimate_a": c["estimate_a"], "estimate_b": c["estimate_b"], "ratio": c["ratio"],
             "ci_low": ci[0], "ci_high": ci[1], "p_value": c["p_value"], "p_holm": c["p_holm"],
-            "significant": c["significant"], "verdict": c["verdict"], "reason": c["reason"]}
+            "significant": c["significant"], "verdict": c["verdict"], "reason": c["reason"],
+            "paired": c["paired"]}
 
 
 def to_json(rc: RunComparison) -> str:
@@ -255,15 +278,38 @@ def cell(c: stats.Comparison) -> str:
     return f"{fmt_ratio(c.ratio)}×{ci} {c.verdict}"
 
 
+def summary_line(rc: RunComparison) -> str:
+    """The answer first: "Nothing changed" when no metric is significant and every verdict
+    is "no change", else how many of each verdict."""
+    every = [c for cc in rc.comparisons for c in cc.metrics.values()]
+    significant = sum(c.significant for c in every)
+    verdicts = Counter(c.verdict for c in every)
+    n = len(rc.comparisons)
+    what = (f"{len(every)} metric{'s' if len(every) != 1 else ''} in {n} case "
+            f"comparison{'s' if n != 1 else ''}")
+    if every and not significant and verdicts["no change"] == len(every):
+        return f"**Nothing changed**: {what}, every verdict “no change”, none significant."
+    counts = ", ".join(f"{verdicts[v]} {v}" for v in ("slower", "faster", "no change",
+                                                       "inconclusive") if verdicts[v])
+    return f"**Summary**: {what}: {counts or 'none'}; {significant} significant."
+
+
 def to_markdown(rc: RunComparison) -> str:
     o = rc.options
-    lines = [f"Ratio = candidate ÷ baseline (median of repetitions), {100 * o.confidence:.0f} % "
+    every = [c for cc in rc.comparisons for c in cc.metrics.values()]
+    paired = sum(c.paired for c in every)
+    pairing = ("every metric paired" if every and paired == len(every) else
+               "none paired" if not paired else f"{paired} of {len(every)} metrics paired")
+    lines = [summary_line(rc), "",
+             f"Ratio = candidate ÷ baseline (median of repetitions), {100 * o.confidence:.0f} % "
              f"bootstrap CI; p Holm-adjusted over each case's metrics, α = {o.alpha:g}; "
-             f"noise band ±{100 * o.threshold:g} %."]
+             f"noise band ±{100 * o.threshold:g} %. Paired: both sides ran in the same rounds "
+             "of one boot, compared round by round (rounds resampled jointly, paired t on the "
+             f"log ratios); else unpaired (Welch's t on logs) — {pairing}."]
     for cc in rc.comparisons:
         lines += ["", f"## {cc.candidate} vs {cc.baseline}: {cc.case}", "",
-                  "| metric | baseline | candidate | ratio [CI] | p (Holm) | verdict |",
-                  "|---|---:|---:|---|---:|---|"]
+                  "| metric | baseline | candidate | ratio [CI] | p (Holm) | verdict | paired |",
+                  "|---|---:|---:|---|---:|---|---|"]
         for key, c in cc.metrics.items():
             m = cc.info[key]
             p = "–" if c.p_holm is None else f"{c.p_holm:.2g}"
@@ -273,7 +319,8 @@ def to_markdown(rc: RunComparison) -> str:
             why = short_reason(c)
             verdict = c.verdict + (f" ({why})" if why else "")
             lines.append(f"| {m.label} ({m.unit}) | {fmt_metric(m, c.estimate_a)} | "
-                         f"{fmt_metric(m, c.estimate_b)} | {ratio} | {p} | {verdict} |")
+                         f"{fmt_metric(m, c.estimate_b)} | {ratio} | {p} | {verdict} | "
+                         f"{'yes' if c.paired else 'no'} |")
     for run, ids in rc.unmatched.items():
         lines += ["", f"Not compared (in one run only, {run}): {', '.join(ids)}"]
     return "\n".join(lines)

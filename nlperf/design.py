@@ -17,6 +17,15 @@ With a probes-off control pass, each probed repetition is followed by its contro
 (probed r0, control r0, probed r1, ...), so the observer effect is measured under the same
 drift too.
 
+Pairing (nlperf/stats.py). With rounds (``round-robin``, ``random``), repetition r of every
+case of a boot, and each case's control repetition r, ran in round r, next to each other in
+time: the rounds are blocks, and two cases of one boot are compared round by round (paired),
+so the drift between rounds cancels. ``sequential`` has no rounds — repetition r of one case
+ran long before repetition r of the next, and a case's control pass after all its probed
+repetitions — so its comparisons are unpaired, as are those of summaries written before
+``order`` was recorded (they ran sequentially) and of cases in different boots (a ``kernel``
+or ``target`` matrix: one boot per value).
+
 ``repetitions: auto``: every case takes ``min`` repetitions; then, round by round, a case
 whose headline metrics do not all have a bootstrap CI half-width (nlperf.stats.
 ci_halfwidth_pct of the median over per-repetition values) within ``target_ci_pct`` % takes
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from nlperf import stats
 from nlperf.models import OrderKind, Repetition, RepetitionsAuto
@@ -74,6 +83,21 @@ def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool]
             yield Run(case, False)
             if has_control(case):
                 yield Run(case, True)
+
+
+ROUND_ORDERS: tuple[OrderKind, ...] = ("round-robin", "random")
+BOOT_KEYS = ("target", "kernel")  # matrix keys that put cases in different boots
+
+
+def pairs_rounds(kind: OrderKind | None) -> bool:
+    """Whether this order runs repetition r of a boot's cases in one round (None: a summary
+    from before ``order`` was recorded, run sequentially)."""
+    return kind in ROUND_ORDERS
+
+
+def same_boot(params_a: dict[str, Any], params_b: dict[str, Any]) -> bool:
+    """Whether two cases of one run ran in the same boot (their target and kernel agree)."""
+    return all(params_a.get(k) == params_b.get(k) for k in BOOT_KEYS)
 
 
 def headline_values(reps: list[Repetition]) -> dict[str, list[float]]:

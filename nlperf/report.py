@@ -117,6 +117,23 @@ def _single_table(run: RunAnalysis) -> Table:
     return Table(["case", "metric", "estimate [95 % CI]", "repetitions"], rows, numeric=[2, 3])
 
 
+def _pairing(al: Along | None) -> str:
+    """How the along comparisons were made: round by round (paired) or not."""
+    every = [c for g in (al.groups if al else []) for cc in g.comparisons
+             for c in cc.metrics.values() if c.statistic != "rate"]
+    if not every:
+        return ""
+    if all(c.paired for c in every):
+        return ("Paired: the cases ran in the same rounds of one boot, so each comparison is "
+                "round by round (rounds resampled jointly, paired t on the log ratios) and the "
+                "boot's drift between rounds cancels.")
+    if not any(c.paired for c in every):
+        return ("Unpaired: the cases did not run in shared rounds (order sequential, or "
+                "different boots), so the CI includes the drift between repetitions.")
+    return ("Paired where both cases have the same rounds (round by round, drift cancels), "
+            "else unpaired.")
+
+
 def verdict_section(run: RunAnalysis, al: Along | None, o: stats.CompareOptions) -> Section:
     s = Section("Verdict")
     if not run.cases:
@@ -125,7 +142,7 @@ def verdict_section(run: RunAnalysis, al: Along | None, o: stats.CompareOptions)
     how = (f"Ratio = model ÷ baseline, medians of per-repetition values, {100 * o.confidence:.0f}"
            f" % bootstrap CI over repetitions; verdict: Holm-adjusted p < {o.alpha:g} and the CI "
            f"outside a ±{100 * o.threshold:g} % noise band, else “no change” (CI inside the band) "
-           "or “inconclusive”. Lower is better except throughput.")
+           "or “inconclusive”. Lower is better except throughput. " + _pairing(al))
     if al is not None:
         s.blocks += [Para(["Cases compared along ", Span(al.key, "code"), ": baseline ",
                            Span(al.values[0], "strong"), ", against ",

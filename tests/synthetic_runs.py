@@ -3,8 +3,10 @@
 Every message latency is drawn from a log-normal with a known median (``exp(μ)``) and σ, so
 its percentiles are known: p = median · exp(σ · z_p). Per repetition a multiplicative
 ``rep_noise`` moves the whole distribution (what differs between boots), so repetitions are
-the unit of variation. Files: summary.json (validated), env.json, and optionally
-samples.parquet and probe-histograms.json as the runner writes them.
+the unit of variation. ``drift`` adds a multiplicative factor per round (repetition index),
+the same for every case that is given it: what one boot's rounds share. Files: summary.json
+(validated), env.json, and optionally samples.parquet and probe-histograms.json as the
+runner writes them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nlperf.models import (
     Probes,
     Receiver,
     Repetition,
+    RunOrder,
     Sched,
     Status,
     Unicast,
@@ -60,6 +63,7 @@ class Spec:
     send_syscall: bool = False
     quiet: bool = False  # counts (losses, switches) at their expectation, not drawn
     seed: int = 0
+    drift: tuple[float, ...] = ()  # per round (repetition index): a factor shared by cases
 
 
 def _draw(rng: np.random.Generator, median: float, sigma: float, n: int) -> np.ndarray:
@@ -82,6 +86,7 @@ def _log2(values_ns: np.ndarray) -> dict[str, Any]:
 def _rep(spec: Spec, index: int, rng: np.random.Generator, probed: bool,
          rows: list[dict[str, Any]], hist: list[dict[str, Any]]) -> Repetition:
     shift = float(np.exp(spec.rep_noise * rng.standard_normal()))
+    shift *= spec.drift[index] if spec.drift else 1.0
     median = spec.median_us * 1000 * shift * (spec.probe_cost if probed else 1.0)
     rep = Repetition(index=index, duration_s=1.0)
     n = spec.messages
@@ -165,9 +170,16 @@ def make_case(spec: Spec, samples: list[pd.DataFrame] | None = None,
 
 
 def write_run(parent: Path, name: str, specs: list[Spec], *, accel: str = "tcg",
-              samples: bool = True, histograms: bool = True) -> Path:
+              samples: bool = True, histograms: bool = True, order: str | None = None,
+              scenario: str | None = None, started: str | None = None) -> Path:
+    """``order``: summary.json's order kind (None: a summary from before it was recorded);
+    ``scenario`` and ``started`` (default: ``name`` and now) tell runs apart."""
     run_dir = results.create_run_dir(name, out=parent / name)
-    summary = results.new_summary(name, "vm", accel, "6.1.0-56-amd64", "tsc")  # type: ignore[arg-type]
+    summary = results.new_summary(scenario or name, "vm", accel, "6.1.0-56-amd64", "tsc")  # type: ignore[arg-type]
+    if order is not None:
+        summary.order = RunOrder(kind=order)  # type: ignore[arg-type]
+    if started is not None:
+        summary.started = started
     frames: list[pd.DataFrame] = []
     hist: dict[str, list[dict[str, Any]]] = {}
     for spec in specs:

@@ -3,21 +3,24 @@ change", and ``nlperf compare`` keeps its contract (formats, exit status 2 on no
 
 What nlperf.stats can decide at few repetitions (its docstring): Welch's t on logs reaches
 significance at 3 repetitions a side when the spread is small; the bootstrap CI of a ratio
-covers 90 % at 3 vs 3. A run compared with itself has ratio 1 and p = 1 everywhere, but its
-CI is as wide as its repetitions' spread (A and B are resampled independently): "no change"
-needs that CI inside the ±2 % band, so the self-comparison contract is tested on a
-low-noise run, and a noisy real run only has to show nothing significant.
+covers 90 % at 3 vs 3. A run compared with itself (or a copy of it) is paired — the same
+measurements on both sides —: ratio 1, CI [1, 1], "no change" however noisy it is. Cases of
+one boot run in rounds are paired too, so a shift hidden by the drift between rounds is
+found; different runs, sequential runs and different boots stay unpaired.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from nlperf import analysis, compare, results
@@ -30,7 +33,8 @@ LATENCY_BLOCK = {"count", "mean", "p50", "p90", "p99", "p999", "max"}
 
 
 def scaled_copy(run_dir: Path, out: Path, factor: float) -> Path:
-    """The same run with every latency block (µs or ns, probes included) × factor."""
+    """Another run (started an hour later) like this one with every latency block (µs or ns,
+    probes included) × factor."""
     def scale(node: Any) -> Any:
         if isinstance(node, dict):
             if set(node) >= LATENCY_BLOCK:
@@ -41,7 +45,10 @@ def scaled_copy(run_dir: Path, out: Path, factor: float) -> Path:
             return [scale(v) for v in node]
         return node
     out.mkdir()
-    results.write_summary(out, scale(results.read_json(run_dir / results.SUMMARY)))
+    doc = scale(results.read_json(run_dir / results.SUMMARY))
+    doc["started"] = (dt.datetime.fromisoformat(doc["started"]) + dt.timedelta(hours=1)
+                      ).isoformat(timespec="seconds")
+    results.write_summary(out, doc)
     return out
 
 
@@ -79,18 +86,98 @@ def test_two_samples_of_one_distribution_are_no_change(tmp_path: Path) -> None:
         assert not c.significant and c.verdict == "no change", (key, c)
 
 
-def test_a_run_against_itself_has_nothing_significant(tmp_path: Path) -> None:
-    quiet = write_run(tmp_path, "quiet", processing_models(reps=5, quiet=True), samples=False)
-    rc = between(quiet, quiet)
-    assert len(rc.comparisons) == 6
+NO_EVENTS = ("no events on either side", "0 in every repetition on both sides")
+
+
+def assert_nothing_changed(rc: compare.RunComparison) -> None:
+    """Every metric "no change", nothing significant, paired; ratio 1 with CI [1, 1] — but
+    counts without a single event, which have no ratio."""
     for cc in rc.comparisons:
         for key, c in cc.metrics.items():
             assert not c.significant and c.verdict == "no change", (cc.case, key, c)
-    noisy = between(fixture_run(tmp_path), fixture_run(tmp_path / "again"))
-    verdicts = {c.verdict for cc in noisy.comparisons for c in cc.metrics.values()}
-    assert verdicts <= {"no change", "inconclusive"}
-    assert not any(c.significant for cc in noisy.comparisons for c in cc.metrics.values())
-    assert {c.ratio for cc in noisy.comparisons for c in cc.metrics.values()} <= {1.0, None}
+            assert c.paired, (cc.case, key, c)
+            if c.reason not in NO_EVENTS:
+                assert (c.ratio, c.ci, c.p_holm, c.paired) == (1.0, (1.0, 1.0), 1.0, True), (
+                    cc.case, key, c)
+    assert compare.summary_line(rc).startswith("**Nothing changed**")
+
+
+def test_a_noisy_run_against_itself_changed_nothing(tmp_path: Path) -> None:
+    # repetitions 15 % apart and 3 of them: unpaired, every CI would be far wider than ±2 %
+    noisy = write_run(tmp_path, "noisy", [replace(s, rep_noise=0.15)
+                                          for s in processing_models(reps=3)], samples=False)
+    rc = between(noisy, noisy)
+    assert len(rc.comparisons) == 6 and sum(len(cc.metrics) for cc in rc.comparisons) > 60
+    assert_nothing_changed(rc)
+    copy = tmp_path / "copy"
+    shutil.copytree(noisy, copy)  # a copy of a run is that run
+    assert_nothing_changed(between(noisy, copy))
+    old = fixture_run(tmp_path)  # a summary from before `order` was recorded
+    assert_nothing_changed(between(old, fixture_run(tmp_path / "again")))
+
+
+def test_different_runs_are_never_paired(tmp_path: Path) -> None:
+    specs = processing_models(reps=3)
+    first = write_run(tmp_path, "first", specs, samples=False, order="round-robin",
+                      scenario="pm", started="2026-11-28T03:17:07+00:00")
+    second = write_run(tmp_path, "second", specs, samples=False, order="round-robin",
+                       scenario="pm", started="2026-11-28T03:17:08+00:00")
+    rc = between(first, second)  # the same numbers, a second apart: two boots
+    assert not any(c.paired for cc in rc.comparisons for c in cc.metrics.values())
+    rtt = one_metric(rc, "mode=callback,traffic=unicast", "rtt_p50_us")
+    assert rtt.ratio == 1.0 and rtt.test == "welch-log" and rtt.ci != (1.0, 1.0)
+
+
+def drifting_models(tmp_path: Path, name: str, order: str | None, *,
+                    kernels: bool = False) -> analysis.RunAnalysis:
+    """callback and kthread (25 % slower) in the rounds of one boot, drifting 30 % between
+    rounds; with ``kernels`` the two cases are two kernels instead (two boots)."""
+    drift = tuple(np.exp(np.random.default_rng(7).normal(0.0, 0.30, 5)))
+    key, values = ("kernel", ("6.1.0-56-amd64", "6.12.117")) if kernels else (
+        "module.mode", ("callback", "kthread"))
+    specs = [Spec(f"{key.split('.')[-1]}={value}", {key: value}, median_us=100.0 * factor,
+                  reps=5, rep_noise=0.005, drift=drift, seed=seed, loss={"r0.0": 0.0})
+             for seed, (value, factor) in enumerate(zip(values, (1.0, 1.25), strict=True))]
+    return analysis.analyze(write_run(tmp_path, name, specs, samples=False, histograms=False,
+                                      order=order))
+
+
+def test_rounds_of_one_boot_are_paired_and_find_a_shift_hidden_by_drift(tmp_path: Path) -> None:
+    for order in ("round-robin", "random"):
+        by_mode = compare.along(drifting_models(tmp_path, order, order), None, compare.options())
+        assert by_mode is not None
+        (cc,) = by_mode.groups[0].comparisons
+        for key in ("rtt_p50_us", "rtt_p99_us", "queue_p50_us", "kernel_to_user_p50_us"):
+            c = cc.metrics[key]
+            assert c.paired and c.test == "paired-t-log", (order, key, c)
+            assert c.significant and c.verdict == "slower", (order, key, c)
+            assert c.ci is not None and c.ci[0] <= 1.25 <= c.ci[1], (order, key, c.ci)
+            assert c.ci[1] - c.ci[0] < 0.1, (order, key, c.ci)
+        assert cc.metrics["throughput_per_s"].verdict == "slower"  # fewer messages a second
+    # the same numbers without shared rounds: unpaired, the drift hides the shift
+    for name, order, kernels in (("sequential", "sequential", False), ("old", None, False),
+                                 ("two-boots", "round-robin", True)):
+        run = drifting_models(tmp_path, name, order, kernels=kernels)
+        by = compare.along(run, None, compare.options())
+        assert by is not None
+        (cc,) = by.groups[0].comparisons
+        assert not any(c.paired for c in cc.metrics.values()), name
+        c = cc.metrics["rtt_p50_us"]
+        assert not c.significant and c.verdict == "inconclusive", (name, c)
+        assert c.ci is not None and c.ci[0] <= 1.25 <= c.ci[1], (name, c.ci)
+        assert c.ci[1] - c.ci[0] > 0.5, (name, c.ci)  # paired: under 0.1
+
+
+def test_the_observer_effect_is_paired_in_rounds(tmp_path: Path) -> None:
+    rounds = drifting_models(tmp_path, "rr", "round-robin")
+    observer = rounds.cases[0].observer
+    assert observer is not None
+    p50 = observer.comparisons["rtt_p50_us"]  # probes cost 5 % in every round
+    assert p50.paired and p50.verdict == "slower" and p50.ci[0] <= 1.05 <= p50.ci[1]
+    sequential = drifting_models(tmp_path, "seq", "sequential").cases[0].observer
+    assert sequential is not None
+    assert not sequential.comparisons["rtt_p50_us"].paired
+    assert sequential.comparisons["rtt_p50_us"].verdict == "inconclusive"
 
 
 def test_latencies_25_percent_higher_are_significant_from_3_repetitions(tmp_path: Path) -> None:
@@ -171,8 +258,12 @@ def test_compare_formats(tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(procs["csv"].stdout)))
     assert list(rows[0]) == list(compare.FIELDS)
     assert {r["verdict"] for r in rows} == {"no change"}  # --threshold 40
+    assert {r["paired"] for r in rows} == {"False"} and rtt["paired"] is False  # two runs
     md = procs["md"].stdout
-    assert md.startswith("Ratio = candidate ÷ baseline") and "| round trip p50 (µs) |" in md
+    assert md.startswith("**Summary**: 88 metrics in 6 case comparisons: 64 slower, 10 no "
+                         "change, 14 inconclusive; 64 significant.\n\nRatio = candidate ÷ "
+                         "baseline")
+    assert "| round trip p50 (µs) |" in md and "none paired" in md
     along = list(csv.DictReader(io.StringIO(procs["along"].stdout)))
     assert {r["baseline"] for r in along} == {"mode=callback,traffic=unicast",
                                               "mode=callback,traffic=multicast"}

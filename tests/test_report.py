@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,7 @@ def test_the_verdict_comes_first_and_names_the_winner(tmp_path: Path) -> None:
     assert re.search(r"\*\*1\.[45]\d*× \[1\.\d+, 1\.\d+\] slower\*\*", rtt)
     switches = next(line for line in table if "| context switches (per msg) |" in line)
     assert switches.split("|")[-2].strip() == "**callback**"  # 0.05 against 1 a message
+    assert "Unpaired: the cases did not run in shared rounds" in body  # no order recorded
     for figure in ("fig-breakdown", "fig-rtt-cdf", "fig-mc-cdf", "fig-mc-loss",
                    "fig-kthread-wakeup", "fig-call-durations", "fig-probe-overhead",
                    "fig-ctx-switches", "fig-rtt-percentiles"):
@@ -109,6 +111,19 @@ def test_the_verdict_comes_first_and_names_the_winner(tmp_path: Path) -> None:
     md = write_report(run).read_text()
     assert "No round-trip CDF" in md and not (run / "fig-rtt-cdf.png").exists()
     assert not (run / "fig-mc-cdf.png").exists() and (run / "fig-breakdown.png").exists()
+
+
+def test_the_verdict_of_a_run_in_rounds_is_paired(tmp_path: Path) -> None:
+    drift = (1.0, 1.4, 0.8, 1.2, 0.9)  # the boot drifts 40 % between rounds
+    specs = [replace(s, drift=drift, rep_noise=0.005)
+             for s in processing_models(reps=5, slow={"callback": 1.0, "kthread": 1.25})]
+    run = write_run(tmp_path, "pm", specs, samples=False, order="round-robin")
+    md = write_report(run).read_text()
+    body = md.split("## Verdict", 1)[1].split("## ", 1)[0]
+    assert "Paired: the cases ran in the same rounds of one boot" in body
+    rtt = next(line for line in body.splitlines() if "| round trip p50 (µs) |" in line)
+    assert re.search(r"\*\*1\.2\d*× \[1\.2\d*, 1\.2\d*\] slower\*\*", rtt), rtt
+    assert rtt.split("|")[-2].strip() == "**callback**"
 
 
 def test_a_run_without_cases_still_gets_a_report(tmp_path: Path) -> None:

@@ -177,6 +177,7 @@ def test_rank_test_can_be_chosen_and_is_the_fallback_without_logs() -> None:
     c = stats.compare_metric(a, b, options=CompareOptions(test="mannwhitney"))
     assert c.test == "mannwhitney" and c.p_value == pytest.approx(0.1)
     assert c.verdict == "inconclusive" and "not significant" in c.reason
+    assert c.reason.endswith("; mannwhitney cannot go below p = 0.1 with 3 and 3 repetitions")
     zeros = stats.compare_metric([0.0, 0.0, 0.0], [0.0, 1.0, 2.0], metric="queue_us")
     assert zeros.test == "mannwhitney" and zeros.ratio is None and zeros.ci is None
     assert zeros.verdict == "inconclusive" and "baseline" in zeros.reason
@@ -212,6 +213,99 @@ def test_compare_metrics_uses_the_metrics_both_sides_have() -> None:
     a = {"rtt_us": [1.0, 1.1, 1.2], "only_a": [1.0, 2.0]}
     b = {"rtt_us": [1.0, 1.1, 1.2], "only_b": [1.0, 2.0]}
     assert list(stats.compare_metrics(a, b)) == ["rtt_us"]
+
+
+# --------------------------------------------------------------------------- paired (rounds)
+
+
+def drifting(seed: int, rounds: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """A and B measured round by round in one boot: a drift of σ 30 % shared by both sides of
+    a round, 1 % noise of their own, B `factor` × A."""
+    rng = np.random.default_rng(seed)
+    drift = np.exp(rng.normal(0.0, 0.30, rounds))
+    a = 100.0 * drift * np.exp(rng.normal(0.0, 0.01, rounds))
+    b = 100.0 * factor * drift * np.exp(rng.normal(0.0, 0.01, rounds))
+    return a, b
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_noisy_sample_against_itself_paired_is_exactly_no_change() -> None:
+    noisy = lognormal(11, 10, 100.0, 0.30)
+    c = stats.compare_metric(noisy, noisy, paired=True)
+    assert (c.ratio, c.ci, c.p_value, c.p_rank, c.p_holm) == (1.0, (1.0, 1.0), 1.0, 1.0, 1.0)
+    assert c.paired and c.test == "paired-t-log" and c.reason == ""
+    assert not c.significant and c.verdict == "no change"
+    # unpaired, the same numbers are only "inconclusive": the CI spans the repetitions' spread
+    assert stats.compare_metric(noisy, noisy).verdict == "inconclusive"
+    # no log (a zero) and a median of 0: still the same measurements, still exactly 1
+    zeros = stats.compare_metric([0.0, 0.0, 3.0], [0.0, 0.0, 3.0], paired=True)
+    assert (zeros.ratio, zeros.ci, zeros.test, zeros.verdict) == (1.0, (1.0, 1.0), "wilcoxon",
+                                                                 "no change")
+
+
+def test_a_25_percent_shift_under_drift_is_found_only_when_paired() -> None:
+    a, b = drifting(1, 5, 1.25)
+    paired = stats.compare_metric(a, b, paired=True)
+    unpaired = stats.compare_metric(a, b)
+    assert paired.paired and paired.test == "paired-t-log"
+    assert paired.significant and paired.verdict == "slower" and paired.p_value < 1e-4
+    assert paired.ci is not None and paired.ci[0] <= 1.25 <= paired.ci[1]
+    assert paired.ci[1] - paired.ci[0] < 0.1
+    assert not unpaired.paired and unpaired.test == "welch-log"
+    assert not unpaired.significant and unpaired.verdict == "inconclusive"
+    assert unpaired.ci is not None and unpaired.ci[1] - unpaired.ci[0] > 1.0
+    # over many boots: paired always "slower" (CI coverage as measured for 5 rounds, 92 %),
+    # unpaired rarely better than "inconclusive"
+    draws = [drifting(seed, 5, 1.25) for seed in range(100)]
+    found = [stats.compare_metric(a, b, paired=True, options=FAST) for a, b in draws]
+    assert all(c.verdict == "slower" for c in found)
+    assert np.mean([c.ci[0] <= 1.25 <= c.ci[1] for c in found]) >= 0.85
+    blind = [stats.compare_metric(a, b, options=FAST).verdict for a, b in draws]
+    assert blind.count("slower") <= 5
+
+
+def test_paired_no_shift_is_rarely_significant() -> None:
+    results = [stats.compare_metric(*drifting(seed, 5, 1.0), paired=True, options=FAST)
+               for seed in range(200)]
+    assert np.mean([c.significant for c in results]) <= 0.09  # nominal 5 % (measured 7 %)
+
+
+@pytest.mark.filterwarnings("error")
+def test_paired_tests_exact_values_and_degenerate_cases() -> None:
+    a = np.array([10.0, 20.0, 40.0])
+    same_ratio = stats.compare_metric(a, a * 1.25, paired=True)
+    assert same_ratio.p_value == 0.0 and same_ratio.verdict == "slower"  # certain: no spread
+    assert same_ratio.ci == pytest.approx((1.25, 1.25))
+    # Wilcoxon's signed-rank floor 2 / 2^n: it cannot decide at 3 rounds, it can at 6
+    assert same_ratio.p_rank == pytest.approx(0.25)
+    six = np.array([10.0, 20.0, 40.0, 15.0, 25.0, 30.0])
+    ranked = stats.compare_metric(six, six * [1.1, 1.2, 1.3, 1.4, 1.5, 1.6], paired=True,
+                                  options=CompareOptions(test="mannwhitney"))
+    assert ranked.test == "wilcoxon" and ranked.p_value == pytest.approx(2 / 2**6)
+    assert ranked.significant and ranked.verdict == "slower"
+    floor = stats.compare_metric(a, a * 1.25, paired=True,
+                                 options=CompareOptions(test="mannwhitney"))
+    assert floor.verdict == "inconclusive" and floor.p_value == pytest.approx(0.25)
+    assert floor.reason.endswith("; wilcoxon cannot go below p = 0.25 with 3 and 3 repetitions")
+    # a zero: no logs, differences B - A = (0.5, -0.5, 1, 2) by hand: ranks 1.5, 1.5, 3, 4,
+    # T+ = 8.5; of the 2^4 sign patterns |T+ - 5| ≥ 3.5 for T+ ∈ {0, 1.5, 1.5, 8.5, 8.5, 10}
+    tied = stats.compare_metric([0.0, 1.0, 1.0, 1.0], [0.5, 0.5, 2.0, 3.0], paired=True)
+    assert tied.test == "wilcoxon" and tied.p_value == tied.p_rank == pytest.approx(6 / 16)
+    one = stats.compare_metric([10.0], [12.0], paired=True)
+    assert one.ci is None and one.p_value is None and one.test == "none"
+    assert one.verdict == "inconclusive" and "one repetition" in one.reason and one.paired
+    with pytest.raises(ValueError, match="one value per round"):
+        stats.compare_metric([1.0, 2.0], [1.0, 2.0, 3.0], paired=True)
+    without_logs = stats.compare_metric([0.0, 1.0, 2.0], [0.5, 1.5, 2.5], paired=True)
+    assert without_logs.test == "wilcoxon" and without_logs.ci is None
+    assert without_logs.p_value == pytest.approx(0.25)
+
+
+def test_compare_metrics_pairs_the_metrics_it_is_told() -> None:
+    a, b = drifting(3, 5, 1.25)
+    both = stats.compare_metrics({"x": a, "y": a}, {"x": b, "y": b}, paired=["x"])
+    assert both["x"].paired and both["x"].verdict == "slower"
+    assert not both["y"].paired and both["y"].verdict == "inconclusive"
 
 
 # --------------------------------------------------------------------------- counts
@@ -264,4 +358,4 @@ def test_results_are_json_serialisable() -> None:
     assert round_trip[0]["ci"] == list(stats.summarize([1.0, 2.0, 3.0]).ci or [])
     assert round_trip[2]["verdict"] in ("faster", "slower", "no change", "inconclusive")
     assert set(round_trip[2]) >= {"ratio", "ci", "p_value", "p_holm", "significant",
-                                  "verdict", "n_a", "n_b", "reason"}
+                                  "verdict", "n_a", "n_b", "reason", "paired"}
