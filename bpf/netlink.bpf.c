@@ -78,6 +78,7 @@ BPF_HASH(wake_ts, u32, u64, 1024);
 BPF_HASH(off_ts, u32, u64, 1024);
 BPF_ARRAY(work_fn, u64, 1);		/* address of nlperf_work_fn, 0: none */
 BPF_HASH(work_ts, u32, u64, 1024);
+BPF_HASH(send_ts, u32, u64, 1024);	/* tid -> send syscall entry */
 
 static __always_inline void record(u32 probe, u32 dir, u64 ns)
 {
@@ -511,6 +512,57 @@ RAW_TRACEPOINT_PROBE(sched_wakeup)
 	wake_ts.update(&pid, &now);
 	return 0;
 }
+
+/* ---- the lab senders' send syscalls: how long sendto()/sendmsg() holds the sender ---- */
+
+#if TIMING
+/* In callback mode the module processes the message inside this call; a deferring model
+ * returns once the message is queued. Watched pids only (one map lookup for the others). */
+static __always_inline int send_enter(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u32 *role = watch.lookup(&tid);
+	if (!role || *role != ROLE_LAB)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	send_ts.update(&tid, &now);
+	return 0;
+}
+
+static __always_inline int send_exit(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 *ts = send_ts.lookup(&tid);
+	if (!ts)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	u64 t0 = *ts;
+	send_ts.delete(&tid);
+	if (now > t0)
+		record(P_SEND, ROLE_LAB, now - t0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+	return send_enter();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto)
+{
+	return send_exit();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+	return send_enter();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
+{
+	return send_exit();
+}
+#endif
 
 /* ---- workqueue items running the module's work function ---- */
 

@@ -84,7 +84,7 @@ def _probe_ns(*path: str) -> Read:
 
 
 def _send_syscall(pct: str) -> Read:
-    return lambda b: _get(b.probes, "send_syscall_us", pct)
+    return _probe_ns("send_syscall_ns", pct)
 
 
 VALUES: tuple[tuple[Metric, Read], ...] = (

@@ -250,6 +250,7 @@ class CaseProbes(Model):
     deliveries: Opt[PooledTotal] = None
     sched: Opt[PooledSched] = None
     module: Opt[dict[str, Latency]] = None
+    send_syscall_ns: Opt[Latency] = None
 
 
 class Blocks(Model):

@@ -277,6 +277,9 @@ def probes_block(s: BlockSettings, snap: MapSnapshot | None) -> dict[str, Any]:
         out["deliveries"] = _per_socket(snap.deliveries) if s.deliveries else None
     if "sched" in s.which:
         out["sched"] = _sched_block(snap, rows, s)
+    if "send" in s.which and s.timing:
+        out["send_syscall_ns"] = _latency(rows, s.lin_step_ns, PROBES.index("send_syscall"),
+                                          [ROLE_LAB]) or {"count": 0}
     if "module" in s.which and not s.timing:
         out["module"] = {f: None for f in MODULE_FUNCS}
     elif "module" in s.which:

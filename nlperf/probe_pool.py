@@ -158,6 +158,10 @@ def pool_probes(attach: dict[str, str], blocks: list[Mapping[str, Any]],
     sched = _sched(blocks, rows, step)
     if sched is not None:
         out["sched"] = sched
+    if timing and any(isinstance(b.get("send_syscall_ns"), Mapping) for b in blocks):
+        send = _latency(rows, step, [row_label("send_syscall", ROLES.index("lab"))])
+        if send is not None:
+            out["send_syscall_ns"] = send
     if timing and any(isinstance(b.get("module"), Mapping) for b in blocks):
         module = {f: lat for f in MODULE_FUNCS
                   if (lat := _latency(rows, step, [row_label(f, D_NONE)])) is not None}

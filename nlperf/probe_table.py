@@ -22,6 +22,7 @@ PROBE_MACROS: tuple[tuple[str, str], ...] = (
     ("P_WORK", "work"),  # workqueue items running the module's nlperf_work_fn
     ("P_WAKEUP", "wakeup"),  # wakeup -> running, per role
     ("P_OFFCPU", "offcpu"),  # blocked: voluntary switch-out -> switch-in, per role
+    ("P_SEND", "send_syscall"),  # a lab process's sendto/sendmsg: entry -> exit, per role
 )
 PROBES = tuple(name for _, name in PROBE_MACROS)
 NCOUNTED = 3  # the first NCOUNTED probes count calls by direction and result

@@ -84,7 +84,8 @@ from nlperf.probe_table import (
 
 BPF_SRC = BPF_DIR / "netlink.bpf.c"
 KALLSYMS = Path("/proc/kallsyms")
-WHICH = ("unicast", "broadcast", "overrun", "sched", "module")
+WHICH = ("unicast", "broadcast", "overrun", "sched", "module", "send")
+SEND_SYSCALLS = ("sendto", "sendmsg")
 
 # (struct, member) pairs the BPF C needs; netlink_sock.flags holds NETLINK_F_KERNEL_SOCKET.
 BTF_MEMBERS = (("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
@@ -232,6 +233,8 @@ class ProbeSession:
                 self.attach_kinds["__netlink_sendskb"] = KIND_OFF
         if "sched" in self.which:
             self._attach_sched()
+        if "send" in self.which:
+            self._attach_send()
         funcs = [k for k, v in self.attach_kinds.items() if v == KIND_UNAVAILABLE]
         if funcs:
             self.notes.append(f"no fentry and no kprobes for {', '.join(funcs)}: only the "
@@ -256,6 +259,30 @@ class ProbeSession:
             self._attached.append(("tracepoint", f"workqueue:{ev}",
                                    f"tracepoint__workqueue__{ev}"))
             self.attach_kinds[ev] = "tracepoint"
+
+    def _attach_send(self) -> None:
+        """The lab senders' send syscalls, timed entry to exit (timing only). A kernel without
+        syscall tracepoints (CONFIG_FTRACE_SYSCALLS) loses this one measurement, and says so."""
+        if not self.timing:
+            self.attach_kinds["send_syscall"] = KIND_OFF
+            return
+        done: list[Attached] = []
+        try:
+            for call in SEND_SYSCALLS:
+                for edge in ("enter", "exit"):
+                    ev = f"sys_{edge}_{call}"
+                    fn = f"tracepoint__syscalls__{ev}"
+                    self._bpf.attach_tracepoint(tp=f"syscalls:{ev}".encode(), fn_name=fn.encode())
+                    done.append(("tracepoint", f"syscalls:{ev}", fn))
+        except Exception as e:
+            for item in done:
+                self._detach(item)
+            self.attach_kinds["send_syscall"] = KIND_UNAVAILABLE
+            self.notes.append(f"syscall tracepoints did not attach ({e}): the senders' time "
+                              "blocked in send is not measured")
+            return
+        self._attached += done
+        self.attach_kinds["send_syscall"] = "tracepoint"
 
     def _detach(self, item: Attached) -> None:
         kind, event, fn = item

@@ -130,8 +130,8 @@ class Multicast(Strict):
 class Probes(Strict):
     enabled: bool = True
     timing: bool = Field(True, description="per-call durations; false: counters only (cheap)")
-    which: list[Literal["unicast", "broadcast", "overrun", "sched", "module"]] = Field(
-        default_factory=lambda: ["unicast", "broadcast", "overrun", "sched", "module"])
+    which: list[Literal["unicast", "broadcast", "overrun", "sched", "module", "send"]] = Field(
+        default_factory=lambda: ["unicast", "broadcast", "overrun", "sched", "module", "send"])
     control: bool = True
 
 

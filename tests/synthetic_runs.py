@@ -127,7 +127,8 @@ def _rep(spec: Spec, index: int, rng: np.random.Generator, probed: bool,
             rep_hist["wakeup/kthread"] = _log2(wake)
         if spec.send_syscall:
             blocked = _draw(rng, median * 0.3, spec.sigma, n)
-            block["send_syscall_us"] = latency_block(blocked, 1000.0).model_dump()
+            block["send_syscall_ns"] = _latency_ns(blocked)
+            rep_hist["send_syscall/lab"] = _log2(blocked)
         rep.probes = Probes.model_validate(block)
         hist.append({"linear_step_ns": 1000, "rows": rep_hist})
     return rep

@@ -66,8 +66,9 @@ def test_the_c_defines_no_table_name() -> None:
 
 def test_bpf_defines_values() -> None:
     d = dict(f[2:].split("=", 1) for f in probe_table.bpf_defines())
-    assert (d["P_UNICAST"], d["P_BCAST_FILT"], d["P_WORK"], d["P_OFFCPU"]) == ("0", "2", "5", "7")
-    assert (d["NPROBES"], d["NCOUNTED"], d["NTIMED"]) == ("8", "3", "5")
+    assert (d["P_UNICAST"], d["P_BCAST_FILT"], d["P_WORK"], d["P_OFFCPU"], d["P_SEND"]) == (
+        "0", "2", "5", "7", "8")
+    assert (d["NPROBES"], d["NCOUNTED"], d["NTIMED"]) == ("9", "3", "5")
     assert (d["D_TO_KERNEL"], d["D_TO_USER"], d["D_USER_USER"], d["NDIRS"]) == ("0", "1", "2",
                                                                                "3")
     assert (d["ROLE_LAB"], d["ROLE_KTHREAD"], d["D_NONE"]) == ("0", "1", "0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -544,3 +545,24 @@ def test_the_senders_own_queue_is_reported_and_pooled() -> None:
     assert (case.sk_drops, case.reply_truesize, case.rcvbuf) == (20, 832, 300_000)
     unknown = metrics.unicast_block([a, sender(1, 1, 10**9, [1000])], timed=True)
     assert unknown.sk_drops is None and unknown.rcvbuf == 400_000  # one sender could not tell
+
+
+def test_the_senders_send_syscall_time_is_a_block_and_pools_into_the_case() -> None:
+    send = probe_table.PROBES.index("send_syscall")
+
+    def rep(values: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+        snap = pb.MapSnapshot(hist={hist_index(send, probe_table.ROLE_LAB): [_cell(values)]})
+        s = replace(_settings(1), which=("send",))
+        return pb.probes_block(s, snap), pb.histograms_block(snap, 1000)
+
+    (b1, h1), (b2, h2) = rep([20_000, 30_000]), rep([250_000])
+    assert b1["send_syscall_ns"]["count"] == 2 and b1["send_syscall_ns"]["max"] == 30_000
+    assert list(h1["rows"]) == ["send_syscall/lab"]
+    pooled = probe_pool.pool_probes({"send_syscall": "tracepoint"}, [b1, b2], [h1, h2])
+    assert pooled.send_syscall_ns is not None
+    assert (pooled.send_syscall_ns.count, pooled.send_syscall_ns.max) == (3, 250_000)
+    assert pooled.send_syscall_ns.mean == 100_000.0
+    # counters only: not timed, not reported
+    off = pb.probes_block(replace(_settings(1, timing=False), which=("send",)),
+                          pb.MapSnapshot())
+    assert "send_syscall_ns" not in off

@@ -51,7 +51,8 @@ class Suite:
     def __init__(self) -> None:
         self.progs_before = bpf_prog_count()
         self.kprobes_before = our_kprobes()
-        self.session = ProbeSession(PROTO, ["unicast", "broadcast", "overrun", "sched", "module"])
+        self.session = ProbeSession(PROTO, ["unicast", "broadcast", "overrun", "sched", "module",
+                                            "send"])
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,32 @@ def test_timed_echoes_give_two_unicasts_each(probed: tuple[Loaded, ProbeSession]
         assert k["pid"] == kthread and k["wakeups"] > 0 and k["voluntary"] > 0
         assert k["wakeup_to_run_ns"]["count"] > 0
         assert "wakeup/kthread" in hist
+
+
+def test_the_send_syscall_holds_the_sender_through_processing_in_callback_mode_only(
+        probed: tuple[Loaded, ProbeSession]) -> None:
+    """The article's claim, measured: input() runs in the sender's sendmsg(), so 200 µs of
+    sleeping work per message lengthens callback mode's send by that much; a kthread takes the
+    work off the sender, whose send returns once the message is queued. And every send of the
+    watched sender is timed exactly once."""
+    module, ps = probed
+    n = 100
+    p50: dict[tuple[str, int], float] = {}
+    for mode, sleep_us in (("callback", 0), ("callback", 200), ("kthread", 200)):
+        kthread = load(module, ps, mode=mode, work_sleep_us=sleep_us)
+        s = client()
+        ps.watch([os.getpid()], kthread)
+        ps.reset()
+        for i in range(n):
+            s.send(wire.nlmsg(wire.MSG_TIMED_ECHO, wire.stamp(i, time.monotonic_ns()), seq=i))
+            assert len(recv_msgs(s, 1)) == 1
+        block = ps.read()["send_syscall_ns"]
+        s.close()
+        assert block["count"] == n, (mode, sleep_us, block)
+        p50[(mode, sleep_us)] = block["p50"]
+    assert ps.attach_kinds["send_syscall"] == "tracepoint"
+    assert p50[("callback", 200)] >= p50[("callback", 0)] + 150_000, p50
+    assert p50[("kthread", 200)] <= p50[("callback", 200)] - 150_000, p50
 
 
 def test_deliveries_per_socket_inode(probed: tuple[Loaded, ProbeSession]) -> None:
