@@ -180,6 +180,9 @@ class Probes(OpenModel):
     attach_s: Opt[float] = None
     notes: Opt[list[str]] = None
     overhead: Opt[Overhead] = None
+    nmissed: Opt[dict[str, Count | None]] = Field(None, description=(
+        "kprobe fallback: returns each kretprobe missed since the last reset (those calls are "
+        "not counted); null: unknown (attached without a tracefs event)"))
 
 
 class PooledDirection(Model):
@@ -238,6 +241,9 @@ class CaseProbes(Model):
     deliveries: Opt[PooledTotal] = None
     sched: Opt[PooledSched] = None
     module: Opt[dict[str, Latency]] = None
+    nmissed: Opt[dict[str, Count | None]] = Field(None, description=(
+        "returns each kretprobe missed, summed over the probed repetitions; null: unknown in "
+        "one of them"))
 
 
 class Blocks(Model):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +103,7 @@ def test_timed_echoes_give_two_unicasts_each(probed: tuple[Loaded, ProbeSession]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert r["module"]["nlperf_input"]["count"] == n
     assert r["module"]["nlperf_process"]["count"] == n
+    assert r["nmissed"] == {"nlperf_input": 0, "nlperf_process": 0}  # their kretprobes
     assert r["deliveries"]["total"] == n
     assert r["netlink_overrun"]["total"] == 0
     if mode == "callback":
@@ -196,6 +199,82 @@ def test_counters_only_counts_from_fexit_alone(probed: tuple[Loaded, ProbeSessio
     assert r["deliveries"]["by_socket"] == {str(socket_inode(s)): n}
     assert r["module"] == {"nlperf_input": None, "nlperf_process": None}
     assert r["attach"]["nlperf_input"] == "off (timing=False)"
+
+
+# --- the kprobe fallback under many blocked senders ---------------------------------------------
+
+
+def possible_cpus() -> int:
+    n = 0
+    for part in Path("/sys/devices/system/cpu/possible").read_text().strip().split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def wchan(tid: int) -> str:
+    try:
+        return Path(f"/proc/self/task/{tid}/wchan").read_text()
+    except OSError:
+        return ""
+
+
+def test_kretprobes_see_every_return_of_blocked_senders(module: Loaded) -> None:
+    """Each sender blocked inside netlink_unicast (full receiver) holds a kretprobe instance.
+    More of them than the kernel's default (max(10, 2 x CPUs)) must still all be counted, and
+    the probes block says how many returns were missed (none)."""
+    module(mode="callback")
+    n = max(10, 2 * possible_cpus()) + 8
+    with ProbeSession(PROTO, ["unicast"], fentry=False) as ps:
+        assert ps.attach_kinds["netlink_unicast"] == "kprobe/kretprobe"
+        receiver = track(open_socket(PROTO, rcvbuf=1))  # the kernel's minimum
+        port = receiver.getsockname()[0]
+        msg = wire.nlmsg(wire.MSG_ECHO, b"x" * 64)
+        filler = track(open_socket(PROTO))
+        filler.setblocking(False)  # EAGAIN once full (with a timeout Python would retry)
+        ps.reset()
+        attempts = filled = 0
+        while True:  # fill the receiver without blocking
+            attempts += 1
+            try:
+                filler.sendto(msg, socket.MSG_DONTWAIT, (port, 0))
+                filled += 1
+            except BlockingIOError:
+                break
+        senders = [track(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO))
+                   for _ in range(n)]
+        tids: list[int] = []
+        errors: list[BaseException] = []
+
+        def send(s: socket.socket) -> None:
+            tids.append(threading.get_native_id())
+            try:
+                s.sendto(msg, (port, 0))  # blocking: sleeps inside netlink_unicast
+            except BaseException as e:
+                errors.append(e)
+
+        for s in senders:
+            s.bind((0, 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 120, 0))
+        threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in senders]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                len(tids) < n or any(wchan(t) != "netlink_attachskb" for t in tids)):
+            time.sleep(0.05)
+        assert [wchan(t) for t in tids] == ["netlink_attachskb"] * n  # all blocked at once
+        receiver.settimeout(30)
+        for _ in range(filled + n):
+            receiver.recv(1 << 16)
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        r = ps.read()
+    u2u = r["netlink_unicast"]["by_direction"]["user_to_user"]
+    assert u2u["calls"] == attempts + n
+    assert u2u["results"] == {"ok": filled + n, "EAGAIN": 1}
+    assert r["nmissed"] == {"netlink_unicast": 0}
 
 
 # --- wakeups of a task that is still on the CPU -------------------------------------------------
