@@ -224,7 +224,8 @@ class PooledSchedRole(Model):
 class PooledSched(Model):
     lab: Opt[PooledSchedRole] = None
     kthread: Opt[PooledSchedRole] = None
-    workqueue: Opt[Latency] = None
+    workqueue: Latency | None = Field(None, description=(
+        "null: not measured in some repetition (the work function's address was unknown)"))
 
 
 class CaseProbes(Model):

@@ -75,6 +75,7 @@ class BlockSettings:
     attach_s: float = 0.0
     pids: tuple[int, ...] = ()
     kthread_pid: int | None = None
+    workqueue_measured: bool = True  # False: the work function's address is unknown
 
 
 class Row(NamedTuple):
@@ -254,7 +255,10 @@ def _sched_block(snap: MapSnapshot, rows: Rows, s: BlockSettings) -> dict[str, A
         out["kthread"] = k
     else:
         out["kthread"] = None
-    out["workqueue"] = _latency(rows, step, PROBES.index("work"), [D_NONE]) or {"count": 0}
+    if s.workqueue_measured:
+        out["workqueue"] = _latency(rows, step, PROBES.index("work"), [D_NONE]) or {"count": 0}
+    else:  # not 0: nothing could be counted (a note says why)
+        out["workqueue"] = None
     return out
 
 

@@ -14,12 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 
 KALLSYMS = Path("/proc/kallsyms")
+KPTR_RESTRICT = Path("/proc/sys/kernel/kptr_restrict")
 KPROBE_PROFILES = (Path("/sys/kernel/tracing/kprobe_profile"),
                    Path("/sys/kernel/debug/tracing/kprobe_profile"))
 
 
 def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> int | None:
-    """Address of ``name`` in /proc/kallsyms (of ``module`` if given); None if absent or hidden."""
+    """Address of ``name`` in /proc/kallsyms (of ``module`` if given); None if absent.
+
+    0 when kallsyms lists the name with its address hidden (kernel.kptr_restrict: 1 hides
+    addresses from readers without CAP_SYSLOG, 2 from everyone): the function exists, and
+    probes attach to it by name, but its address is unknown.
+    """
     if text is None:
         text = KALLSYMS.read_text()
     for line in text.splitlines():
@@ -28,9 +34,16 @@ def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> 
             mod = f[3].strip("[]") if len(f) > 3 else None
             if module is not None and mod != module:
                 continue
-            addr = int(f[0], 16)
-            return addr or None
+            return int(f[0], 16)
     return None
+
+
+def kptr_restrict() -> str:
+    """kernel.kptr_restrict, for messages ("?" if unreadable)."""
+    try:
+        return KPTR_RESTRICT.read_text().strip()
+    except OSError:
+        return "?"
 
 
 def bcc_kretprobe_event(func: str, pid: int) -> str:

@@ -137,7 +137,9 @@ def _sched(blocks: list[Mapping[str, Any]], rows: dict[str, _Row], step: int
                 block[key] = lat
         out[role] = block
     work = _latency(rows, step, [row_label("work", D_NONE)])
-    if work is not None:
+    if any("workqueue" in g and g["workqueue"] is None for g in got):
+        out["workqueue"] = None  # unknown, not absent: a repetition could not measure it
+    elif work is not None:
         out["workqueue"] = work
     return out
 

@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,7 +80,12 @@ from nlperf.probe_blocks import (
     probes_block,
 )
 from nlperf.probe_build import LIN_STEP_NS, cflags, compile_bpf, import_bcc
-from nlperf.probe_kernel import bcc_kretprobe_event, ksym_addr, read_kprobe_misses
+from nlperf.probe_kernel import (
+    bcc_kretprobe_event,
+    kptr_restrict,
+    ksym_addr,
+    read_kprobe_misses,
+)
 from nlperf.probe_table import (
     DIRS,
     NCOUNTED,
@@ -142,6 +148,7 @@ class ProbeSession:
         # kretprobe'd function -> its tracefs event (None: attached without one, misses unseen)
         self._kret_events: dict[str, str | None] = {}
         self._missed_base: dict[str, int] = {}  # misses per function at the last reset
+        self._workqueue_measured = True  # False: nlperf_work_fn's address is unknown
         self._kthread_pid: int | None = None
         self._fentry_refused = False
         bcc = import_bcc()
@@ -237,7 +244,7 @@ class ProbeSession:
             self._attach_func("netlink_unicast", True)
         if "broadcast" in self.which:
             self._attach_func("netlink_broadcast", True)
-            if ksym_addr("netlink_broadcast_filtered") is not None:
+            if ksym_addr("netlink_broadcast_filtered") is not None:  # listed, maybe hidden
                 # 6.8+: nlmsg_multicast calls it directly, not through netlink_broadcast
                 self._attach_func("netlink_broadcast_filtered", True)
         if "overrun" in self.which:
@@ -307,12 +314,25 @@ class ProbeSession:
                 else:
                     self.attach_kinds[func] = KIND_UNAVAILABLE
         if "sched" in self.which:
+            # the workqueue tracepoint names the work function by address only
             addr = ksym_addr("nlperf_work_fn", "nlperf")
             t = self._bpf[b"work_fn"]
             t[t.Key(0)] = t.Leaf(addr or 0)
+            self._workqueue_measured = bool(addr)
             if addr is None:
-                self.notes.append("nlperf_work_fn not in /proc/kallsyms: workqueue items "
-                                  "not counted")
+                self._warn("nlperf_work_fn is not in /proc/kallsyms: workqueue items not "
+                           "measured")
+            elif not addr:
+                who = "" if os.geteuid() == 0 else ", run as root"
+                self._warn(f"nlperf_work_fn's address is hidden in /proc/kallsyms "
+                           f"(kernel.kptr_restrict={kptr_restrict()}{who}): workqueue items "
+                           "not measured")
+
+    def _warn(self, note: str) -> None:
+        """A note in the probes block, and once on stderr: a probe measures nothing."""
+        if note not in self.notes:
+            print(f"nlperf: warning: probes: {note}", file=sys.stderr)
+        self._note(note)
 
     def detach_module(self) -> None:
         """Detach the module-function probes (before rmmod); safe to call twice."""
@@ -397,7 +417,8 @@ class ProbeSession:
                              lin_step_ns=self.lin_step_ns, attach_kinds=dict(self.attach_kinds),
                              notes=tuple(self.notes), compile_s=self.compile_s,
                              attach_s=self.attach_s, pids=tuple(self._pids),
-                             kthread_pid=self._kthread_pid)
+                             kthread_pid=self._kthread_pid,
+                             workqueue_measured=self._workqueue_measured)
 
     def read(self) -> dict[str, Any]:
         """The summary block (counters since the last reset)."""

@@ -273,6 +273,19 @@ def test_probes_block_counters_only_with_a_kthread() -> None:
     assert both["netlink_broadcast_filtered"]["calls"] == 0
 
 
+def test_probes_block_when_the_work_function_is_unseen() -> None:
+    block = pb.probes_block(settings(workqueue_measured=False), snapshot())
+    assert block["sched"]["workqueue"] is None  # not {"count": 0}
+    assert pb.probes_block(settings(), snapshot())["sched"]["workqueue"] == {"count": 0}
+    # pooled over a case: unknown in one repetition is unknown (null) for the case, not absent
+    pooled = probe_pool.pool_probes({}, [block, pb.probes_block(settings(), snapshot())], [])
+    assert pooled.document()["sched"]["workqueue"] is None
+    summary = results.new_summary("t", "vm", "tcg", "6.1.0", "tsc").document()
+    summary["cases"] = [{"id": "c", "params": {}, "repetitions": [{"index": 0, "probes": block}],
+                         "probes": pooled.document()}]
+    assert results.validation_errors(summary) == []
+
+
 def test_probes_block_of_a_closed_session() -> None:
     assert pb.probes_block(settings(notes=()), None) == {
         "attach": {"netlink_unicast": "fentry/fexit", "netlink_broadcast": "fentry/fexit"},
@@ -334,7 +347,8 @@ def test_ksym_addr() -> None:
     assert probe_kernel.ksym_addr("netlink_unicast", text=text) == 0xFFFFFFFF81000000
     assert probe_kernel.ksym_addr("nlperf_work_fn", "nlperf", text=text) == 0xFFFFFFFFC0001000
     assert probe_kernel.ksym_addr("nlperf_work_fn", "other", text=text) is None
-    assert probe_kernel.ksym_addr("hidden_fn", text=text) is None  # kptr_restrict zeroes addresses
+    # kptr_restrict zeroes addresses: listed (attach by name works), address unknown
+    assert probe_kernel.ksym_addr("hidden_fn", text=text) == 0
     assert probe_kernel.ksym_addr("missing", text=text) is None
 
 

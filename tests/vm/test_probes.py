@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from nlperf import bpfsys, wire
+from nlperf import bpfsys, probe_kernel, wire
 from nlperf.nlsock import Control, netlink_drops, open_socket, socket_inode
 from nlperf.probes import ProbeSession
 from tests.vm.conftest import PROTO, Loaded, client, recv_msgs, track
 
 KPROBES_LIST = Path("/sys/kernel/debug/kprobes/list")
+KPTR_RESTRICT = Path("/proc/sys/kernel/kptr_restrict")
 BPF_PROG_GET_NEXT_ID = 11
 
 
@@ -199,6 +200,44 @@ def test_counters_only_counts_from_fexit_alone(probed: tuple[Loaded, ProbeSessio
     assert r["deliveries"]["by_socket"] == {str(socket_inode(s)): n}
     assert r["module"] == {"nlperf_input": None, "nlperf_process": None}
     assert r["attach"]["nlperf_input"] == "off (timing=False)"
+
+
+def test_hidden_kernel_addresses_lose_no_probe_silently(module: Loaded,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """With kernel.kptr_restrict=2 kallsyms shows every address as 0, to root too. Functions
+    probed by name are still attached (6.12 multicasts through netlink_broadcast_filtered);
+    the workqueue count, which needs nlperf_work_fn's address, reads None and a note says why,
+    never 0."""
+    saved = KPTR_RESTRICT.read_text()
+    KPTR_RESTRICT.write_text("2")
+    try:
+        assert all(ln.startswith("0000000000000000 ")  # every address hidden, also to root
+                   for ln in probe_kernel.KALLSYMS.read_text().splitlines()[:100])
+        with ProbeSession(PROTO, ["broadcast", "sched"]) as ps:
+            module(mode="workqueue")
+            ps.attach_module()
+            track(open_socket(PROTO, groups=(1,), rcvbuf=1 << 22))
+            with Control(PROTO) as ctl:
+                track(ctl.sock)
+                ps.reset()
+                ctl.gen_start([1], 64, count=100)
+                deadline = time.monotonic() + 60
+                while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                r = ps.read()
+                sent = ctl.stats().groups[1]["gen_sent"]
+            ps.detach_module()
+    finally:
+        KPTR_RESTRICT.write_text(saved)
+    assert sent == 101
+    bcs = [r[k] for k in ("netlink_broadcast", "netlink_broadcast_filtered") if k in r]
+    assert sum(b["calls"] for b in bcs) == sent
+    assert r["sched"]["workqueue"] is None
+    hidden = [n for n in r["notes"] if n.startswith("nlperf_work_fn's address is hidden")]
+    assert len(hidden) == 1 and "kernel.kptr_restrict=2" in hidden[0], r.get("notes")
+    # loudly: once on stderr too (a probe that measures nothing)
+    assert capsys.readouterr().err.count(f"nlperf: warning: probes: {hidden[0]}\n") == 1
 
 
 # --- the kprobe fallback under many blocked senders ---------------------------------------------
