@@ -192,6 +192,9 @@ class Probes(OpenModel):
     attach_s: Opt[float] = None
     notes: Opt[list[str]] = None
     overhead: Opt[Overhead] = None
+    nmissed: Opt[dict[str, Count | None]] = Field(None, description=(
+        "kprobe fallback: returns each kretprobe missed since the last reset (those calls are "
+        "not counted); null: unknown (attached without a tracefs event)"))
 
 
 class PooledDirection(Model):
@@ -233,7 +236,8 @@ class PooledSchedRole(Model):
 class PooledSched(Model):
     lab: Opt[PooledSchedRole] = None
     kthread: Opt[PooledSchedRole] = None
-    workqueue: Opt[Latency] = None
+    workqueue: Latency | None = Field(None, description=(
+        "null: not measured in some repetition (the work function's address was unknown)"))
 
 
 class CaseProbes(Model):
@@ -251,6 +255,9 @@ class CaseProbes(Model):
     sched: Opt[PooledSched] = None
     module: Opt[dict[str, Latency]] = None
     send_syscall_ns: Opt[Latency] = None
+    nmissed: Opt[dict[str, Count | None]] = Field(None, description=(
+        "returns each kretprobe missed, summed over the probed repetitions; null: unknown in "
+        "one of them"))
 
 
 class Blocks(Model):

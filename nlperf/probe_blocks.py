@@ -56,6 +56,8 @@ class MapSnapshot:
     overruns: dict[int, list[int]] = field(default_factory=dict)  # socket inode -> per CPU
     deliveries: dict[int, list[int]] = field(default_factory=dict)  # socket inode -> per CPU
     sched_cnt: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # pid -> counts
+    # kretprobe'd function -> returns missed since the last reset (kprobe_profile); None: unknown
+    nmissed: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class BlockSettings:
     attach_s: float = 0.0
     pids: tuple[int, ...] = ()
     kthread_pid: int | None = None
+    workqueue_measured: bool = True  # False: the work function's address is unknown
 
 
 class Row(NamedTuple):
@@ -252,7 +255,10 @@ def _sched_block(snap: MapSnapshot, rows: Rows, s: BlockSettings) -> dict[str, A
         out["kthread"] = k
     else:
         out["kthread"] = None
-    out["workqueue"] = _latency(rows, step, PROBES.index("work"), [D_NONE]) or {"count": 0}
+    if s.workqueue_measured:
+        out["workqueue"] = _latency(rows, step, PROBES.index("work"), [D_NONE]) or {"count": 0}
+    else:  # not 0: nothing could be counted (a note says why)
+        out["workqueue"] = None
     return out
 
 
@@ -260,10 +266,17 @@ def probes_block(s: BlockSettings, snap: MapSnapshot | None) -> dict[str, Any]:
     """The ``probes`` block of a repetition; ``snap`` None: the session is closed."""
     out: dict[str, Any] = {"attach": dict(s.attach_kinds), "timing": s.timing,
                            "compile_s": round(s.compile_s, 2), "attach_s": round(s.attach_s, 2)}
-    if s.notes:
-        out["notes"] = list(s.notes)
+    notes = list(s.notes)
+    if snap is not None:
+        notes += [f"{f}: {n} returns missed by the kretprobe: those calls are not counted, and "
+                  "a thread that misses several is not counted again" for f, n in
+                  snap.nmissed.items() if n]
+    if notes:
+        out["notes"] = notes
     if snap is None:
         return out
+    if snap.nmissed:
+        out["nmissed"] = dict(snap.nmissed)
     rows = summed_rows(snap)
     if "unicast" in s.which:
         out["netlink_unicast"] = _calls_block(snap, rows, s, "netlink_unicast")

@@ -1,6 +1,7 @@
 """A case's probe counters: the probed repetitions' ``probes`` blocks pooled (models.CaseProbes).
 
-Counts are summed (calls by result and direction, overruns, deliveries, scheduler events);
+Counts are summed (calls by result and direction, overruns, deliveries, scheduler events,
+kretprobe misses: unknown in one repetition, unknown for the case);
 latency blocks are computed from the repetitions' histograms (probe-histograms.json rows)
 added bucket by bucket, and left out where no repetition has the row. Per-process and
 per-socket detail is not pooled: every repetition has new processes and sockets.
@@ -136,8 +137,24 @@ def _sched(blocks: list[Mapping[str, Any]], rows: dict[str, _Row], step: int
                 block[key] = lat
         out[role] = block
     work = _latency(rows, step, [row_label("work", D_NONE)])
-    if work is not None:
+    if any("workqueue" in g and g["workqueue"] is None for g in got):
+        out["workqueue"] = None  # unknown, not absent: a repetition could not measure it
+    elif work is not None:
         out["workqueue"] = work
+    return out
+
+
+def _nmissed(blocks: list[Mapping[str, Any]]) -> dict[str, int | None] | None:
+    """Returns missed per kretprobe'd function, summed; None (unknown) if any repetition that
+    had the kretprobe did not know its misses."""
+    got = [b["nmissed"] for b in blocks if isinstance(b.get("nmissed"), Mapping)]
+    if not got:
+        return None
+    out: dict[str, int | None] = {}
+    for g in got:
+        for func, n in g.items():
+            before = out.get(func, 0)
+            out[func] = None if n is None or before is None else before + int(n)
     return out
 
 
@@ -167,4 +184,7 @@ def pool_probes(attach: dict[str, str], blocks: list[Mapping[str, Any]],
                   if (lat := _latency(rows, step, [row_label(f, D_NONE)])) is not None}
         if module:
             out["module"] = module
+    nmissed = _nmissed(blocks)
+    if nmissed is not None:
+        out["nmissed"] = nmissed
     return CaseProbes.model_validate(out)

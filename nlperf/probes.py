@@ -20,6 +20,12 @@ Measures, all aggregated in kernel maps (no per-event output), from bpf/netlink.
   only (an out-of-tree module has no BTF, so fentry cannot load), attached after each module
   load and detached before its unload.
 
+kretprobes take ``maxactive`` = :data:`KRETPROBE_MAXACTIVE` instances (a call blocked inside
+holds one; the kernel's default, max(10, 2 x CPUs), runs out under many blocked senders and
+their returns go unseen). ``nmissed`` in the block: returns missed per kretprobe'd function since
+the last reset, from kprobe_profile (None where the kretprobe had to be attached without a
+tracefs event); any miss also adds a note. Entry kprobes' misses (recursion only) are not seen.
+
 Timing off (``timing=False``, counters only): netlink_unicast/broadcast attach as fexit alone (the
 exit program sees the arguments and the return value, so it filters, classifies and counts with
 no entry program and no per-thread state), the module probes stay detached (they only time:
@@ -55,7 +61,9 @@ turns it into the probes block (percentiles included).
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +80,12 @@ from nlperf.probe_blocks import (
     probes_block,
 )
 from nlperf.probe_build import LIN_STEP_NS, cflags, compile_bpf, import_bcc
+from nlperf.probe_kernel import (
+    bcc_kretprobe_event,
+    kptr_restrict,
+    ksym_addr,
+    read_kprobe_misses,
+)
 from nlperf.probe_table import (
     DIRS,
     NCOUNTED,
@@ -83,7 +97,6 @@ from nlperf.probe_table import (
 )
 
 BPF_SRC = BPF_DIR / "netlink.bpf.c"
-KALLSYMS = Path("/proc/kallsyms")
 WHICH = ("unicast", "broadcast", "overrun", "sched", "module", "send")
 SEND_SYSCALLS = ("sendto", "sendmsg")
 
@@ -99,23 +112,9 @@ KIND_OFF = "off (timing=False)"  # module probes only time: with timing off they
 
 Attached = tuple[str, str, str]  # (kind, event, BPF function name)
 
-
-def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> int | None:
-    """Address of ``name`` in /proc/kallsyms (of ``module`` if given); None if absent or hidden."""
-    if text is None:
-        text = KALLSYMS.read_text()
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) >= 3 and f[2] == name:
-            mod = f[3].strip("[]") if len(f) > 3 else None
-            if module is not None and mod != module:
-                continue
-            addr = int(f[0], 16)
-            return addr or None
-    return None
-
-
-# --- the session ----------------------------------------------------------------------------------
+# kretprobe instances: one per call in flight (a blocked sender holds one while it sleeps);
+# the kernel's default is max(10, 2 x CPUs), 4096 the most a tracefs kprobe event takes.
+KRETPROBE_MAXACTIVE = 4096
 
 
 class ProbeSession:
@@ -127,7 +126,8 @@ class ProbeSession:
 
     def __init__(self, proto: int, which: Sequence[str] = WHICH, *, timing: bool = True,
                  by_process: bool | None = None, deliveries: bool | None = None,
-                 lin_step_ns: int = LIN_STEP_NS, src: Path = BPF_SRC) -> None:
+                 lin_step_ns: int = LIN_STEP_NS, src: Path = BPF_SRC,
+                 fentry: bool = True) -> None:
         unknown = [w for w in which if w not in WHICH]
         if unknown:
             raise RunFailed(f"probes: unknown probe set {', '.join(unknown)}")
@@ -141,10 +141,15 @@ class ProbeSession:
         self.notes: list[str] = []
         self.compile_s = 0.0
         self.attach_s = 0.0
+        self.fentry = fentry  # False: kprobes only (the fallback, as where fentry is refused)
         self._bpf: Any = None
         self._attached: list[Attached] = []
         self._module_attached: list[Attached] = []
         self._pids: list[int] = []  # what watch() was given
+        # kretprobe'd function -> its tracefs event (None: attached without one, misses unseen)
+        self._kret_events: dict[str, str | None] = {}
+        self._missed_base: dict[str, int] = {}  # misses per function at the last reset
+        self._workqueue_measured = True  # False: nlperf_work_fn's address is unknown
         self._kthread_pid: int | None = None
         self._fentry_refused = False
         bcc = import_bcc()
@@ -168,7 +173,7 @@ class ProbeSession:
     # --- attaching ---
 
     def _try_fentry(self, func: str, entry: bool, exit_too: bool) -> bool:
-        if self._fentry_refused:
+        if self._fentry_refused or not self.fentry:
             return False
         done: list[Attached] = []
         try:
@@ -194,7 +199,7 @@ class ProbeSession:
             self._bpf.attach_kprobe(event=func.encode(), fn_name=f"kp__{func}".encode())
             done.append(("kprobe", func, f"kp__{func}"))
             if exit_too:
-                self._bpf.attach_kretprobe(event=func.encode(), fn_name=f"krp__{func}".encode())
+                self._attach_kretprobe(func)
                 done.append(("kretprobe", func, f"krp__{func}"))
         except Exception as e:
             for item in done:
@@ -203,6 +208,24 @@ class ProbeSession:
             return False
         into += done
         return True
+
+    def _attach_kretprobe(self, func: str) -> None:
+        fn = f"krp__{func}".encode()
+        try:  # through a tracefs event, which takes maxactive and shows the misses
+            self._bpf.attach_kretprobe(event=func.encode(), fn_name=fn,
+                                       maxactive=KRETPROBE_MAXACTIVE)
+            self._kret_events[func] = bcc_kretprobe_event(func, os.getpid())
+        except Exception as e:
+            # no tracefs, or another session of this process holds the event's name
+            self._bpf.attach_kretprobe(event=func.encode(), fn_name=fn)
+            self._kret_events[func] = None
+            self._note(f"{func}: kretprobe with the kernel's default instances (max(10, 2 x "
+                       f"CPUs)), misses not counted ({e})")
+        self._missed_base[func] = 0
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
 
     def _attach_func(self, func: str, exit_too: bool) -> None:
         # Counting alone needs only fexit (it sees the arguments and the return value); timing
@@ -222,7 +245,7 @@ class ProbeSession:
             self._attach_func("netlink_unicast", True)
         if "broadcast" in self.which:
             self._attach_func("netlink_broadcast", True)
-            if ksym_addr("netlink_broadcast_filtered") is not None:
+            if ksym_addr("netlink_broadcast_filtered") is not None:  # listed, maybe hidden
                 # 6.8+: nlmsg_multicast calls it directly, not through netlink_broadcast
                 self._attach_func("netlink_broadcast_filtered", True)
         if "overrun" in self.which:
@@ -287,6 +310,8 @@ class ProbeSession:
     def _detach(self, item: Attached) -> None:
         kind, event, fn = item
         b = self._bpf
+        if kind == "kretprobe":
+            self._kret_events.pop(event, None)
         with contextlib.suppress(Exception):
             if kind == "kfunc":
                 b.detach_kfunc(fn_name=fn.encode())
@@ -316,12 +341,25 @@ class ProbeSession:
                 else:
                     self.attach_kinds[func] = KIND_UNAVAILABLE
         if "sched" in self.which:
+            # the workqueue tracepoint names the work function by address only
             addr = ksym_addr("nlperf_work_fn", "nlperf")
             t = self._bpf[b"work_fn"]
             t[t.Key(0)] = t.Leaf(addr or 0)
+            self._workqueue_measured = bool(addr)
             if addr is None:
-                self.notes.append("nlperf_work_fn not in /proc/kallsyms: workqueue items "
-                                  "not counted")
+                self._warn("nlperf_work_fn is not in /proc/kallsyms: workqueue items not "
+                           "measured")
+            elif not addr:
+                who = "" if os.geteuid() == 0 else ", run as root"
+                self._warn(f"nlperf_work_fn's address is hidden in /proc/kallsyms "
+                           f"(kernel.kptr_restrict={kptr_restrict()}{who}): workqueue items "
+                           "not measured")
+
+    def _warn(self, note: str) -> None:
+        """A note in the probes block, and once on stderr: a probe measures nothing."""
+        if note not in self.notes:
+            print(f"nlperf: warning: probes: {note}", file=sys.stderr)
+        self._note(note)
 
     def detach_module(self) -> None:
         """Detach the module-function probes (before rmmod); safe to call twice."""
@@ -357,6 +395,21 @@ class ProbeSession:
             t = self._bpf[name.encode()]
             for i in range(n):
                 t.clearitem(t.Key(i))
+        if self._kret_events:
+            misses = read_kprobe_misses() or {}
+            self._missed_base = {f: misses.get(ev, 0)
+                                 for f, ev in self._kret_events.items() if ev}
+
+    def _nmissed(self) -> dict[str, int | None]:
+        """Per kretprobe'd function, returns not seen since the last reset (None: unknown)."""
+        if not self._kret_events:
+            return {}
+        misses = read_kprobe_misses() or {}
+        out: dict[str, int | None] = {}
+        for func, ev in self._kret_events.items():
+            now = misses.get(ev) if ev else None
+            out[func] = None if now is None else max(0, now - self._missed_base.get(func, 0))
+        return out
 
     # --- reading: a snapshot of the maps, made into blocks by nlperf/probe_blocks.py ---
 
@@ -382,6 +435,7 @@ class ProbeSession:
                            for k, v in b[b"deliveries"].items()}
         snap.sched_cnt = {int(k.value): (int(v.voluntary), int(v.involuntary), int(v.wakeups))
                           for k, v in b[b"sched_cnt"].items()}
+        snap.nmissed = self._nmissed()
         return snap
 
     def _settings(self) -> BlockSettings:
@@ -390,7 +444,8 @@ class ProbeSession:
                              lin_step_ns=self.lin_step_ns, attach_kinds=dict(self.attach_kinds),
                              notes=tuple(self.notes), compile_s=self.compile_s,
                              attach_s=self.attach_s, pids=tuple(self._pids),
-                             kthread_pid=self._kthread_pid)
+                             kthread_pid=self._kthread_pid,
+                             workqueue_measured=self._workqueue_measured)
 
     def read(self) -> dict[str, Any]:
         """The summary block (counters since the last reset)."""
@@ -413,6 +468,7 @@ class ProbeSession:
         with contextlib.suppress(Exception):
             b.cleanup()
         self._attached.clear()
+        self._kret_events.clear()
 
     def __enter__(self) -> ProbeSession:
         return self

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from nlperf import btf, probe_build, probe_table, probes
+from nlperf import btf, probe_build, probe_kernel, probe_pool, probe_table, probes, results
 from nlperf import probe_blocks as pb
 from nlperf.errors import RunFailed
 from nlperf.probe_blocks import BlockSettings, HistCell, MapSnapshot
@@ -274,6 +274,19 @@ def test_probes_block_counters_only_with_a_kthread() -> None:
     assert both["netlink_broadcast_filtered"]["calls"] == 0
 
 
+def test_probes_block_when_the_work_function_is_unseen() -> None:
+    block = pb.probes_block(settings(workqueue_measured=False), snapshot())
+    assert block["sched"]["workqueue"] is None  # not {"count": 0}
+    assert pb.probes_block(settings(), snapshot())["sched"]["workqueue"] == {"count": 0}
+    # pooled over a case: unknown in one repetition is unknown (null) for the case, not absent
+    pooled = probe_pool.pool_probes({}, [block, pb.probes_block(settings(), snapshot())], [])
+    assert pooled.document()["sched"]["workqueue"] is None
+    summary = results.new_summary("t", "vm", "tcg", "6.1.0", "tsc").document()
+    summary["cases"] = [{"id": "c", "params": {}, "repetitions": [{"index": 0, "probes": block}],
+                         "probes": pooled.document()}]
+    assert results.validation_errors(summary) == []
+
+
 def test_probes_block_of_a_closed_session() -> None:
     assert pb.probes_block(settings(notes=()), None) == {
         "attach": {"netlink_unicast": "fentry/fexit", "netlink_broadcast": "fentry/fexit"},
@@ -293,15 +306,51 @@ def test_histograms_block() -> None:
     assert h["rows"]["offcpu/lab"]["linear"][-1] == 1  # the overflow bucket
 
 
+def test_probes_block_reports_kretprobe_misses() -> None:
+    snap = snapshot()
+    snap.nmissed = {"netlink_unicast": 3, "nlperf_input": 0, "nlperf_process": None}
+    block = pb.probes_block(settings(notes=()), snap)
+    assert block["nmissed"] == {"netlink_unicast": 3, "nlperf_input": 0, "nlperf_process": None}
+    assert block["notes"] == ["netlink_unicast: 3 returns missed by the kretprobe: those calls "
+                              "are not counted, and a thread that misses several is not "
+                              "counted again"]
+    assert "nmissed" not in pb.probes_block(settings(), snapshot())  # no kretprobe attached
+    snap.nmissed = {"netlink_unicast": 2, "nlperf_input": 5, "nlperf_process": 1}
+    other = pb.probes_block(settings(notes=()), snap)
+    pooled = probe_pool.pool_probes({}, [block, other], [])
+    # summed over the repetitions; unknown in one of them: unknown for the case
+    assert pooled.document()["nmissed"] == {"netlink_unicast": 5, "nlperf_input": 5,
+                                            "nlperf_process": None}
+    assert "nmissed" not in probe_pool.pool_probes({}, [pb.probes_block(settings(), snapshot())],
+                                                   []).document()
+    summary = results.new_summary("t", "vm", "tcg", "6.1.0", "tsc").document()
+    summary["cases"] = [{"id": "c", "params": {}, "repetitions": [
+        {"index": 0, "probes": block}, {"index": 1, "probes": other}],
+        "probes": pooled.document()}]
+    assert results.validation_errors(summary) == []
+    block["nmissed"]["netlink_unicast"] = -1
+    assert [e.split(":")[0] for e in results.validation_errors(summary)] == [
+        "cases/0/repetitions/0/probes/nmissed/netlink_unicast"]
+
+
+def test_kprobe_profile_and_bcc_event_names() -> None:
+    text = ("  r_netlink_unicast_bcc_812                         1200            14\n"
+            "  p_other                                               5             0\n"
+            "garbage line\n")
+    assert probe_kernel.kprobe_misses(text) == {"r_netlink_unicast_bcc_812": 14, "p_other": 0}
+    assert probe_kernel.bcc_kretprobe_event("nlperf_input", 812) == "r_nlperf_input_bcc_812"
+
+
 def test_ksym_addr() -> None:
     text = ("ffffffff81000000 T netlink_unicast\n"
             "ffffffffc0001000 t nlperf_work_fn\t[nlperf]\n"
             "0000000000000000 t hidden_fn\n")
-    assert probes.ksym_addr("netlink_unicast", text=text) == 0xFFFFFFFF81000000
-    assert probes.ksym_addr("nlperf_work_fn", "nlperf", text=text) == 0xFFFFFFFFC0001000
-    assert probes.ksym_addr("nlperf_work_fn", "other", text=text) is None
-    assert probes.ksym_addr("hidden_fn", text=text) is None  # kptr_restrict zeroes addresses
-    assert probes.ksym_addr("missing", text=text) is None
+    assert probe_kernel.ksym_addr("netlink_unicast", text=text) == 0xFFFFFFFF81000000
+    assert probe_kernel.ksym_addr("nlperf_work_fn", "nlperf", text=text) == 0xFFFFFFFFC0001000
+    assert probe_kernel.ksym_addr("nlperf_work_fn", "other", text=text) is None
+    # kptr_restrict zeroes addresses: listed (attach by name works), address unknown
+    assert probe_kernel.ksym_addr("hidden_fn", text=text) == 0
+    assert probe_kernel.ksym_addr("missing", text=text) is None
 
 
 

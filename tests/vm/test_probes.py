@@ -9,19 +9,22 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nlperf import bpfsys, wire
+from nlperf import bpfsys, probe_kernel, wire
 from nlperf.nlsock import Control, netlink_drops, open_socket, socket_inode
 from nlperf.probes import ProbeSession
 from tests.vm.conftest import PROTO, Loaded, client, recv_msgs, track
 
 KPROBES_LIST = Path("/sys/kernel/debug/kprobes/list")
+KPTR_RESTRICT = Path("/proc/sys/kernel/kptr_restrict")
 BPF_PROG_GET_NEXT_ID = 11
 
 
@@ -102,6 +105,7 @@ def test_timed_echoes_give_two_unicasts_each(probed: tuple[Loaded, ProbeSession]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert r["module"]["nlperf_input"]["count"] == n
     assert r["module"]["nlperf_process"]["count"] == n
+    assert r["nmissed"] == {"nlperf_input": 0, "nlperf_process": 0}  # their kretprobes
     assert r["deliveries"]["total"] == n
     assert r["netlink_overrun"]["total"] == 0
     if mode == "callback":
@@ -223,6 +227,120 @@ def test_counters_only_counts_from_fexit_alone(probed: tuple[Loaded, ProbeSessio
     assert r["deliveries"]["by_socket"] == {str(socket_inode(s)): n}
     assert r["module"] == {"nlperf_input": None, "nlperf_process": None}
     assert r["attach"]["nlperf_input"] == "off (timing=False)"
+
+
+def test_hidden_kernel_addresses_lose_no_probe_silently(module: Loaded,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """With kernel.kptr_restrict=2 kallsyms shows every address as 0, to root too. Functions
+    probed by name are still attached (6.12 multicasts through netlink_broadcast_filtered);
+    the workqueue count, which needs nlperf_work_fn's address, reads None and a note says why,
+    never 0."""
+    saved = KPTR_RESTRICT.read_text()
+    KPTR_RESTRICT.write_text("2")
+    try:
+        assert all(ln.startswith("0000000000000000 ")  # every address hidden, also to root
+                   for ln in probe_kernel.KALLSYMS.read_text().splitlines()[:100])
+        with ProbeSession(PROTO, ["broadcast", "sched"]) as ps:
+            module(mode="workqueue")
+            ps.attach_module()
+            track(open_socket(PROTO, groups=(1,), rcvbuf=1 << 22))
+            with Control(PROTO) as ctl:
+                track(ctl.sock)
+                ps.reset()
+                ctl.gen_start([1], 64, count=100)
+                deadline = time.monotonic() + 60
+                while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                r = ps.read()
+                sent = ctl.stats().groups[1]["gen_sent"]
+            ps.detach_module()
+    finally:
+        KPTR_RESTRICT.write_text(saved)
+    assert sent == 101
+    bcs = [r[k] for k in ("netlink_broadcast", "netlink_broadcast_filtered") if k in r]
+    assert sum(b["calls"] for b in bcs) == sent
+    assert r["sched"]["workqueue"] is None
+    hidden = [n for n in r["notes"] if n.startswith("nlperf_work_fn's address is hidden")]
+    assert len(hidden) == 1 and "kernel.kptr_restrict=2" in hidden[0], r.get("notes")
+    # loudly: once on stderr too (a probe that measures nothing)
+    assert capsys.readouterr().err.count(f"nlperf: warning: probes: {hidden[0]}\n") == 1
+
+
+# --- the kprobe fallback under many blocked senders ---------------------------------------------
+
+
+def possible_cpus() -> int:
+    n = 0
+    for part in Path("/sys/devices/system/cpu/possible").read_text().strip().split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def wchan(tid: int) -> str:
+    try:
+        return Path(f"/proc/self/task/{tid}/wchan").read_text()
+    except OSError:
+        return ""
+
+
+def test_kretprobes_see_every_return_of_blocked_senders(module: Loaded) -> None:
+    """Each sender blocked inside netlink_unicast (full receiver) holds a kretprobe instance.
+    More of them than the kernel's default (max(10, 2 x CPUs)) must still all be counted, and
+    the probes block says how many returns were missed (none)."""
+    module(mode="callback")
+    n = max(10, 2 * possible_cpus()) + 8
+    with ProbeSession(PROTO, ["unicast"], fentry=False) as ps:
+        assert ps.attach_kinds["netlink_unicast"] == "kprobe/kretprobe"
+        receiver = track(open_socket(PROTO, rcvbuf=1))  # the kernel's minimum
+        port = receiver.getsockname()[0]
+        msg = wire.nlmsg(wire.MSG_ECHO, b"x" * 64)
+        filler = track(open_socket(PROTO))
+        filler.setblocking(False)  # EAGAIN once full (with a timeout Python would retry)
+        ps.reset()
+        attempts = filled = 0
+        while True:  # fill the receiver without blocking
+            attempts += 1
+            try:
+                filler.sendto(msg, socket.MSG_DONTWAIT, (port, 0))
+                filled += 1
+            except BlockingIOError:
+                break
+        senders = [track(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO))
+                   for _ in range(n)]
+        tids: list[int] = []
+        errors: list[BaseException] = []
+
+        def send(s: socket.socket) -> None:
+            tids.append(threading.get_native_id())
+            try:
+                s.sendto(msg, (port, 0))  # blocking: sleeps inside netlink_unicast
+            except BaseException as e:
+                errors.append(e)
+
+        for s in senders:
+            s.bind((0, 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 120, 0))
+        threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in senders]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                len(tids) < n or any(wchan(t) != "netlink_attachskb" for t in tids)):
+            time.sleep(0.05)
+        assert [wchan(t) for t in tids] == ["netlink_attachskb"] * n  # all blocked at once
+        receiver.settimeout(30)
+        for _ in range(filled + n):
+            receiver.recv(1 << 16)
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        r = ps.read()
+    u2u = r["netlink_unicast"]["by_direction"]["user_to_user"]
+    assert u2u["calls"] == attempts + n
+    assert u2u["results"] == {"ok": filled + n, "EAGAIN": 1}
+    assert r["nmissed"] == {"netlink_unicast": 0}
 
 
 # --- wakeups of a task that is still on the CPU -------------------------------------------------

@@ -1,0 +1,71 @@
+"""What the probe suite reads from the kernel's text files: kallsyms and kprobe_profile.
+
+Parsers take the text (unit-tested without a kernel); readers fetch it.
+
+kprobe_profile lists every tracefs kprobe event with its hits and misses. For a kretprobe the
+misses are the calls whose return the probe did not see (no free instance while ``maxactive``
+calls were in flight, or recursion). BCC creates a tracefs event only for kretprobes attached
+with ``maxactive`` (else it uses the perf kprobe PMU, whose misses no file shows); it names it
+``r_<function>_bcc_<pid>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+KALLSYMS = Path("/proc/kallsyms")
+KPTR_RESTRICT = Path("/proc/sys/kernel/kptr_restrict")
+KPROBE_PROFILES = (Path("/sys/kernel/tracing/kprobe_profile"),
+                   Path("/sys/kernel/debug/tracing/kprobe_profile"))
+
+
+def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> int | None:
+    """Address of ``name`` in /proc/kallsyms (of ``module`` if given); None if absent.
+
+    0 when kallsyms lists the name with its address hidden (kernel.kptr_restrict: 1 hides
+    addresses from readers without CAP_SYSLOG, 2 from everyone): the function exists, and
+    probes attach to it by name, but its address is unknown.
+    """
+    if text is None:
+        text = KALLSYMS.read_text()
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 3 and f[2] == name:
+            mod = f[3].strip("[]") if len(f) > 3 else None
+            if module is not None and mod != module:
+                continue
+            return int(f[0], 16)
+    return None
+
+
+def kptr_restrict() -> str:
+    """kernel.kptr_restrict, for messages ("?" if unreadable)."""
+    try:
+        return KPTR_RESTRICT.read_text().strip()
+    except OSError:
+        return "?"
+
+
+def bcc_kretprobe_event(func: str, pid: int) -> str:
+    """The tracefs event BCC creates for a kretprobe on ``func`` attached with maxactive."""
+    return f"r_{func.replace('+', '_').replace('.', '_')}_bcc_{pid}"
+
+
+def kprobe_misses(text: str) -> dict[str, int]:
+    """Event name -> misses, from the text of kprobe_profile (``name hits misses`` lines)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[1].isdigit() and f[2].isdigit():
+            out[f[0]] = int(f[2])
+    return out
+
+
+def read_kprobe_misses() -> dict[str, int] | None:
+    """Misses per tracefs kprobe event; None when no kprobe_profile is readable."""
+    for path in KPROBE_PROFILES:
+        try:
+            return kprobe_misses(path.read_text())
+        except OSError:
+            continue
+    return None
