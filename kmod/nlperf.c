@@ -98,7 +98,9 @@ struct nlperf_msg {
 	u64 recv_ns;			/* input() entry */
 	u64 proc_ns;			/* processing start */
 	u32 portid;			/* sender, from NETLINK_CB in input() */
+	u32 epoch;			/* counting period it was received in */
 	bool capable;			/* sender may be served */
+	bool control;			/* a control message (the instrument) */
 };
 
 /*
@@ -136,6 +138,13 @@ static struct sock *nlperf_sk;
 static enum nlperf_mode nlperf_mode;
 static bool nlperf_stopping;
 
+/*
+ * Counting periods: a stats reset starts a new one. A message counts only
+ * in the period it was received in, so a message queued before a reset and
+ * processed after it shows in neither period's processed or replied, and
+ * processed never exceeds received.
+ */
+static atomic_t nlperf_epoch;
 static atomic64_t nlperf_cnt[NLPERF_NR_CTRS];
 static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][NLPERF_NR_GCTRS];
 
@@ -151,7 +160,18 @@ static u32 nlperf_gen_pid;
 
 /* ---- counters ---- */
 
-static void nlperf_count_bcast(unsigned int group, int err)
+/*
+ * Counts an event on behalf of @m if @m belongs to the current counting
+ * period; @m NULL (the generator) counts always.
+ */
+static void nlperf_inc(const struct nlperf_msg *m, atomic64_t *c)
+{
+	if (!m || m->epoch == (u32)atomic_read(&nlperf_epoch))
+		atomic64_inc(c);
+}
+
+static void nlperf_count_bcast(const struct nlperf_msg *m, unsigned int group,
+			       int err)
 {
 	atomic64_t *c;
 
@@ -163,30 +183,48 @@ static void nlperf_count_bcast(unsigned int group, int err)
 		c = nlperf_gctr(group, bcast_enobufs);
 	else
 		c = nlperf_gctr(group, bcast_other);
-	atomic64_inc(c);
+	nlperf_inc(m, c);
 }
 
-static void nlperf_count_error(int err)
+/* Counts a message answered with @err: control ones apart from the rest. */
+static void nlperf_count_error(const struct nlperf_msg *m, int err)
 {
+	if (m->control) {
+		atomic64_inc(nlperf_ctr(control_errors));
+		return;
+	}
 	switch (err) {
 	case -EPERM:
-		atomic64_inc(nlperf_ctr(err_perm));
+		nlperf_inc(m, nlperf_ctr(err_perm));
 		break;
 	case -EINVAL:
-		atomic64_inc(nlperf_ctr(err_inval));
+		nlperf_inc(m, nlperf_ctr(err_inval));
 		break;
 	case -EOPNOTSUPP:
-		atomic64_inc(nlperf_ctr(err_notsupp));
+		nlperf_inc(m, nlperf_ctr(err_notsupp));
 		break;
 	default:
 		break;
 	}
 }
 
+/* Counts the outcome of handing a reply to @m's sender. */
+static void nlperf_count_reply(const struct nlperf_msg *m, int err)
+{
+	if (m->control)
+		atomic64_inc(err < 0 ? nlperf_ctr(control_errors) :
+				       nlperf_ctr(control_replied));
+	else
+		nlperf_inc(m, err < 0 ? nlperf_ctr(err_reply) :
+					nlperf_ctr(replied));
+}
+
+/* Starts a new counting period with every count at 0. */
 static void nlperf_reset_counters(void)
 {
 	unsigned int i, g;
 
+	atomic_inc(&nlperf_epoch);
 	for (i = 0; i < NLPERF_NR_CTRS; i++)
 		if (i != NLPERF_CTR_IDX(skbs_held))	/* a level, not a count */
 			atomic64_set(&nlperf_cnt[i], 0);
@@ -204,18 +242,18 @@ static void nlperf_reset_counters(void)
 /* Hands a reply to the sender; consumes @skb whatever happens. */
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
-	if (nlmsg_unicast(nlperf_sk, skb, m->portid) < 0)
-		atomic64_inc(nlperf_ctr(err_reply));
-	else
-		atomic64_inc(nlperf_ctr(replied));
+	nlperf_count_reply(m, nlmsg_unicast(nlperf_sk, skb, m->portid));
 }
 
-/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
-static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
-			     gfp_t gfp)
+/*
+ * Broadcasts @skb to @group (1..32) and counts the result on behalf of @m
+ * (NULL: the generator); consumes @skb.
+ */
+static void nlperf_multicast(const struct nlperf_msg *m, struct sk_buff *skb,
+			     unsigned int group, gfp_t gfp)
 {
-	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
-						  gfp));
+	nlperf_count_bcast(m, group, nlmsg_multicast(nlperf_sk, skb, 0, group,
+						     gfp));
 }
 
 /* Allocates a message of @type with @len payload bytes; NULL: no memory. */
@@ -247,16 +285,18 @@ static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
 	skb = nlperf_msg_new(m->portid, m->nlh->nlmsg_seq, type, len, flags,
 			     GFP_KERNEL, data);
 	if (!skb)
-		atomic64_inc(nlperf_ctr(err_nomem));
+		nlperf_inc(m, nlperf_ctr(err_nomem));
 	return skb;
 }
 
 /*
  * Multicasts NLPERF_MSG_MCAST_DATA with sequence @seq to @group: @st, then
  * @len - sizeof(*st) bytes of @tail (zeros if NULL). kern_send_ns is
- * stamped last. Counts the outcome, a failed allocation included.
+ * stamped last. Counts the outcome, a failed allocation included, on
+ * behalf of @m (a relay request; NULL: the generator).
  */
-static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
+static void nlperf_mcast_stamped(const struct nlperf_msg *m,
+				 struct nlperf_stamp *st, const void *tail,
 				 size_t len, u32 seq, unsigned int group,
 				 gfp_t gfp)
 {
@@ -266,7 +306,7 @@ static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
 	skb = nlperf_msg_new(0, seq, NLPERF_MSG_MCAST_DATA, len, 0, gfp,
 			     &data);
 	if (!skb) {
-		nlperf_count_bcast(group, -ENOMEM);
+		nlperf_count_bcast(m, group, -ENOMEM);
 		return;
 	}
 	if (tail)
@@ -275,7 +315,7 @@ static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
 		memset(data + sizeof(*st), 0, len - sizeof(*st));
 	st->kern_send_ns = ktime_get_ns();
 	memcpy(data, st, sizeof(*st));
-	nlperf_multicast(skb, group, gfp);
+	nlperf_multicast(m, skb, group, gfp);
 }
 
 /*
@@ -349,13 +389,13 @@ static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
 {
 	struct nlperf_stamp st;
 
-	atomic64_inc(nlperf_gctr(group, relay_sent));
+	nlperf_inc(m, nlperf_gctr(group, relay_sent));
 	memcpy(&st, payload, sizeof(st));
 	st.group = group;
 	st.kern_recv_ns = m->recv_ns;
 	st.proc_start_ns = m->proc_ns;
-	nlperf_mcast_stamped(&st, payload + sizeof(st), len, m->nlh->nlmsg_seq,
-			     group, GFP_KERNEL);
+	nlperf_mcast_stamped(m, &st, payload + sizeof(st), len,
+			     m->nlh->nlmsg_seq, group, GFP_KERNEL);
 }
 
 static int nlperf_do_relay(const struct nlperf_msg *m)
@@ -450,7 +490,7 @@ static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
 	};
 
 	atomic64_inc(nlperf_gctr(group, gen_sent));
-	nlperf_mcast_stamped(&st, NULL, len, (u32)st.seq, group, gfp);
+	nlperf_mcast_stamped(NULL, &st, NULL, len, (u32)st.seq, group, gfp);
 }
 
 static void nlperf_gen_round(struct nlperf_gen *gen, u16 flags)
@@ -553,10 +593,8 @@ static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
 	struct nlperf_gen *gen;
 
 	gen = kzalloc(sizeof(*gen), GFP_KERNEL);
-	if (!gen) {
-		atomic64_inc(nlperf_ctr(err_nomem));
+	if (!gen)
 		return -ENOMEM;
-	}
 	gen->req = *req;
 	task = kthread_create(nlperf_gen_thread, gen, "nlperf_gen");
 	if (IS_ERR(task)) {
@@ -655,30 +693,42 @@ static int nlperf_dispatch(const struct nlperf_msg *m)
  * Control messages are the instrument, not the workload: they are served
  * inside input() in every mode, so a stats read neither queues behind nor
  * is refused by a full queue of simulated work, and carries no such work.
+ * They touch only the control_* counters.
  */
 static bool nlperf_is_control(u16 type)
 {
 	return type >= NLPERF_MSG_GEN_START && type <= NLPERF_MSG_STATS_RESET;
 }
 
-/* Processes one message in the context of the processing model. */
-static noinline void nlperf_process(struct nlperf_msg *m)
+/* Runs the handler of @m and answers with an error or ack as it says. */
+static void nlperf_serve(struct nlperf_msg *m)
 {
-	int ret;
+	int ret = nlperf_dispatch(m);
 
-	m->proc_ns = ktime_get_ns();
-	atomic64_inc(nlperf_ctr(processed));
-	if (!nlperf_is_control(m->nlh->nlmsg_type))
-		nlperf_simulate_work();
-
-	ret = nlperf_dispatch(m);
 	if (ret < 0) {
-		nlperf_count_error(ret);
+		nlperf_count_error(m, ret);
 		nlperf_send_error(m, ret);
 	} else if (ret == NLPERF_ACK ||
 		   (ret == NLPERF_DONE && (m->nlh->nlmsg_flags & NLM_F_ACK))) {
 		nlperf_send_error(m, 0);
 	}
+}
+
+/* Serves a control message, inside input(). */
+static void nlperf_control(struct nlperf_msg *m)
+{
+	atomic64_inc(nlperf_ctr(control_received));
+	m->proc_ns = ktime_get_ns();
+	nlperf_serve(m);
+}
+
+/* Processes one workload message in the context of the processing model. */
+static noinline void nlperf_process(struct nlperf_msg *m)
+{
+	m->proc_ns = ktime_get_ns();
+	nlperf_inc(m, nlperf_ctr(processed));
+	nlperf_simulate_work();
+	nlperf_serve(m);
 }
 
 /* ---- deferred queue ---- */
@@ -746,7 +796,7 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 
 	m = kmalloc(sizeof(*m), GFP_KERNEL);
 	if (!m) {
-		atomic64_inc(nlperf_ctr(err_nomem));
+		nlperf_inc(tmpl, nlperf_ctr(err_nomem));
 		nlperf_send_error(tmpl, -ENOMEM);
 		return;
 	}
@@ -756,7 +806,7 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 	if (nlperf_q.depth >= queue_len) {
 		spin_unlock_bh(&nlperf_q.lock);
 		kfree(m);
-		atomic64_inc(nlperf_ctr(queue_overflows));
+		nlperf_inc(tmpl, nlperf_ctr(queue_overflows));
 		nlperf_send_error(tmpl, -ENOBUFS);
 		return;
 	}
@@ -816,6 +866,7 @@ static void nlperf_input(struct sk_buff *skb)
 	struct nlperf_msg m = {
 		.recv_ns = ktime_get_ns(),
 		.portid = NETLINK_CB(skb).portid,
+		.epoch = atomic_read(&nlperf_epoch),
 	};
 	const u8 *pos = skb->data;
 	unsigned int rem = skb->len;
@@ -833,13 +884,17 @@ static void nlperf_input(struct sk_buff *skb)
 			atomic64_inc(nlperf_ctr(err_truncated));
 			break;
 		}
-		atomic64_inc(nlperf_ctr(received));
 		m.nlh = nlh;
-		if (nlperf_mode == NLPERF_MODE_CALLBACK ||
-		    nlperf_is_control(nlh->nlmsg_type))
-			nlperf_process(&m);
-		else
-			nlperf_enqueue(&m, skb);
+		m.control = nlperf_is_control(nlh->nlmsg_type);
+		if (m.control) {
+			nlperf_control(&m);
+		} else {
+			nlperf_inc(&m, nlperf_ctr(received));
+			if (nlperf_mode == NLPERF_MODE_CALLBACK)
+				nlperf_process(&m);
+			else
+				nlperf_enqueue(&m, skb);
+		}
 
 		adv = NLMSG_ALIGN(nlh->nlmsg_len);
 		if (adv >= rem)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nlperf import kmod, wire
+from nlperf.errors import RunFailed
 from nlperf.nlsock import Control, open_socket
 from tests.vm.conftest import PROTO, Loaded, client, error_of, recv_msgs, track
 
@@ -92,12 +93,22 @@ def test_stats_equal_what_the_client_counted(module: Loaded, mode: str) -> None:
         assert len(recv_msgs(s, n)) == n
         s.send(wire.nlmsg(wire.MSG_SINK, b"zzz"))
         s.close()
-        time.sleep(0.2)  # the deferred models may still be processing the sink
-        st = ctl.stats().fields
-    # n echoes, one sink and the stats request itself
-    assert st["received"] == n + 2
-    assert st["replied"] == n + 1  # the echoes and the reset's ack
-    assert st["processed"] >= n + 1
+        requests = 0
+        deadline = time.monotonic() + 30
+        while True:  # until the deferred models have processed the sink
+            st = ctl.stats().fields
+            requests += 1
+            if st["processed"] == n + 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+    # the workload alone: n echoes and one sink (#13.7); control traffic is counted apart
+    assert st["received"] == n + 1
+    assert st["processed"] == n + 1
+    assert st["replied"] == n
+    # the stats requests, this one included; the reset's ack and the earlier stats replies
+    assert st["control_received"] == requests
+    assert st["control_replied"] == 1 + (requests - 1)
+    assert st["control_errors"] == 0
     assert st["mode"] == mode
     assert st["skbs_held"] == 0
     if mode == "kthread":
@@ -105,6 +116,38 @@ def test_stats_equal_what_the_client_counted(module: Loaded, mode: str) -> None:
         assert pid > 0 and "nlperf" in Path(f"/proc/{pid}/comm").read_text()
     if mode == "workqueue":
         assert st["wq_name"] == "nlperf_wq"
+
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_a_reset_with_messages_queued_counts_none_of_them(module: Loaded, mode: str) -> None:
+    """A reset served while messages are queued: they belong to the period before it (#13.7)."""
+    module(mode=mode, work_sleep_us=5000)
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        s = client()
+        for i in range(20):
+            s.send(wire.nlmsg(wire.MSG_ECHO, b"before", seq=i))
+        ctl.request(wire.MSG_STATS_RESET, ack=True)  # raw: without reset_stats()'s drain
+        st = ctl.wait_idle().fields
+        assert len(recv_msgs(s, 20)) == 20
+    assert (st["received"], st["processed"], st["replied"]) == (0, 0, 0)
+
+
+def test_reset_stats_drains_the_queue_first(module: Loaded) -> None:
+    module(mode="kthread", work_sleep_us=5000)
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        s = client()
+        for i in range(40):
+            s.send(wire.nlmsg(wire.MSG_SINK, b"", seq=i))
+        ctl.reset_stats()
+        st = ctl.stats().fields
+        assert (st["queue_depth"], st["skbs_held"]) == (0, 0)
+        assert (st["received"], st["processed"]) == (0, 0)
+        for i in range(40):  # 40 × 5 ms of sleeping work cannot drain in 50 ms
+            s.send(wire.nlmsg(wire.MSG_SINK, b"", seq=i))
+        with pytest.raises(RunFailed, match="did not drain"):
+            ctl.reset_stats(drain_timeout=0.05)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -134,8 +177,7 @@ def test_malformed_datagrams_get_error_replies(module: Loaded, mode: str) -> Non
         s.send(wire.nlmsg(wire.MSG_ECHO, b"alive", seq=5))
         (mtype, _, seq, payload), = recv_msgs(s, 1)
         assert (mtype, seq, payload) == (wire.MSG_ECHO, 5, b"alive")
-        time.sleep(0.1)
-        st = ctl.stats().fields
+        st = ctl.wait_idle().fields
     assert st["err_inval"] == 1 and st["err_notsupp"] == 1
     assert st["err_truncated"] == 2
     assert st["skbs_held"] == 0
