@@ -99,7 +99,6 @@ struct nlperf_msg {
 	u64 proc_ns;			/* processing start */
 	u32 portid;			/* sender, from NETLINK_CB in input() */
 	u32 epoch;			/* counting period it was received in */
-	bool capable;			/* sender may be served */
 	bool control;			/* a control message (the instrument) */
 };
 
@@ -319,21 +318,33 @@ static void nlperf_mcast_stamped(const struct nlperf_msg *m,
 }
 
 /*
- * NLMSG_ERROR reply carrying @err and a copy of the request header (no
+ * An NLMSG_ERROR reply carrying @err and a copy of the request header (no
  * payload, hence NLM_F_CAPPED), like netlink_ack() but built only from
- * what was captured in input(). @err 0 acknowledges.
+ * what was captured in input(). @err 0 acknowledges. NULL: no memory.
  */
-static void nlperf_send_error(const struct nlperf_msg *m, int err)
+static struct sk_buff *nlperf_error_new(const struct nlperf_msg *m, int err)
 {
 	struct nlmsgerr *e;
 	struct sk_buff *skb;
 
-	skb = nlperf_reply_new(m, NLMSG_ERROR, sizeof(*e), NLM_F_CAPPED,
-			       (void **)&e);
-	if (!skb)
+	skb = nlperf_msg_new(m->portid, m->nlh->nlmsg_seq, NLMSG_ERROR,
+			     sizeof(*e), NLM_F_CAPPED, GFP_KERNEL, (void **)&e);
+	if (skb) {
+		e->error = err;
+		e->msg = *m->nlh;
+	}
+	return skb;
+}
+
+/* An error reply or ack to @m, counted as @m's reply. */
+static void nlperf_send_error(const struct nlperf_msg *m, int err)
+{
+	struct sk_buff *skb = nlperf_error_new(m, err);
+
+	if (!skb) {
+		nlperf_inc(m, nlperf_ctr(err_nomem));
 		return;
-	e->error = err;
-	e->msg = *m->nlh;
+	}
 	nlperf_unicast(m, skb);
 }
 
@@ -663,9 +674,6 @@ static void nlperf_simulate_work(void)
 
 static int nlperf_dispatch(const struct nlperf_msg *m)
 {
-	if (!m->capable)
-		return -EPERM;
-
 	switch (m->nlh->nlmsg_type) {
 	case NLPERF_MSG_ECHO:
 		return nlperf_do_echo(m);
@@ -860,6 +868,23 @@ static void nlperf_work_fn(struct work_struct *work)
 
 /* ---- input ---- */
 
+/*
+ * Refuses a message from a sender without CAP_NET_ADMIN: answered -EPERM
+ * at once, counted in err_perm (control_errors for a control message) and
+ * nowhere else. It is not received: it takes no queue slot, no simulated
+ * work and no workload counter, so a local user (any may send to port 0)
+ * can neither crowd out the lab's senders nor skew what they measure.
+ */
+static void nlperf_refuse(const struct nlperf_msg *m)
+{
+	struct sk_buff *skb = nlperf_error_new(m, -EPERM);
+
+	atomic64_inc(m->control ? nlperf_ctr(control_errors) :
+				  nlperf_ctr(err_perm));
+	if (skb)
+		nlmsg_unicast(nlperf_sk, skb, m->portid);
+}
+
 /* Walks one datagram; runs in the sender's sendmsg() context. */
 static void nlperf_input(struct sk_buff *skb)
 {
@@ -870,10 +895,12 @@ static void nlperf_input(struct sk_buff *skb)
 	};
 	const u8 *pos = skb->data;
 	unsigned int rem = skb->len;
+	bool capable;
 
 	if (READ_ONCE(nlperf_stopping))
 		return;
-	m.capable = allow_unpriv || netlink_capable(skb, CAP_NET_ADMIN);
+	/* decided here, before anything is queued or worked on */
+	capable = allow_unpriv || netlink_capable(skb, CAP_NET_ADMIN);
 
 	while (rem) {
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)pos;
@@ -886,7 +913,9 @@ static void nlperf_input(struct sk_buff *skb)
 		}
 		m.nlh = nlh;
 		m.control = nlperf_is_control(nlh->nlmsg_type);
-		if (m.control) {
+		if (!capable) {
+			nlperf_refuse(&m);
+		} else if (m.control) {
 			nlperf_control(&m);
 		} else {
 			nlperf_inc(&m, nlperf_ctr(received));

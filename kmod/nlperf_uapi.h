@@ -114,7 +114,7 @@ struct nlperf_stats_counters {
 	__u64	processed;	/* messages the processing function ran on */
 	__u64	replied;	/* replies, errors and acks handed to netlink */
 	__u64	queue_overflows; /* refused with -ENOBUFS: queue full */
-	__u64	err_perm;	/* sender lacks CAP_NET_ADMIN */
+	__u64	err_perm;	/* refused: sender lacks CAP_NET_ADMIN */
 	__u64	err_inval;	/* intact header, inconsistent payload */
 	__u64	err_notsupp;	/* unknown message type */
 	__u64	err_truncated;	/* datagrams cut short by a bad header */

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import subprocess
 import sys
@@ -196,6 +197,7 @@ def test_relay_and_generator_reach_receivers_on_two_groups(module: Loaded, mode:
         for i in range(20):
             s.send(wire.nlmsg(wire.MSG_RELAY, wire.relay_payload(0b11, i, time.monotonic_ns()),
                               seq=i))
+        ctl.wait_idle()  # the relays out before the generator starts (control is not queued)
         ctl.gen_start([1, 2], 64, count=30)
         deadline = time.monotonic() + 30
         while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
@@ -282,3 +284,80 @@ def test_load_refuses_bad_parameters(ko: Path) -> None:
     with pytest.raises(Exception, match="loading the module failed"):
         kmod.load(ko, {"mode": "bogus"})
     assert not kmod.is_loaded()
+
+
+# --- who may do what (#13) ---------------------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+
+
+# An unprivileged flood: once a line arrives on stdin, the datagram (hex) as fast as it goes
+# until stdin closes; prints how many it sent. Standard library only (nobody cannot import
+# the checkout).
+FLOOD = """
+import json, select, socket, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, int(sys.argv[1]))
+s.bind((0, 0))
+s.setblocking(False)
+msg, sent = bytes.fromhex(sys.argv[2]), 0
+sys.stdin.readline()
+while True:
+    s.send(msg)
+    sent += 1
+    if sent == 1:
+        print("flooding", flush=True)
+    if sent % 32 == 0:
+        while True:
+            try:
+                s.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                pass
+        if select.select([sys.stdin], [], [], 0)[0]:
+            break
+print(json.dumps({"sent": sent}), flush=True)
+"""
+
+
+def _nobody(code: str, *args: object) -> list[str]:
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv missing in the lab VM")
+    return [*NOBODY, sys.executable, "-c", code, *map(str, args)]
+
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_unprivileged_flood_leaves_a_root_echo_unaffected(module: Loaded, mode: str) -> None:
+    """allow_unpriv=0: refused in input(), before any queueing or work (#13.1)."""
+    module(mode=mode, work_sleep_us=2000, queue_len=64)
+    flood = subprocess.Popen(
+        _nobody(FLOOD, PROTO, wire.nlmsg(wire.MSG_ECHO, b"x" * 64).hex()),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+    assert flood.stdin is not None and flood.stdout is not None
+    try:
+        with Control(PROTO) as ctl:
+            track(ctl.sock)
+            ctl.reset_stats()  # before the first flood message: each one is counted
+            flood.stdin.write("go\n")
+            flood.stdin.flush()
+            assert flood.stdout.readline().strip() == "flooding"
+            s = client()
+            n = 20
+            for i in range(n):
+                s.send(wire.nlmsg(wire.MSG_ECHO, b"root", seq=i))
+                (mtype, _, seq, payload), = recv_msgs(s, 1)
+                detail = error_of(payload) if mtype == wire.NLMSG_ERROR else ""
+                assert (mtype, seq, payload) == (wire.MSG_ECHO, i, b"root"), detail
+            flood.stdin.close()  # the flood stops, then says how much it sent
+            out = flood.stdout.read()
+            flood.wait(60)
+            flooded = json.loads(out.strip().splitlines()[-1])["sent"]
+            st = ctl.wait_idle().fields
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+    assert flooded > n
+    # every refused message counted once, and none of them as workload
+    assert (st["received"], st["processed"], st["replied"]) == (n, n, n)
+    assert st["err_perm"] == flooded
+    assert st["queue_overflows"] == 0
