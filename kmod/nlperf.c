@@ -930,6 +930,12 @@ static void nlperf_input(struct sk_buff *skb)
 			break;
 		pos += adv;
 		rem -= adv;
+		/*
+		 * One datagram may carry thousands of messages, each with
+		 * simulated work: let the CPU go between them (the sender's
+		 * syscall context may sleep).
+		 */
+		cond_resched();
 	}
 }
 

@@ -361,3 +361,31 @@ def test_unprivileged_flood_leaves_a_root_echo_unaffected(module: Loaded, mode: 
     assert (st["received"], st["processed"], st["replied"]) == (n, n, n)
     assert st["err_perm"] == flooded
     assert st["queue_overflows"] == 0
+
+
+# --- scheduling, start-up (#13) ----------------------------------------------------------------
+
+WATCHDOG_THRESH = Path("/proc/sys/kernel/watchdog_thresh")
+
+
+def test_a_long_datagram_in_callback_mode_lets_the_cpu_go(module: Loaded) -> None:
+    """Thousands of sink messages with busy work in one datagram: no soft lockup (#13.5).
+
+    The soft-lockup watchdog is set to its shortest threshold (2 s) so that 4 s of work in one
+    input() call shows without cond_resched() between messages; the module fixture fails the
+    test on the report in dmesg.
+    """
+    assert Path("/proc/sys/kernel/soft_watchdog").read_text().strip() == "1"
+    module(mode="callback", work_ns=2_000_000)
+    thresh = WATCHDOG_THRESH.read_text()
+    WATCHDOG_THRESH.write_text("1")
+    try:
+        s = client()
+        s.settimeout(60)
+        n = 2000  # × 2 ms of busy work
+        s.send(b"".join(wire.nlmsg(wire.MSG_SINK, b"", seq=i) for i in range(n))
+               + wire.nlmsg(wire.MSG_ECHO, b"done", seq=n))
+        (mtype, _, seq, payload), = recv_msgs(s, 1)
+        assert (mtype, seq, payload) == (wire.MSG_ECHO, n, b"done")
+    finally:
+        WATCHDOG_THRESH.write_text(thresh)
