@@ -95,6 +95,7 @@ struct nlperf_msg {
 	struct list_head node;
 	struct sk_buff *skb;		/* our reference (deferred modes) */
 	const struct nlmsghdr *nlh;	/* inside skb's data */
+	struct sock *sk;		/* our kernel socket, skb->sk in input() */
 	u64 recv_ns;			/* input() entry */
 	u64 proc_ns;			/* processing start */
 	u32 portid;			/* sender, from NETLINK_CB in input() */
@@ -128,11 +129,17 @@ struct nlperf_queue {
 
 struct nlperf_gen {
 	struct task_struct *task;
+	struct sock *sk;		/* sends from: the starter's skb->sk */
 	struct nlperf_gen_req req;
 	u64 seq[NLPERF_MAX_GROUPS];
 	bool done;			/* stream over, waiting to be reaped */
 };
 
+/*
+ * Our kernel socket, for unload only. The protocol is live inside
+ * netlink_kernel_create(), before this is stored, so everything that
+ * sends uses the socket input() was called for (skb->sk) instead.
+ */
 static struct sock *nlperf_sk;
 static enum nlperf_mode nlperf_mode;
 static bool nlperf_stopping;
@@ -241,18 +248,17 @@ static void nlperf_reset_counters(void)
 /* Hands a reply to the sender; consumes @skb whatever happens. */
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
-	nlperf_count_reply(m, nlmsg_unicast(nlperf_sk, skb, m->portid));
+	nlperf_count_reply(m, nlmsg_unicast(m->sk, skb, m->portid));
 }
 
 /*
- * Broadcasts @skb to @group (1..32) and counts the result on behalf of @m
- * (NULL: the generator); consumes @skb.
+ * Broadcasts @skb from @sk to @group (1..32) and counts the result on
+ * behalf of @m (NULL: the generator); consumes @skb.
  */
-static void nlperf_multicast(const struct nlperf_msg *m, struct sk_buff *skb,
-			     unsigned int group, gfp_t gfp)
+static void nlperf_multicast(struct sock *sk, const struct nlperf_msg *m,
+			     struct sk_buff *skb, unsigned int group, gfp_t gfp)
 {
-	nlperf_count_bcast(m, group, nlmsg_multicast(nlperf_sk, skb, 0, group,
-						     gfp));
+	nlperf_count_bcast(m, group, nlmsg_multicast(sk, skb, 0, group, gfp));
 }
 
 /* Allocates a message of @type with @len payload bytes; NULL: no memory. */
@@ -294,7 +300,7 @@ static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
  * stamped last. Counts the outcome, a failed allocation included, on
  * behalf of @m (a relay request; NULL: the generator).
  */
-static void nlperf_mcast_stamped(const struct nlperf_msg *m,
+static void nlperf_mcast_stamped(struct sock *sk, const struct nlperf_msg *m,
 				 struct nlperf_stamp *st, const void *tail,
 				 size_t len, u32 seq, unsigned int group,
 				 gfp_t gfp)
@@ -314,7 +320,7 @@ static void nlperf_mcast_stamped(const struct nlperf_msg *m,
 		memset(data + sizeof(*st), 0, len - sizeof(*st));
 	st->kern_send_ns = ktime_get_ns();
 	memcpy(data, st, sizeof(*st));
-	nlperf_multicast(m, skb, group, gfp);
+	nlperf_multicast(sk, m, skb, group, gfp);
 }
 
 /*
@@ -405,7 +411,7 @@ static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
 	st.group = group;
 	st.kern_recv_ns = m->recv_ns;
 	st.proc_start_ns = m->proc_ns;
-	nlperf_mcast_stamped(m, &st, payload + sizeof(st), len,
+	nlperf_mcast_stamped(m->sk, m, &st, payload + sizeof(st), len,
 			     m->nlh->nlmsg_seq, group, GFP_KERNEL);
 }
 
@@ -501,7 +507,8 @@ static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
 	};
 
 	atomic64_inc(nlperf_gctr(group, gen_sent));
-	nlperf_mcast_stamped(NULL, &st, NULL, len, (u32)st.seq, group, gfp);
+	nlperf_mcast_stamped(gen->sk, NULL, &st, NULL, len, (u32)st.seq, group,
+			     gfp);
 }
 
 static void nlperf_gen_round(struct nlperf_gen *gen, u16 flags)
@@ -598,7 +605,7 @@ static int nlperf_gen_check(const struct nlperf_gen_req *req)
 }
 
 /* Creates and starts a generator. Caller holds nlperf_gen_lock. */
-static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
+static int nlperf_gen_spawn(struct sock *sk, const struct nlperf_gen_req *req)
 {
 	struct task_struct *task;
 	struct nlperf_gen *gen;
@@ -607,6 +614,7 @@ static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
 	if (!gen)
 		return -ENOMEM;
 	gen->req = *req;
+	gen->sk = sk;
 	task = kthread_create(nlperf_gen_thread, gen, "nlperf_gen");
 	if (IS_ERR(task)) {
 		kfree(gen);
@@ -639,7 +647,7 @@ static int nlperf_do_gen_start(const struct nlperf_msg *m)
 		err = -EBUSY;
 	} else {
 		nlperf_gen_reap();
-		err = nlperf_gen_spawn(&req);
+		err = nlperf_gen_spawn(m->sk, &req);
 	}
 	mutex_unlock(&nlperf_gen_lock);
 	return err ? err : NLPERF_ACK;
@@ -882,13 +890,14 @@ static void nlperf_refuse(const struct nlperf_msg *m)
 	atomic64_inc(m->control ? nlperf_ctr(control_errors) :
 				  nlperf_ctr(err_perm));
 	if (skb)
-		nlmsg_unicast(nlperf_sk, skb, m->portid);
+		nlmsg_unicast(m->sk, skb, m->portid);
 }
 
 /* Walks one datagram; runs in the sender's sendmsg() context. */
 static void nlperf_input(struct sk_buff *skb)
 {
 	struct nlperf_msg m = {
+		.sk = skb->sk,
 		.recv_ns = ktime_get_ns(),
 		.portid = NETLINK_CB(skb).portid,
 		.epoch = atomic_read(&nlperf_epoch),
