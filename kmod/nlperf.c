@@ -50,8 +50,12 @@
 #define NLPERF_GEN_SIZE_MAX	65536U
 #define NLPERF_WQ_NAME		"nlperf_wq"
 
-/* Handler results besides a negative errno. */
-#define NLPERF_DONE		0	/* no reply of its own: ack on NLM_F_ACK */
+/*
+ * Handler results besides a negative errno (answered with that error,
+ * which is also the ack). After DONE and REPLIED a request with NLM_F_ACK
+ * is acknowledged, after its data reply if any, as netlink_rcv_skb() does.
+ */
+#define NLPERF_DONE		0	/* no reply of its own */
 #define NLPERF_REPLIED		1	/* sent a data reply */
 #define NLPERF_ACK		2	/* always acknowledge with error 0 */
 
@@ -724,8 +728,7 @@ static void nlperf_serve(struct nlperf_msg *m)
 	if (ret < 0) {
 		nlperf_count_error(m, ret);
 		nlperf_send_error(m, ret);
-	} else if (ret == NLPERF_ACK ||
-		   (ret == NLPERF_DONE && (m->nlh->nlmsg_flags & NLM_F_ACK))) {
+	} else if (ret == NLPERF_ACK || (m->nlh->nlmsg_flags & NLM_F_ACK)) {
 		nlperf_send_error(m, 0);
 	}
 }
@@ -922,7 +925,9 @@ static void nlperf_input(struct sk_buff *skb)
 		}
 		m.nlh = nlh;
 		m.control = nlperf_is_control(nlh->nlmsg_type);
-		if (!capable) {
+		if (nlh->nlmsg_type < NLMSG_MIN_TYPE) {
+			/* netlink's own types (noop, error, done): skipped */
+		} else if (!capable) {
 			nlperf_refuse(&m);
 		} else if (m.control) {
 			nlperf_control(&m);

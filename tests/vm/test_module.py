@@ -389,3 +389,45 @@ def test_a_long_datagram_in_callback_mode_lets_the_cpu_go(module: Loaded) -> Non
         assert (mtype, seq, payload) == (wire.MSG_ECHO, n, b"done")
     finally:
         WATCHDOG_THRESH.write_text(thresh)
+
+
+# --- netlink conventions (#13.8) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_request_with_ack_gets_its_reply_then_the_ack(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    s = client()
+    req_ack = wire.NLM_F_REQUEST | wire.NLM_F_ACK
+    stamp = wire.stamp(9, time.monotonic_ns())
+    s.send(wire.nlmsg(wire.MSG_ECHO, b"echo me", flags=req_ack, seq=1)
+           + wire.nlmsg(wire.MSG_TIMED_ECHO, stamp, flags=req_ack, seq=2)
+           + wire.nlmsg(wire.MSG_STATS_GET, b"", flags=req_ack, seq=3)
+           + wire.nlmsg(0x7F, b"", flags=req_ack, seq=4))  # an error is its own ack
+    by_seq: dict[int, list[tuple[int, bytes]]] = {}
+    for mtype, _, seq, payload in recv_msgs(s, 7):  # in deferred modes stats come first
+        by_seq.setdefault(seq, []).append((mtype, payload))
+    assert {seq: [mtype for mtype, _ in msgs] for seq, msgs in by_seq.items()} == {
+        1: [wire.MSG_ECHO, wire.NLMSG_ERROR], 2: [wire.MSG_TIMED_ECHO, wire.NLMSG_ERROR],
+        3: [wire.MSG_STATS_GET, wire.NLMSG_ERROR], 4: [wire.NLMSG_ERROR]}
+    assert by_seq[1][0][1] == b"echo me"
+    assert [error_of(by_seq[seq][-1][1]) for seq in (1, 2, 3, 4)] == [0, 0, 0, errno.EOPNOTSUPP]
+    s.settimeout(0.3)
+    with pytest.raises(TimeoutError):  # nothing more: one ack each
+        s.recv(4096)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_netlink_own_types_are_skipped_not_answered(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    s = client()
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        ctl.reset_stats()
+        # NLMSG_NOOP, NLMSG_DONE and a type just below NLMSG_MIN_TYPE, then an echo
+        s.send(b"".join(wire.nlmsg(t, b"", flags=wire.NLM_F_REQUEST | wire.NLM_F_ACK, seq=t)
+                        for t in (1, 3, 0x0F))
+               + wire.nlmsg(wire.MSG_ECHO, b"after", seq=99))
+        (mtype, _, seq, payload), = recv_msgs(s, 1)
+        assert (mtype, seq, payload) == (wire.MSG_ECHO, 99, b"after")
+        st = ctl.wait_idle().fields
+    assert (st["received"], st["err_notsupp"], st["replied"]) == (1, 0, 1)
