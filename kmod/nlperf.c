@@ -18,6 +18,7 @@
 #include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/list.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
@@ -44,10 +45,18 @@
 #define NLPERF_PROTO_MAX	31
 #define NLPERF_QUEUE_LEN_MIN	1U
 #define NLPERF_QUEUE_LEN_MAX	1048576U
+#define NLPERF_QUEUE_BYTES_MIN	65536U
+#define NLPERF_QUEUE_BYTES_MAX	1073741824U
 #define NLPERF_WORK_NS_MAX	NSEC_PER_SEC
 #define NLPERF_WORK_SLEEP_US_MAX	USEC_PER_SEC
 
 #define NLPERF_GEN_SIZE_MAX	65536U
+/*
+ * A queued message holds the datagram's skb while the skb's truesize is at
+ * most twice the message and this much more; past that it holds a copy of
+ * the message alone.
+ */
+#define NLPERF_HOLD_SLACK	4096U
 #define NLPERF_WQ_NAME		"nlperf_wq"
 
 /*
@@ -80,6 +89,10 @@ static unsigned int queue_len = 1024;
 module_param(queue_len, uint, 0444);
 MODULE_PARM_DESC(queue_len, "deferred queue bound, 1..1048576 (default 1024)");
 
+static unsigned int queue_bytes = 16777216;
+module_param(queue_bytes, uint, 0444);
+MODULE_PARM_DESC(queue_bytes, "deferred queue bound in bytes held, 65536..1073741824 (default 16777216)");
+
 static unsigned long work_ns;
 module_param(work_ns, ulong, 0444);
 MODULE_PARM_DESC(work_ns, "busy-wait per message in ns, max 1 s (default 0)");
@@ -97,8 +110,10 @@ MODULE_PARM_DESC(allow_unpriv, "serve senders without CAP_NET_ADMIN and open gro
 /* One netlink message to process; on the stack or queued. */
 struct nlperf_msg {
 	struct list_head node;
-	struct sk_buff *skb;		/* our reference (deferred modes) */
-	const struct nlmsghdr *nlh;	/* inside skb's data */
+	struct sk_buff *skb;		/* our reference (deferred), or NULL */
+	void *copy;			/* the message alone (deferred), or NULL */
+	const struct nlmsghdr *nlh;	/* inside skb's data or copy */
+	unsigned int charge;		/* bytes counted against queue_bytes */
 	struct sock *sk;		/* our kernel socket, skb->sk in input() */
 	u64 recv_ns;			/* input() entry */
 	u64 proc_ns;			/* processing start */
@@ -124,11 +139,13 @@ struct nlperf_msg {
 #define nlperf_gctr(group, field) \
 	(&nlperf_gcnt[(group) - 1][NLPERF_GCTR_IDX(field)])
 
+/* Entries held: queued or being processed. */
 struct nlperf_queue {
-	spinlock_t lock;		/* protects list, depth, hwm */
+	spinlock_t lock;		/* protects list, depth, bytes, hwm */
 	struct list_head list;
 	unsigned int depth;
 	unsigned int hwm;
+	size_t bytes;			/* sum of the entries' charges */
 };
 
 struct nlperf_gen {
@@ -752,16 +769,15 @@ static noinline void nlperf_process(struct nlperf_msg *m)
 
 /* ---- deferred queue ---- */
 
+/* Takes the oldest entry off the list; it is held until nlperf_msg_free(). */
 static struct nlperf_msg *nlperf_dequeue(void)
 {
 	struct nlperf_msg *m;
 
 	spin_lock_bh(&nlperf_q.lock);
 	m = list_first_entry_or_null(&nlperf_q.list, struct nlperf_msg, node);
-	if (m) {
+	if (m)
 		list_del(&m->node);
-		nlperf_q.depth--;
-	}
 	spin_unlock_bh(&nlperf_q.lock);
 	return m;
 }
@@ -776,14 +792,27 @@ static bool nlperf_queue_pending(void)
 	return pending;
 }
 
-/* Drops a queued entry and the skb reference it holds. */
+/* Frees what an entry holds (not the entry): its skb reference or copy. */
+static void nlperf_release(struct nlperf_msg *m, bool processed)
+{
+	if (m->skb) {
+		if (processed)
+			consume_skb(m->skb);
+		else
+			kfree_skb(m->skb);
+		atomic64_dec(nlperf_ctr(skbs_held));
+	}
+	kvfree(m->copy);
+}
+
+/* Drops a held entry: uncharges it from the queue and frees it. */
 static void nlperf_msg_free(struct nlperf_msg *m, bool processed)
 {
-	if (processed)
-		consume_skb(m->skb);
-	else
-		kfree_skb(m->skb);
-	atomic64_dec(nlperf_ctr(skbs_held));
+	spin_lock_bh(&nlperf_q.lock);
+	nlperf_q.depth--;
+	nlperf_q.bytes -= m->charge;
+	spin_unlock_bh(&nlperf_q.lock);
+	nlperf_release(m, processed);
 	kfree(m);
 }
 
@@ -808,35 +837,74 @@ static void nlperf_kick(void)
 		queue_work(nlperf_wq, &nlperf_work);
 }
 
-/* Queues a copy of @tmpl holding a reference on @skb; replies on failure. */
+/*
+ * Makes @m hold its message past input(): a reference on @skb when the
+ * message is most of the datagram, else a copy of the message alone, so a
+ * datagram of many small messages is not held once per message. Sets the
+ * charge against queue_bytes. -ENOMEM: nothing held.
+ */
+static int nlperf_hold(struct nlperf_msg *m, struct sk_buff *skb)
+{
+	u32 len = m->nlh->nlmsg_len;
+
+	if (skb->truesize <= 2 * (size_t)len + NLPERF_HOLD_SLACK) {
+		m->skb = skb_get(skb);
+		atomic64_inc(nlperf_ctr(skbs_held));
+		m->charge = sizeof(*m) + skb->truesize;
+		return 0;
+	}
+	m->copy = kvmalloc(len, GFP_KERNEL);
+	if (!m->copy)
+		return -ENOMEM;
+	memcpy(m->copy, m->nlh, len);
+	m->nlh = m->copy;
+	m->charge = sizeof(*m) + len;
+	return 0;
+}
+
+/*
+ * Queues a copy of @tmpl holding its message; replies on failure. The
+ * queue takes at most queue_len entries and queue_bytes of charges, and
+ * one entry of any size when empty.
+ */
 static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 {
 	struct nlperf_msg *m;
+	bool full;
 
 	m = kmalloc(sizeof(*m), GFP_KERNEL);
-	if (!m) {
-		nlperf_inc(tmpl, nlperf_ctr(err_nomem));
-		nlperf_send_error(tmpl, -ENOMEM);
-		return;
-	}
+	if (!m)
+		goto nomem;
 	*m = *tmpl;
+	if (nlperf_hold(m, skb)) {
+		kfree(m);
+		goto nomem;
+	}
 
 	spin_lock_bh(&nlperf_q.lock);
-	if (nlperf_q.depth >= queue_len) {
-		spin_unlock_bh(&nlperf_q.lock);
+	full = nlperf_q.depth >= queue_len ||
+	       (nlperf_q.depth && nlperf_q.bytes + m->charge > queue_bytes);
+	if (!full) {
+		list_add_tail(&m->node, &nlperf_q.list);
+		nlperf_q.bytes += m->charge;
+		if (++nlperf_q.depth > nlperf_q.hwm)
+			nlperf_q.hwm = nlperf_q.depth;
+	}
+	spin_unlock_bh(&nlperf_q.lock);
+
+	if (full) {
+		nlperf_release(m, false);
 		kfree(m);
 		nlperf_inc(tmpl, nlperf_ctr(queue_overflows));
 		nlperf_send_error(tmpl, -ENOBUFS);
 		return;
 	}
-	m->skb = skb_get(skb);
-	atomic64_inc(nlperf_ctr(skbs_held));
-	list_add_tail(&m->node, &nlperf_q.list);
-	if (++nlperf_q.depth > nlperf_q.hwm)
-		nlperf_q.hwm = nlperf_q.depth;
-	spin_unlock_bh(&nlperf_q.lock);
-
 	nlperf_kick();
+	return;
+
+nomem:
+	nlperf_inc(tmpl, nlperf_ctr(err_nomem));
+	nlperf_send_error(tmpl, -ENOMEM);
 }
 
 /* Processes queued messages until the queue is empty or @stop says so. */
@@ -977,6 +1045,12 @@ static int nlperf_parse_params(void)
 		       NLPERF_QUEUE_LEN_MIN, NLPERF_QUEUE_LEN_MAX);
 		return -EINVAL;
 	}
+	if (queue_bytes < NLPERF_QUEUE_BYTES_MIN ||
+	    queue_bytes > NLPERF_QUEUE_BYTES_MAX) {
+		pr_err("invalid queue_bytes=%u (allowed %u..%u)\n", queue_bytes,
+		       NLPERF_QUEUE_BYTES_MIN, NLPERF_QUEUE_BYTES_MAX);
+		return -EINVAL;
+	}
 	if (work_ns > NLPERF_WORK_NS_MAX) {
 		pr_err("invalid work_ns=%lu (max %lu)\n", work_ns,
 		       NLPERF_WORK_NS_MAX);
@@ -1054,9 +1128,9 @@ static int __init nlperf_init(void)
 		return -EINVAL;
 	}
 
-	pr_info("loaded: mode=%s proto=%d queue_len=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
-		nlperf_mode_names[nlperf_mode], proto, queue_len, work_ns,
-		work_sleep_us, allow_unpriv);
+	pr_info("loaded: mode=%s proto=%d queue_len=%u queue_bytes=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
+		nlperf_mode_names[nlperf_mode], proto, queue_len, queue_bytes,
+		work_ns, work_sleep_us, allow_unpriv);
 	return 0;
 }
 

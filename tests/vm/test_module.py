@@ -431,3 +431,38 @@ def test_netlink_own_types_are_skipped_not_answered(module: Loaded, mode: str) -
         assert (mtype, seq, payload) == (wire.MSG_ECHO, 99, b"after")
         st = ctl.wait_idle().fields
     assert (st["received"], st["err_notsupp"], st["replied"]) == (1, 0, 1)
+
+
+# --- what the deferred queue holds (#13.2) -----------------------------------------------------
+
+def test_the_queue_is_bounded_in_bytes_as_well_as_messages(module: Loaded) -> None:
+    module(mode="kthread", queue_len=1024, queue_bytes=262144, work_sleep_us=20000)
+    s = client(rcvbuf=8 << 20)
+    n, size = 40, 32768  # each held as its own ~33 KB skb: about 7 fit in 256 KiB
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        ctl.reset_stats()
+        for i in range(n):
+            s.send(wire.nlmsg(wire.MSG_ECHO, bytes(size), seq=i))
+        got = recv_msgs(s, n)
+        st = ctl.wait_idle().fields
+    echoed = [seq for mtype, _, seq, _ in got if mtype == wire.MSG_ECHO]
+    refused = [seq for mtype, _, seq, p in got
+               if mtype == wire.NLMSG_ERROR and error_of(p) == errno.ENOBUFS]
+    assert len(echoed) + len(refused) == n
+    assert 1 <= st["queue_hwm"] <= 262144 // size
+    assert st["queue_overflows"] == len(refused) >= n - 2 * (262144 // size)
+
+
+def test_small_messages_of_a_large_datagram_are_held_as_copies(module: Loaded) -> None:
+    """Each queued message used to hold the whole datagram's skb (#13.2)."""
+    module(mode="kthread", work_sleep_us=5000)
+    s = client(rcvbuf=8 << 20)
+    n = 100  # 100 × 216 bytes: a datagram far larger than any one message
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        s.send(b"".join(wire.nlmsg(wire.MSG_ECHO, bytes(200), seq=i) for i in range(n)))
+        st = ctl.stats().fields  # served at once; n × 5 ms of work are ahead
+        assert len(recv_msgs(s, n)) == n
+    assert st["queue_depth"] >= n // 2
+    assert st["skbs_held"] == 0
