@@ -829,6 +829,43 @@ static unsigned int nlperf_purge(void)
 	return purged;
 }
 
+/*
+ * Drops the queued messages of port @portid, whose socket is being
+ * released: their replies must not reach a new socket that reuses the
+ * port id. One being processed right now is past reach.
+ */
+static void nlperf_purge_port(u32 portid)
+{
+	struct nlperf_msg *m, *tmp;
+	LIST_HEAD(gone);
+
+	spin_lock_bh(&nlperf_q.lock);
+	list_for_each_entry_safe(m, tmp, &nlperf_q.list, node)
+		if (m->portid == portid)
+			list_move_tail(&m->node, &gone);
+	spin_unlock_bh(&nlperf_q.lock);
+
+	list_for_each_entry_safe(m, tmp, &gone, node) {
+		list_del(&m->node);
+		nlperf_msg_free(m, false);
+	}
+}
+
+static int nlperf_netlink_event(struct notifier_block *nb,
+				unsigned long event, void *ptr)
+{
+	const struct netlink_notify *n = ptr;
+
+	if (event == NETLINK_URELEASE && n->protocol == proto &&
+	    net_eq(n->net, &init_net) && n->portid)
+		nlperf_purge_port(n->portid);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block nlperf_netlink_notifier = {
+	.notifier_call = nlperf_netlink_event,
+};
+
 static void nlperf_kick(void)
 {
 	if (nlperf_mode == NLPERF_MODE_KTHREAD)
@@ -1119,11 +1156,18 @@ static int __init nlperf_init(void)
 	err = nlperf_start_model();
 	if (err)
 		return err;
+	/* before the protocol is live: no socket released unseen */
+	err = netlink_register_notifier(&nlperf_netlink_notifier);
+	if (err) {
+		nlperf_stop_model();
+		return err;
+	}
 
 	nlperf_sk = netlink_kernel_create(&init_net, proto, &cfg);
 	if (!nlperf_sk) {
 		pr_err("invalid proto=%d: in use or cannot be registered\n",
 		       proto);
+		netlink_unregister_notifier(&nlperf_netlink_notifier);
 		nlperf_stop_model();
 		return -EINVAL;
 	}
@@ -1141,6 +1185,7 @@ static void __exit nlperf_exit(void)
 	WRITE_ONCE(nlperf_stopping, true);
 	nlperf_gen_stop();
 	nlperf_stop_model();
+	netlink_unregister_notifier(&nlperf_netlink_notifier);
 	purged = nlperf_purge();
 	if (atomic64_read(nlperf_ctr(skbs_held)))
 		pr_err("skbs_held=%lld after purge\n",

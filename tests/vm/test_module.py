@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -466,3 +467,29 @@ def test_small_messages_of_a_large_datagram_are_held_as_copies(module: Loaded) -
         assert len(recv_msgs(s, n)) == n
     assert st["queue_depth"] >= n // 2
     assert st["skbs_held"] == 0
+
+
+# --- port ids (#13.4) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_a_closed_sockets_queued_replies_never_reach_the_next_owner_of_its_port(
+        module: Loaded, mode: str) -> None:
+    module(mode=mode, work_sleep_us=20000)
+    old = client()
+    port = old.getsockname()[0]
+    for i in range(20):  # 20 × 20 ms queued
+        old.send(wire.nlmsg(wire.MSG_ECHO, b"for the old socket", seq=i))
+    old.close()
+    new = track(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO))
+    new.bind((port, 0))  # the port id, free again, taken by another socket
+    new.settimeout(5)
+    new.send(wire.nlmsg(wire.MSG_ECHO, b"mine", seq=100))
+    got = []
+    while not got or got[-1][2] != 100:
+        got += recv_msgs(new, 1)
+    # at most the one being processed when the old socket closed is past reach
+    assert len([m for m in got if m[3] == b"for the old socket"]) <= 1
+    assert got[-1][3] == b"mine"
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        assert ctl.wait_idle(5).fields["skbs_held"] == 0
