@@ -103,7 +103,7 @@ MODULE_PARM_DESC(work_sleep_us, "sleep per message in us, max 1 s (default 0)");
 
 static bool allow_unpriv;
 module_param(allow_unpriv, bool, 0444);
-MODULE_PARM_DESC(allow_unpriv, "serve senders without CAP_NET_ADMIN and open groups to all");
+MODULE_PARM_DESC(allow_unpriv, "serve workload and stats reads without CAP_NET_ADMIN, let anyone join groups");
 
 /* ---- state ---- */
 
@@ -1012,12 +1012,12 @@ static void nlperf_input(struct sk_buff *skb)
 	};
 	const u8 *pos = skb->data;
 	unsigned int rem = skb->len;
-	bool capable;
+	bool admin, capable;
 
 	if (READ_ONCE(nlperf_stopping))
 		return;
 	/* decided here, before anything is queued or worked on */
-	capable = allow_unpriv || netlink_capable(skb, CAP_NET_ADMIN);
+	admin = netlink_capable(skb, CAP_NET_ADMIN);
 
 	while (rem) {
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)pos;
@@ -1030,6 +1030,10 @@ static void nlperf_input(struct sk_buff *skb)
 		}
 		m.nlh = nlh;
 		m.control = nlperf_is_control(nlh->nlmsg_type);
+		/* what changes the lab's state stays behind CAP_NET_ADMIN */
+		capable = admin || (allow_unpriv &&
+				    (!m.control ||
+				     nlh->nlmsg_type == NLPERF_MSG_STATS_GET));
 		if (nlh->nlmsg_type < NLMSG_MIN_TYPE) {
 			/* netlink's own types (noop, error, done): skipped */
 		} else if (!capable) {
@@ -1146,8 +1150,9 @@ static int __init nlperf_init(void)
 	err = nlperf_parse_params();
 	if (err)
 		return err;
+	/* never NL_CFG_F_NONROOT_SEND: no user may send to the lab's groups */
 	if (allow_unpriv)
-		cfg.flags = NL_CFG_F_NONROOT_RECV | NL_CFG_F_NONROOT_SEND;
+		cfg.flags = NL_CFG_F_NONROOT_RECV;
 
 	spin_lock_init(&nlperf_q.lock);
 	INIT_LIST_HEAD(&nlperf_q.list);

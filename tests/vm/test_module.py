@@ -493,3 +493,46 @@ def test_a_closed_sockets_queued_replies_never_reach_the_next_owner_of_its_port(
     with Control(PROTO) as ctl:
         track(ctl.sock)
         assert ctl.wait_idle(5).fields["skbs_held"] == 0
+
+
+# --- allow_unpriv=1: what a user may do (#13.3) ------------------------------------------------
+
+# As nobody: an echo, a stats read, the generator start/stop and a stats reset (answers: "ok" or
+# the errno), then a send to group 1 and to the port id in argv[2] (the send's errno, or "sent").
+UNPRIV = """
+import json, socket, struct, sys
+proto, port = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
+s.bind((0, 0))
+s.settimeout(5)
+out = {}
+for name, mtype, payload in (("echo", 0x10, b"abcd"), ("stats_get", 0x16, b""),
+                             ("gen_start", 0x14, bytes.fromhex(sys.argv[3])),
+                             ("gen_stop", 0x15, b""), ("stats_reset", 0x17, b"")):
+    s.send(struct.pack("=IHHII", 16 + len(payload), mtype, 1, 7, 0) + payload)
+    d = s.recv(1 << 16)
+    t = struct.unpack_from("=H", d, 4)[0]
+    out[name] = -struct.unpack_from("=i", d, 16)[0] if t == 2 else "ok"
+for name, addr in (("to_group", (0, 1)), ("to_port", (port, 0))):
+    try:
+        s.sendto(struct.pack("=IHHII", 16, 0x18, 0, 0, 0), addr)
+        out[name] = "sent"
+    except OSError as e:
+        out[name] = e.errno
+print(json.dumps(out))
+"""
+
+
+def test_allow_unpriv_serves_users_but_keeps_the_lab_to_root(module: Loaded) -> None:
+    module(mode="callback", allow_unpriv=1)
+    listener = track(open_socket(PROTO, groups=(1,)))
+    listener.settimeout(0.3)
+    gen = wire.gen_request(wire.groups_mask([1]), 64, count=1).hex()
+    out = subprocess.run(_nobody(UNPRIV, PROTO, listener.getsockname()[0], gen),
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "echo": "ok", "stats_get": "ok", "gen_start": errno.EPERM, "gen_stop": errno.EPERM,
+        "stats_reset": errno.EPERM, "to_group": errno.EPERM, "to_port": errno.EPERM}
+    with pytest.raises(TimeoutError):  # nothing reached the group's listener
+        listener.recv(4096)
