@@ -136,7 +136,7 @@ struct nlperf_stats {
 	__u32	kthread_pid;	/* worker kthread (kthread mode), else 0 */
 	__u32	gen_pid;	/* generator kthread while it runs, else 0 */
 	__u32	queue_len;	/* queue bound (deferred modes) */
-	__u32	queue_depth;	/* messages queued now */
+	__u32	queue_depth;	/* messages held: queued or in processing */
 	__u32	queue_hwm;	/* queue depth high-water mark */
 	struct nlperf_stats_counters counters;
 	char	wq_name[32];	/* workqueue name (workqueue mode), else "" */
