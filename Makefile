@@ -40,11 +40,15 @@ test-vm:
 bench: setup
 	$(NLPERF) vm exec --timeout 1800 -- $(abspath $(VENV)/bin/python) -m nlperf.bench
 
+# Long counts: the module under abuse with full counts (>= 100 000 malformed datagrams per
+# model and sender, 20 unloads under load per model, 100 load cycles) and ten signal trials
+# on every lab kernel,
+# then the overrun scenario.
 soak: setup
 	@set -e; for k in $$($(VENV)/bin/python -m nlperf.targets.vm --lab-kernels); do \
 		echo "== soak on $$k"; \
 		$(NLPERF) vm exec --kernel $$k --timeout 7200 -- env NLPERF_SOAK=1 \
-			$(abspath $(PYTEST)) -q -p no:cacheprovider tests/vm/test_interrupts.py; \
+			$(abspath $(PYTEST)) -q -p no:cacheprovider tests/vm/test_faults.py tests/vm/test_interrupts.py; \
 	done
 	$(NLPERF) run scenarios/multicast-overrun.yaml --timeout 7200
 

@@ -18,6 +18,7 @@
 #include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/list.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
@@ -44,14 +45,26 @@
 #define NLPERF_PROTO_MAX	31
 #define NLPERF_QUEUE_LEN_MIN	1U
 #define NLPERF_QUEUE_LEN_MAX	1048576U
+#define NLPERF_QUEUE_BYTES_MIN	65536U
+#define NLPERF_QUEUE_BYTES_MAX	1073741824U
 #define NLPERF_WORK_NS_MAX	NSEC_PER_SEC
 #define NLPERF_WORK_SLEEP_US_MAX	USEC_PER_SEC
 
 #define NLPERF_GEN_SIZE_MAX	65536U
+/*
+ * A queued message holds the datagram's skb while the skb's truesize is at
+ * most twice the message and this much more; past that it holds a copy of
+ * the message alone.
+ */
+#define NLPERF_HOLD_SLACK	4096U
 #define NLPERF_WQ_NAME		"nlperf_wq"
 
-/* Handler results besides a negative errno. */
-#define NLPERF_DONE		0	/* no reply of its own: ack on NLM_F_ACK */
+/*
+ * Handler results besides a negative errno (answered with that error,
+ * which is also the ack). After DONE and REPLIED a request with NLM_F_ACK
+ * is acknowledged, after its data reply if any, as netlink_rcv_skb() does.
+ */
+#define NLPERF_DONE		0	/* no reply of its own */
 #define NLPERF_REPLIED		1	/* sent a data reply */
 #define NLPERF_ACK		2	/* always acknowledge with error 0 */
 
@@ -76,6 +89,10 @@ static unsigned int queue_len = 1024;
 module_param(queue_len, uint, 0444);
 MODULE_PARM_DESC(queue_len, "deferred queue bound, 1..1048576 (default 1024)");
 
+static unsigned int queue_bytes = 16777216;
+module_param(queue_bytes, uint, 0444);
+MODULE_PARM_DESC(queue_bytes, "deferred queue bound in bytes held, 65536..1073741824 (default 16777216)");
+
 static unsigned long work_ns;
 module_param(work_ns, ulong, 0444);
 MODULE_PARM_DESC(work_ns, "busy-wait per message in ns, max 1 s (default 0)");
@@ -86,19 +103,23 @@ MODULE_PARM_DESC(work_sleep_us, "sleep per message in us, max 1 s (default 0)");
 
 static bool allow_unpriv;
 module_param(allow_unpriv, bool, 0444);
-MODULE_PARM_DESC(allow_unpriv, "serve senders without CAP_NET_ADMIN and open groups to all");
+MODULE_PARM_DESC(allow_unpriv, "serve workload and stats reads without CAP_NET_ADMIN, let anyone join groups");
 
 /* ---- state ---- */
 
 /* One netlink message to process; on the stack or queued. */
 struct nlperf_msg {
 	struct list_head node;
-	struct sk_buff *skb;		/* our reference (deferred modes) */
-	const struct nlmsghdr *nlh;	/* inside skb's data */
+	struct sk_buff *skb;		/* our reference (deferred), or NULL */
+	void *copy;			/* the message alone (deferred), or NULL */
+	const struct nlmsghdr *nlh;	/* inside skb's data or copy */
+	unsigned int charge;		/* bytes counted against queue_bytes */
+	struct sock *sk;		/* our kernel socket, skb->sk in input() */
 	u64 recv_ns;			/* input() entry */
 	u64 proc_ns;			/* processing start */
 	u32 portid;			/* sender, from NETLINK_CB in input() */
-	bool capable;			/* sender may be served */
+	u32 epoch;			/* counting period it was received in */
+	bool control;			/* a control message (the instrument) */
 };
 
 /*
@@ -118,24 +139,39 @@ struct nlperf_msg {
 #define nlperf_gctr(group, field) \
 	(&nlperf_gcnt[(group) - 1][NLPERF_GCTR_IDX(field)])
 
+/* Entries held: queued or being processed. */
 struct nlperf_queue {
-	spinlock_t lock;		/* protects list, depth, hwm */
+	spinlock_t lock;		/* protects list, depth, bytes, hwm */
 	struct list_head list;
 	unsigned int depth;
 	unsigned int hwm;
+	size_t bytes;			/* sum of the entries' charges */
 };
 
 struct nlperf_gen {
 	struct task_struct *task;
+	struct sock *sk;		/* sends from: the starter's skb->sk */
 	struct nlperf_gen_req req;
 	u64 seq[NLPERF_MAX_GROUPS];
 	bool done;			/* stream over, waiting to be reaped */
 };
 
+/*
+ * Our kernel socket, for unload only. The protocol is live inside
+ * netlink_kernel_create(), before this is stored, so everything that
+ * sends uses the socket input() was called for (skb->sk) instead.
+ */
 static struct sock *nlperf_sk;
 static enum nlperf_mode nlperf_mode;
 static bool nlperf_stopping;
 
+/*
+ * Counting periods: a stats reset starts a new one. A message counts only
+ * in the period it was received in, so a message queued before a reset and
+ * processed after it shows in neither period's processed or replied, and
+ * processed never exceeds received.
+ */
+static atomic_t nlperf_epoch;
 static atomic64_t nlperf_cnt[NLPERF_NR_CTRS];
 static atomic64_t nlperf_gcnt[NLPERF_MAX_GROUPS][NLPERF_NR_GCTRS];
 
@@ -151,7 +187,18 @@ static u32 nlperf_gen_pid;
 
 /* ---- counters ---- */
 
-static void nlperf_count_bcast(unsigned int group, int err)
+/*
+ * Counts an event on behalf of @m if @m belongs to the current counting
+ * period; @m NULL (the generator) counts always.
+ */
+static void nlperf_inc(const struct nlperf_msg *m, atomic64_t *c)
+{
+	if (!m || m->epoch == (u32)atomic_read(&nlperf_epoch))
+		atomic64_inc(c);
+}
+
+static void nlperf_count_bcast(const struct nlperf_msg *m, unsigned int group,
+			       int err)
 {
 	atomic64_t *c;
 
@@ -163,30 +210,48 @@ static void nlperf_count_bcast(unsigned int group, int err)
 		c = nlperf_gctr(group, bcast_enobufs);
 	else
 		c = nlperf_gctr(group, bcast_other);
-	atomic64_inc(c);
+	nlperf_inc(m, c);
 }
 
-static void nlperf_count_error(int err)
+/* Counts a message answered with @err: control ones apart from the rest. */
+static void nlperf_count_error(const struct nlperf_msg *m, int err)
 {
+	if (m->control) {
+		atomic64_inc(nlperf_ctr(control_errors));
+		return;
+	}
 	switch (err) {
 	case -EPERM:
-		atomic64_inc(nlperf_ctr(err_perm));
+		nlperf_inc(m, nlperf_ctr(err_perm));
 		break;
 	case -EINVAL:
-		atomic64_inc(nlperf_ctr(err_inval));
+		nlperf_inc(m, nlperf_ctr(err_inval));
 		break;
 	case -EOPNOTSUPP:
-		atomic64_inc(nlperf_ctr(err_notsupp));
+		nlperf_inc(m, nlperf_ctr(err_notsupp));
 		break;
 	default:
 		break;
 	}
 }
 
+/* Counts the outcome of handing a reply to @m's sender. */
+static void nlperf_count_reply(const struct nlperf_msg *m, int err)
+{
+	if (m->control)
+		atomic64_inc(err < 0 ? nlperf_ctr(control_errors) :
+				       nlperf_ctr(control_replied));
+	else
+		nlperf_inc(m, err < 0 ? nlperf_ctr(err_reply) :
+					nlperf_ctr(replied));
+}
+
+/* Starts a new counting period with every count at 0. */
 static void nlperf_reset_counters(void)
 {
 	unsigned int i, g;
 
+	atomic_inc(&nlperf_epoch);
 	for (i = 0; i < NLPERF_NR_CTRS; i++)
 		if (i != NLPERF_CTR_IDX(skbs_held))	/* a level, not a count */
 			atomic64_set(&nlperf_cnt[i], 0);
@@ -204,18 +269,17 @@ static void nlperf_reset_counters(void)
 /* Hands a reply to the sender; consumes @skb whatever happens. */
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
-	if (nlmsg_unicast(nlperf_sk, skb, m->portid) < 0)
-		atomic64_inc(nlperf_ctr(err_reply));
-	else
-		atomic64_inc(nlperf_ctr(replied));
+	nlperf_count_reply(m, nlmsg_unicast(m->sk, skb, m->portid));
 }
 
-/* Broadcasts @skb to @group (1..32) and counts the result; consumes @skb. */
-static void nlperf_multicast(struct sk_buff *skb, unsigned int group,
-			     gfp_t gfp)
+/*
+ * Broadcasts @skb from @sk to @group (1..32) and counts the result on
+ * behalf of @m (NULL: the generator); consumes @skb.
+ */
+static void nlperf_multicast(struct sock *sk, const struct nlperf_msg *m,
+			     struct sk_buff *skb, unsigned int group, gfp_t gfp)
 {
-	nlperf_count_bcast(group, nlmsg_multicast(nlperf_sk, skb, 0, group,
-						  gfp));
+	nlperf_count_bcast(m, group, nlmsg_multicast(sk, skb, 0, group, gfp));
 }
 
 /* Allocates a message of @type with @len payload bytes; NULL: no memory. */
@@ -247,16 +311,18 @@ static struct sk_buff *nlperf_reply_new(const struct nlperf_msg *m, u16 type,
 	skb = nlperf_msg_new(m->portid, m->nlh->nlmsg_seq, type, len, flags,
 			     GFP_KERNEL, data);
 	if (!skb)
-		atomic64_inc(nlperf_ctr(err_nomem));
+		nlperf_inc(m, nlperf_ctr(err_nomem));
 	return skb;
 }
 
 /*
  * Multicasts NLPERF_MSG_MCAST_DATA with sequence @seq to @group: @st, then
  * @len - sizeof(*st) bytes of @tail (zeros if NULL). kern_send_ns is
- * stamped last. Counts the outcome, a failed allocation included.
+ * stamped last. Counts the outcome, a failed allocation included, on
+ * behalf of @m (a relay request; NULL: the generator).
  */
-static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
+static void nlperf_mcast_stamped(struct sock *sk, const struct nlperf_msg *m,
+				 struct nlperf_stamp *st, const void *tail,
 				 size_t len, u32 seq, unsigned int group,
 				 gfp_t gfp)
 {
@@ -266,7 +332,7 @@ static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
 	skb = nlperf_msg_new(0, seq, NLPERF_MSG_MCAST_DATA, len, 0, gfp,
 			     &data);
 	if (!skb) {
-		nlperf_count_bcast(group, -ENOMEM);
+		nlperf_count_bcast(m, group, -ENOMEM);
 		return;
 	}
 	if (tail)
@@ -275,25 +341,37 @@ static void nlperf_mcast_stamped(struct nlperf_stamp *st, const void *tail,
 		memset(data + sizeof(*st), 0, len - sizeof(*st));
 	st->kern_send_ns = ktime_get_ns();
 	memcpy(data, st, sizeof(*st));
-	nlperf_multicast(skb, group, gfp);
+	nlperf_multicast(sk, m, skb, group, gfp);
 }
 
 /*
- * NLMSG_ERROR reply carrying @err and a copy of the request header (no
+ * An NLMSG_ERROR reply carrying @err and a copy of the request header (no
  * payload, hence NLM_F_CAPPED), like netlink_ack() but built only from
- * what was captured in input(). @err 0 acknowledges.
+ * what was captured in input(). @err 0 acknowledges. NULL: no memory.
  */
-static void nlperf_send_error(const struct nlperf_msg *m, int err)
+static struct sk_buff *nlperf_error_new(const struct nlperf_msg *m, int err)
 {
 	struct nlmsgerr *e;
 	struct sk_buff *skb;
 
-	skb = nlperf_reply_new(m, NLMSG_ERROR, sizeof(*e), NLM_F_CAPPED,
-			       (void **)&e);
-	if (!skb)
+	skb = nlperf_msg_new(m->portid, m->nlh->nlmsg_seq, NLMSG_ERROR,
+			     sizeof(*e), NLM_F_CAPPED, GFP_KERNEL, (void **)&e);
+	if (skb) {
+		e->error = err;
+		e->msg = *m->nlh;
+	}
+	return skb;
+}
+
+/* An error reply or ack to @m, counted as @m's reply. */
+static void nlperf_send_error(const struct nlperf_msg *m, int err)
+{
+	struct sk_buff *skb = nlperf_error_new(m, err);
+
+	if (!skb) {
+		nlperf_inc(m, nlperf_ctr(err_nomem));
 		return;
-	e->error = err;
-	e->msg = *m->nlh;
+	}
 	nlperf_unicast(m, skb);
 }
 
@@ -349,13 +427,13 @@ static void nlperf_relay_one(const struct nlperf_msg *m, unsigned int group,
 {
 	struct nlperf_stamp st;
 
-	atomic64_inc(nlperf_gctr(group, relay_sent));
+	nlperf_inc(m, nlperf_gctr(group, relay_sent));
 	memcpy(&st, payload, sizeof(st));
 	st.group = group;
 	st.kern_recv_ns = m->recv_ns;
 	st.proc_start_ns = m->proc_ns;
-	nlperf_mcast_stamped(&st, payload + sizeof(st), len, m->nlh->nlmsg_seq,
-			     group, GFP_KERNEL);
+	nlperf_mcast_stamped(m->sk, m, &st, payload + sizeof(st), len,
+			     m->nlh->nlmsg_seq, group, GFP_KERNEL);
 }
 
 static int nlperf_do_relay(const struct nlperf_msg *m)
@@ -450,7 +528,8 @@ static void nlperf_gen_emit(struct nlperf_gen *gen, unsigned int group,
 	};
 
 	atomic64_inc(nlperf_gctr(group, gen_sent));
-	nlperf_mcast_stamped(&st, NULL, len, (u32)st.seq, group, gfp);
+	nlperf_mcast_stamped(gen->sk, NULL, &st, NULL, len, (u32)st.seq, group,
+			     gfp);
 }
 
 static void nlperf_gen_round(struct nlperf_gen *gen, u16 flags)
@@ -547,17 +626,16 @@ static int nlperf_gen_check(const struct nlperf_gen_req *req)
 }
 
 /* Creates and starts a generator. Caller holds nlperf_gen_lock. */
-static int nlperf_gen_spawn(const struct nlperf_gen_req *req)
+static int nlperf_gen_spawn(struct sock *sk, const struct nlperf_gen_req *req)
 {
 	struct task_struct *task;
 	struct nlperf_gen *gen;
 
 	gen = kzalloc(sizeof(*gen), GFP_KERNEL);
-	if (!gen) {
-		atomic64_inc(nlperf_ctr(err_nomem));
+	if (!gen)
 		return -ENOMEM;
-	}
 	gen->req = *req;
+	gen->sk = sk;
 	task = kthread_create(nlperf_gen_thread, gen, "nlperf_gen");
 	if (IS_ERR(task)) {
 		kfree(gen);
@@ -590,7 +668,7 @@ static int nlperf_do_gen_start(const struct nlperf_msg *m)
 		err = -EBUSY;
 	} else {
 		nlperf_gen_reap();
-		err = nlperf_gen_spawn(&req);
+		err = nlperf_gen_spawn(m->sk, &req);
 	}
 	mutex_unlock(&nlperf_gen_lock);
 	return err ? err : NLPERF_ACK;
@@ -625,9 +703,6 @@ static void nlperf_simulate_work(void)
 
 static int nlperf_dispatch(const struct nlperf_msg *m)
 {
-	if (!m->capable)
-		return -EPERM;
-
 	switch (m->nlh->nlmsg_type) {
 	case NLPERF_MSG_ECHO:
 		return nlperf_do_echo(m);
@@ -655,44 +730,54 @@ static int nlperf_dispatch(const struct nlperf_msg *m)
  * Control messages are the instrument, not the workload: they are served
  * inside input() in every mode, so a stats read neither queues behind nor
  * is refused by a full queue of simulated work, and carries no such work.
+ * They touch only the control_* counters.
  */
 static bool nlperf_is_control(u16 type)
 {
 	return type >= NLPERF_MSG_GEN_START && type <= NLPERF_MSG_STATS_RESET;
 }
 
-/* Processes one message in the context of the processing model. */
-static noinline void nlperf_process(struct nlperf_msg *m)
+/* Runs the handler of @m and answers with an error or ack as it says. */
+static void nlperf_serve(struct nlperf_msg *m)
 {
-	int ret;
+	int ret = nlperf_dispatch(m);
 
-	m->proc_ns = ktime_get_ns();
-	atomic64_inc(nlperf_ctr(processed));
-	if (!nlperf_is_control(m->nlh->nlmsg_type))
-		nlperf_simulate_work();
-
-	ret = nlperf_dispatch(m);
 	if (ret < 0) {
-		nlperf_count_error(ret);
+		nlperf_count_error(m, ret);
 		nlperf_send_error(m, ret);
-	} else if (ret == NLPERF_ACK ||
-		   (ret == NLPERF_DONE && (m->nlh->nlmsg_flags & NLM_F_ACK))) {
+	} else if (ret == NLPERF_ACK || (m->nlh->nlmsg_flags & NLM_F_ACK)) {
 		nlperf_send_error(m, 0);
 	}
 }
 
+/* Serves a control message, inside input(). */
+static void nlperf_control(struct nlperf_msg *m)
+{
+	atomic64_inc(nlperf_ctr(control_received));
+	m->proc_ns = ktime_get_ns();
+	nlperf_serve(m);
+}
+
+/* Processes one workload message in the context of the processing model. */
+static noinline void nlperf_process(struct nlperf_msg *m)
+{
+	m->proc_ns = ktime_get_ns();
+	nlperf_inc(m, nlperf_ctr(processed));
+	nlperf_simulate_work();
+	nlperf_serve(m);
+}
+
 /* ---- deferred queue ---- */
 
+/* Takes the oldest entry off the list; it is held until nlperf_msg_free(). */
 static struct nlperf_msg *nlperf_dequeue(void)
 {
 	struct nlperf_msg *m;
 
 	spin_lock_bh(&nlperf_q.lock);
 	m = list_first_entry_or_null(&nlperf_q.list, struct nlperf_msg, node);
-	if (m) {
+	if (m)
 		list_del(&m->node);
-		nlperf_q.depth--;
-	}
 	spin_unlock_bh(&nlperf_q.lock);
 	return m;
 }
@@ -707,14 +792,27 @@ static bool nlperf_queue_pending(void)
 	return pending;
 }
 
-/* Drops a queued entry and the skb reference it holds. */
+/* Frees what an entry holds (not the entry): its skb reference or copy. */
+static void nlperf_release(struct nlperf_msg *m, bool processed)
+{
+	if (m->skb) {
+		if (processed)
+			consume_skb(m->skb);
+		else
+			kfree_skb(m->skb);
+		atomic64_dec(nlperf_ctr(skbs_held));
+	}
+	kvfree(m->copy);
+}
+
+/* Drops a held entry: uncharges it from the queue and frees it. */
 static void nlperf_msg_free(struct nlperf_msg *m, bool processed)
 {
-	if (processed)
-		consume_skb(m->skb);
-	else
-		kfree_skb(m->skb);
-	atomic64_dec(nlperf_ctr(skbs_held));
+	spin_lock_bh(&nlperf_q.lock);
+	nlperf_q.depth--;
+	nlperf_q.bytes -= m->charge;
+	spin_unlock_bh(&nlperf_q.lock);
+	nlperf_release(m, processed);
 	kfree(m);
 }
 
@@ -731,6 +829,43 @@ static unsigned int nlperf_purge(void)
 	return purged;
 }
 
+/*
+ * Drops the queued messages of port @portid, whose socket is being
+ * released: their replies must not reach a new socket that reuses the
+ * port id. One being processed right now is past reach.
+ */
+static void nlperf_purge_port(u32 portid)
+{
+	struct nlperf_msg *m, *tmp;
+	LIST_HEAD(gone);
+
+	spin_lock_bh(&nlperf_q.lock);
+	list_for_each_entry_safe(m, tmp, &nlperf_q.list, node)
+		if (m->portid == portid)
+			list_move_tail(&m->node, &gone);
+	spin_unlock_bh(&nlperf_q.lock);
+
+	list_for_each_entry_safe(m, tmp, &gone, node) {
+		list_del(&m->node);
+		nlperf_msg_free(m, false);
+	}
+}
+
+static int nlperf_netlink_event(struct notifier_block *nb,
+				unsigned long event, void *ptr)
+{
+	const struct netlink_notify *n = ptr;
+
+	if (event == NETLINK_URELEASE && n->protocol == proto &&
+	    net_eq(n->net, &init_net) && n->portid)
+		nlperf_purge_port(n->portid);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block nlperf_netlink_notifier = {
+	.notifier_call = nlperf_netlink_event,
+};
+
 static void nlperf_kick(void)
 {
 	if (nlperf_mode == NLPERF_MODE_KTHREAD)
@@ -739,35 +874,74 @@ static void nlperf_kick(void)
 		queue_work(nlperf_wq, &nlperf_work);
 }
 
-/* Queues a copy of @tmpl holding a reference on @skb; replies on failure. */
+/*
+ * Makes @m hold its message past input(): a reference on @skb when the
+ * message is most of the datagram, else a copy of the message alone, so a
+ * datagram of many small messages is not held once per message. Sets the
+ * charge against queue_bytes. -ENOMEM: nothing held.
+ */
+static int nlperf_hold(struct nlperf_msg *m, struct sk_buff *skb)
+{
+	u32 len = m->nlh->nlmsg_len;
+
+	if (skb->truesize <= 2 * (size_t)len + NLPERF_HOLD_SLACK) {
+		m->skb = skb_get(skb);
+		atomic64_inc(nlperf_ctr(skbs_held));
+		m->charge = sizeof(*m) + skb->truesize;
+		return 0;
+	}
+	m->copy = kvmalloc(len, GFP_KERNEL);
+	if (!m->copy)
+		return -ENOMEM;
+	memcpy(m->copy, m->nlh, len);
+	m->nlh = m->copy;
+	m->charge = sizeof(*m) + len;
+	return 0;
+}
+
+/*
+ * Queues a copy of @tmpl holding its message; replies on failure. The
+ * queue takes at most queue_len entries and queue_bytes of charges, and
+ * one entry of any size when empty.
+ */
 static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 {
 	struct nlperf_msg *m;
+	bool full;
 
 	m = kmalloc(sizeof(*m), GFP_KERNEL);
-	if (!m) {
-		atomic64_inc(nlperf_ctr(err_nomem));
-		nlperf_send_error(tmpl, -ENOMEM);
-		return;
-	}
+	if (!m)
+		goto nomem;
 	*m = *tmpl;
+	if (nlperf_hold(m, skb)) {
+		kfree(m);
+		goto nomem;
+	}
 
 	spin_lock_bh(&nlperf_q.lock);
-	if (nlperf_q.depth >= queue_len) {
-		spin_unlock_bh(&nlperf_q.lock);
+	full = nlperf_q.depth >= queue_len ||
+	       (nlperf_q.depth && nlperf_q.bytes + m->charge > queue_bytes);
+	if (!full) {
+		list_add_tail(&m->node, &nlperf_q.list);
+		nlperf_q.bytes += m->charge;
+		if (++nlperf_q.depth > nlperf_q.hwm)
+			nlperf_q.hwm = nlperf_q.depth;
+	}
+	spin_unlock_bh(&nlperf_q.lock);
+
+	if (full) {
+		nlperf_release(m, false);
 		kfree(m);
-		atomic64_inc(nlperf_ctr(queue_overflows));
+		nlperf_inc(tmpl, nlperf_ctr(queue_overflows));
 		nlperf_send_error(tmpl, -ENOBUFS);
 		return;
 	}
-	m->skb = skb_get(skb);
-	atomic64_inc(nlperf_ctr(skbs_held));
-	list_add_tail(&m->node, &nlperf_q.list);
-	if (++nlperf_q.depth > nlperf_q.hwm)
-		nlperf_q.hwm = nlperf_q.depth;
-	spin_unlock_bh(&nlperf_q.lock);
-
 	nlperf_kick();
+	return;
+
+nomem:
+	nlperf_inc(tmpl, nlperf_ctr(err_nomem));
+	nlperf_send_error(tmpl, -ENOMEM);
 }
 
 /* Processes queued messages until the queue is empty or @stop says so. */
@@ -810,19 +984,40 @@ static void nlperf_work_fn(struct work_struct *work)
 
 /* ---- input ---- */
 
+/*
+ * Refuses a message from a sender without CAP_NET_ADMIN: answered -EPERM
+ * at once, counted in err_perm (control_errors for a control message) and
+ * nowhere else. It is not received: it takes no queue slot, no simulated
+ * work and no workload counter, so a local user (any may send to port 0)
+ * can neither crowd out the lab's senders nor skew what they measure.
+ */
+static void nlperf_refuse(const struct nlperf_msg *m)
+{
+	struct sk_buff *skb = nlperf_error_new(m, -EPERM);
+
+	atomic64_inc(m->control ? nlperf_ctr(control_errors) :
+				  nlperf_ctr(err_perm));
+	if (skb)
+		nlmsg_unicast(m->sk, skb, m->portid);
+}
+
 /* Walks one datagram; runs in the sender's sendmsg() context. */
 static void nlperf_input(struct sk_buff *skb)
 {
 	struct nlperf_msg m = {
+		.sk = skb->sk,
 		.recv_ns = ktime_get_ns(),
 		.portid = NETLINK_CB(skb).portid,
+		.epoch = atomic_read(&nlperf_epoch),
 	};
 	const u8 *pos = skb->data;
 	unsigned int rem = skb->len;
+	bool admin, capable;
 
 	if (READ_ONCE(nlperf_stopping))
 		return;
-	m.capable = allow_unpriv || netlink_capable(skb, CAP_NET_ADMIN);
+	/* decided here, before anything is queued or worked on */
+	admin = netlink_capable(skb, CAP_NET_ADMIN);
 
 	while (rem) {
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)pos;
@@ -833,19 +1028,37 @@ static void nlperf_input(struct sk_buff *skb)
 			atomic64_inc(nlperf_ctr(err_truncated));
 			break;
 		}
-		atomic64_inc(nlperf_ctr(received));
 		m.nlh = nlh;
-		if (nlperf_mode == NLPERF_MODE_CALLBACK ||
-		    nlperf_is_control(nlh->nlmsg_type))
-			nlperf_process(&m);
-		else
-			nlperf_enqueue(&m, skb);
+		m.control = nlperf_is_control(nlh->nlmsg_type);
+		/* what changes the lab's state stays behind CAP_NET_ADMIN */
+		capable = admin || (allow_unpriv &&
+				    (!m.control ||
+				     nlh->nlmsg_type == NLPERF_MSG_STATS_GET));
+		if (nlh->nlmsg_type < NLMSG_MIN_TYPE) {
+			/* netlink's own types (noop, error, done): skipped */
+		} else if (!capable) {
+			nlperf_refuse(&m);
+		} else if (m.control) {
+			nlperf_control(&m);
+		} else {
+			nlperf_inc(&m, nlperf_ctr(received));
+			if (nlperf_mode == NLPERF_MODE_CALLBACK)
+				nlperf_process(&m);
+			else
+				nlperf_enqueue(&m, skb);
+		}
 
 		adv = NLMSG_ALIGN(nlh->nlmsg_len);
 		if (adv >= rem)
 			break;
 		pos += adv;
 		rem -= adv;
+		/*
+		 * One datagram may carry thousands of messages, each with
+		 * simulated work: let the CPU go between them (the sender's
+		 * syscall context may sleep).
+		 */
+		cond_resched();
 	}
 }
 
@@ -871,6 +1084,12 @@ static int nlperf_parse_params(void)
 	    queue_len > NLPERF_QUEUE_LEN_MAX) {
 		pr_err("invalid queue_len=%u (allowed %u..%u)\n", queue_len,
 		       NLPERF_QUEUE_LEN_MIN, NLPERF_QUEUE_LEN_MAX);
+		return -EINVAL;
+	}
+	if (queue_bytes < NLPERF_QUEUE_BYTES_MIN ||
+	    queue_bytes > NLPERF_QUEUE_BYTES_MAX) {
+		pr_err("invalid queue_bytes=%u (allowed %u..%u)\n", queue_bytes,
+		       NLPERF_QUEUE_BYTES_MIN, NLPERF_QUEUE_BYTES_MAX);
 		return -EINVAL;
 	}
 	if (work_ns > NLPERF_WORK_NS_MAX) {
@@ -931,8 +1150,9 @@ static int __init nlperf_init(void)
 	err = nlperf_parse_params();
 	if (err)
 		return err;
+	/* never NL_CFG_F_NONROOT_SEND: no user may send to the lab's groups */
 	if (allow_unpriv)
-		cfg.flags = NL_CFG_F_NONROOT_RECV | NL_CFG_F_NONROOT_SEND;
+		cfg.flags = NL_CFG_F_NONROOT_RECV;
 
 	spin_lock_init(&nlperf_q.lock);
 	INIT_LIST_HEAD(&nlperf_q.list);
@@ -941,18 +1161,25 @@ static int __init nlperf_init(void)
 	err = nlperf_start_model();
 	if (err)
 		return err;
+	/* before the protocol is live: no socket released unseen */
+	err = netlink_register_notifier(&nlperf_netlink_notifier);
+	if (err) {
+		nlperf_stop_model();
+		return err;
+	}
 
 	nlperf_sk = netlink_kernel_create(&init_net, proto, &cfg);
 	if (!nlperf_sk) {
 		pr_err("invalid proto=%d: in use or cannot be registered\n",
 		       proto);
+		netlink_unregister_notifier(&nlperf_netlink_notifier);
 		nlperf_stop_model();
 		return -EINVAL;
 	}
 
-	pr_info("loaded: mode=%s proto=%d queue_len=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
-		nlperf_mode_names[nlperf_mode], proto, queue_len, work_ns,
-		work_sleep_us, allow_unpriv);
+	pr_info("loaded: mode=%s proto=%d queue_len=%u queue_bytes=%u work_ns=%lu work_sleep_us=%u allow_unpriv=%d\n",
+		nlperf_mode_names[nlperf_mode], proto, queue_len, queue_bytes,
+		work_ns, work_sleep_us, allow_unpriv);
 	return 0;
 }
 
@@ -963,6 +1190,7 @@ static void __exit nlperf_exit(void)
 	WRITE_ONCE(nlperf_stopping, true);
 	nlperf_gen_stop();
 	nlperf_stop_model();
+	netlink_unregister_notifier(&nlperf_netlink_notifier);
 	purged = nlperf_purge();
 	if (atomic64_read(nlperf_ctr(skbs_held)))
 		pr_err("skbs_held=%lld after purge\n",

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * nlperf wire format, version 1.
+ * nlperf wire format, version 2.
  *
  * The one definition of what crosses the netlink socket between the
  * nlperf module and user space. nlperf/wire.py mirrors it; a test compiles
@@ -16,7 +16,7 @@
 
 #include <linux/types.h>
 
-#define NLPERF_WIRE_VERSION	1
+#define NLPERF_WIRE_VERSION	2
 #define NLPERF_PROTO_DEFAULT	31	/* 23..31 are unused by mainline */
 #define NLPERF_MAX_GROUPS	32
 
@@ -91,6 +91,11 @@ enum nlperf_mode {
  * table of nlperf/wire.py, which a test compares with this header). __u64
  * fields count events since load or NLPERF_MSG_STATS_RESET; skbs_held, the
  * one __s64, is a level that a reset leaves alone.
+ *
+ * The workload counters count only what was received since the last reset
+ * (a message queued before a reset and processed after it counts nowhere).
+ * Control messages (NLPERF_MSG_GEN_START..NLPERF_MSG_STATS_RESET) touch
+ * only the control_* counters.
  */
 
 /* Per multicast group counters; index g - 1 for group g. */
@@ -105,11 +110,11 @@ struct nlperf_group_stats {
 
 /* Module-wide counters and levels, inside struct nlperf_stats. */
 struct nlperf_stats_counters {
-	__u64	received;	/* messages accepted by input() */
+	__u64	received;	/* workload messages accepted by input() */
 	__u64	processed;	/* messages the processing function ran on */
-	__u64	replied;	/* replies and acks handed to netlink */
+	__u64	replied;	/* replies, errors and acks handed to netlink */
 	__u64	queue_overflows; /* refused with -ENOBUFS: queue full */
-	__u64	err_perm;	/* sender lacks CAP_NET_ADMIN */
+	__u64	err_perm;	/* refused: sender lacks CAP_NET_ADMIN */
 	__u64	err_inval;	/* intact header, inconsistent payload */
 	__u64	err_notsupp;	/* unknown message type */
 	__u64	err_truncated;	/* datagrams cut short by a bad header */
@@ -117,6 +122,9 @@ struct nlperf_stats_counters {
 	__u64	err_reply;	/* nlmsg_unicast() to the sender failed */
 	__s64	skbs_held;	/* skb references the module holds now */
 	__u64	gen_runs;	/* generator streams started */
+	__u64	control_received; /* control messages accepted by input() */
+	__u64	control_replied; /* their replies, errors and acks sent */
+	__u64	control_errors;	/* control messages refused, replies lost */
 };
 
 /* NLPERF_MSG_STATS_GET reply payload. Counters since load or reset. */
@@ -128,7 +136,7 @@ struct nlperf_stats {
 	__u32	kthread_pid;	/* worker kthread (kthread mode), else 0 */
 	__u32	gen_pid;	/* generator kthread while it runs, else 0 */
 	__u32	queue_len;	/* queue bound (deferred modes) */
-	__u32	queue_depth;	/* messages queued now */
+	__u32	queue_depth;	/* messages held: queued or in processing */
 	__u32	queue_hwm;	/* queue depth high-water mark */
 	struct nlperf_stats_counters counters;
 	char	wq_name[32];	/* workqueue name (workqueue mode), else "" */

@@ -50,6 +50,7 @@ PARAMS: dict[str, Param] = {
     "mode": Param(str, "callback", choices=tuple(wire.MODES)),
     "proto": Param(int, wire.PROTO_DEFAULT, 16, 31),
     "queue_len": Param(int, 1024, 1, 1 << 20),
+    "queue_bytes": Param(int, 16 << 20, 64 << 10, 1 << 30, unit="bytes"),
     "work_ns": Param(int, 0, 0, 1_000_000_000, unit="nanoseconds"),
     "work_sleep_us": Param(int, 0, 0, 1_000_000, unit="microseconds"),
     "allow_unpriv": Param(bool, False, 0, 1),

@@ -62,6 +62,7 @@ def env_facts(target: models.Target, accel: models.Accel, cases: list[Case]) -> 
 def module_params(s: Scenario) -> dict[str, str]:
     m = s.module
     return kmod.validate_params({"mode": m.mode, "proto": m.proto, "queue_len": m.queue_len,
+                                 "queue_bytes": m.queue_bytes,
                                  "work_ns": m.work_ns, "work_sleep_us": m.work_sleep_us,
                                  "allow_unpriv": m.allow_unpriv})
 

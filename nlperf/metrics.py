@@ -101,7 +101,7 @@ def multicast_block(source: McSource, sent_by_group: dict[int, int],
         out_receivers.append(Receiver(
             id=r.id, groups=list(r.groups), sent=sent, received=r.received,
             lost=sent - r.received, enobufs=r.enobufs, sk_drops=r.sk_drops,
-            seq_gaps=r.seq_gaps, latency_us=latency_block(lat, 1000.0)))
+            seq_gaps=r.seq_gaps, foreign=r.foreign, latency_us=latency_block(lat, 1000.0)))
     return Multicast(source=source, sent_by_group={str(g): n for g, n in sent_by_group.items()},
                      receivers=out_receivers)
 
@@ -121,6 +121,7 @@ def pool_multicast(blocks: list[Multicast], latencies: dict[str, list[np.ndarray
             id=first.id, groups=first.groups, sent=sum(r.sent for r in rs),
             received=sum(r.received for r in rs), lost=sum(r.lost for r in rs),
             enobufs=sum(r.enobufs for r in rs), seq_gaps=sum(r.seq_gaps for r in rs),
+            foreign=sum(r.foreign for r in rs),
             sk_drops=None if None in drops else sum(d for d in drops if d is not None),
             latency_us=latency_block(np.concatenate(lat) if lat else [], 1000.0)))
     out = Multicast(source=blocks[0].source, sent_by_group=sent_by_group, receivers=receivers)

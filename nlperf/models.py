@@ -123,6 +123,7 @@ class Receiver(Model):
     lost: int
     enobufs: Count
     seq_gaps: Count = 0
+    foreign: Count = 0
     sk_drops: int | None
     latency_us: Latency
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from pathlib import Path
 
 from nlperf import wire
@@ -18,6 +19,8 @@ from nlperf.errors import RunFailed
 SO_RCVBUFFORCE = 33
 SO_MEMINFO = 55  # include/uapi/asm-generic/socket.h: u32[SK_MEMINFO_VARS], rmem_alloc first
 PROC_NETLINK = Path("/proc/net/netlink")
+DRAIN_TIMEOUT = 60.0  # seconds a stats reset waits for the deferred queue to empty
+DRAIN_POLL = 0.01
 
 
 def open_socket(proto: int, *, rcvbuf: int | None = None, groups: tuple[int, ...] = (),
@@ -127,7 +130,32 @@ class Control:
     def stats(self) -> wire.Stats:
         return wire.Stats.unpack(self.request(wire.MSG_STATS_GET))
 
-    def reset_stats(self) -> None:
+    def wait_idle(self, timeout: float = DRAIN_TIMEOUT) -> wire.Stats:
+        """Stats once no message is queued or being processed (the module holds no skb).
+
+        Polls: each poll is one stats request, which the module serves at once and counts
+        apart from the workload. RunFailed after ``timeout`` seconds, naming what is left.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            depth, held = st.fields["queue_depth"], st.fields["skbs_held"]
+            if not depth and not held:
+                return st
+            if time.monotonic() >= deadline:
+                raise RunFailed(f"the module's queue did not drain within {timeout:g} s "
+                                f"({depth} messages queued, {held} skbs held)",
+                                hint="module.work_ns/work_sleep_us × queue_len is the longest "
+                                     "a full queue takes")
+            time.sleep(DRAIN_POLL)
+
+    def reset_stats(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Start a new counting period once the queue is empty.
+
+        A reset served while warm-up messages are still queued would count their processing
+        in the new period, so the queue is drained first.
+        """
+        self.wait_idle(drain_timeout)
         self.request(wire.MSG_STATS_RESET, ack=True)
 
     def gen_start(self, groups: list[int], size: int, count: int = 0, duration_ns: int = 0,

@@ -59,6 +59,7 @@ class Module(Strict):
     mode: Literal[kmod.PARAMS["mode"].choices] = _module_param("mode")  # type: ignore[valid-type]
     proto: int = _module_param("proto")
     queue_len: int = _module_param("queue_len")
+    queue_bytes: int = _module_param("queue_bytes")
     work_ns: int = _module_param("work_ns")
     work_sleep_us: int = _module_param("work_sleep_us")
     allow_unpriv: bool = _module_param("allow_unpriv")

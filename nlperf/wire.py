@@ -1,4 +1,4 @@
-"""Python mirror of kmod/nlperf_uapi.h, wire format v1.
+"""Python mirror of kmod/nlperf_uapi.h, wire format v2.
 
 The C header is the definition; this module repeats each struct once, as a table of
 (field name, struct format) pairs in declaration order, and derives sizes, offsets and packers
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 PROTO_DEFAULT = 31
 MAX_GROUPS = 32
 
@@ -186,6 +186,9 @@ STATS_COUNTERS_LAYOUT = Layout("nlperf_stats_counters", (
     ("err_reply", "Q"),
     ("skbs_held", "q"),
     ("gen_runs", "Q"),
+    ("control_received", "Q"),
+    ("control_replied", "Q"),
+    ("control_errors", "Q"),
 ))
 STATS = Layout("nlperf_stats", (
     ("version", "H"),

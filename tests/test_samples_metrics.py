@@ -363,7 +363,7 @@ def test_sent_to() -> None:
 def test_simple_namespace_receivers_work_too() -> None:
     """multicast_block takes any object with the ReceiverResult attributes."""
     r = SimpleNamespace(id="x", groups=[1], received=3, enobufs=0, sk_drops=None, seq_gaps=0,
-                        records=None)
+                        foreign=0, records=None)
     block = metrics.multicast_block("generator", {1: 5}, [r])
     assert block.receivers[0].lost == 2
     assert block.receivers[0].latency_us.count == 0

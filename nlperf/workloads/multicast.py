@@ -65,6 +65,7 @@ class ReceiverResult:
     received_by_group: dict[int, int] = field(default_factory=dict)
     enobufs: int = 0
     seq_gaps: int = 0
+    foreign: int = 0  # messages from a sender other than the kernel (port id != 0), ignored
     ends: int = 0
     sk_drops: int | None = None
     inode: int = 0
@@ -111,6 +112,7 @@ class Receiver:
         log.reset()
         ctx0, drops0 = self._ctx0, self._drops0
         sock, buf, mono = self.sock, self.buf, time.monotonic_ns
+        recvfrom_into = sock.recvfrom_into
         type_at, data_type, stamped_min = TYPE_AT, wire.MSG_MCAST_DATA, STAMPED_MIN
         unpack_fgs, fgs_at = STAMP_FLAGS_GROUP_SEQ.unpack_from, _FLAGS_GROUP_SEQ_AT
         times, recv_at, pack_ts = STAMP_TIMES, LOG_RECV_AT, TS.pack_into
@@ -120,7 +122,7 @@ class Receiver:
         last = mono()
         while waiting_end:
             try:
-                n = sock.recv_into(buf)
+                n, (sender, _) = recvfrom_into(buf)
             except TimeoutError:
                 if source_done.is_set() and mono() - last > drain_ns:
                     break
@@ -131,6 +133,9 @@ class Receiver:
                     continue
                 raise
             last = t = mono()
+            if sender:  # only the kernel (port id 0) speaks for the lab
+                res.foreign += 1
+                continue
             if n < stamped_min or buf[type_at] != data_type:
                 continue
             flags, group, seq = unpack_fgs(buf, fgs_at)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nlperf import kmod, wire
+from nlperf.errors import RunFailed
 from nlperf.nlsock import Control, open_socket
 from tests.vm.conftest import PROTO, Loaded, client, error_of, recv_msgs, track
 
@@ -92,12 +95,22 @@ def test_stats_equal_what_the_client_counted(module: Loaded, mode: str) -> None:
         assert len(recv_msgs(s, n)) == n
         s.send(wire.nlmsg(wire.MSG_SINK, b"zzz"))
         s.close()
-        time.sleep(0.2)  # the deferred models may still be processing the sink
-        st = ctl.stats().fields
-    # n echoes, one sink and the stats request itself
-    assert st["received"] == n + 2
-    assert st["replied"] == n + 1  # the echoes and the reset's ack
-    assert st["processed"] >= n + 1
+        requests = 0
+        deadline = time.monotonic() + 30
+        while True:  # until the deferred models have processed the sink
+            st = ctl.stats().fields
+            requests += 1
+            if st["processed"] == n + 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+    # the workload alone: n echoes and one sink (#13.7); control traffic is counted apart
+    assert st["received"] == n + 1
+    assert st["processed"] == n + 1
+    assert st["replied"] == n
+    # the stats requests, this one included; the reset's ack and the earlier stats replies
+    assert st["control_received"] == requests
+    assert st["control_replied"] == 1 + (requests - 1)
+    assert st["control_errors"] == 0
     assert st["mode"] == mode
     assert st["skbs_held"] == 0
     if mode == "kthread":
@@ -105,6 +118,38 @@ def test_stats_equal_what_the_client_counted(module: Loaded, mode: str) -> None:
         assert pid > 0 and "nlperf" in Path(f"/proc/{pid}/comm").read_text()
     if mode == "workqueue":
         assert st["wq_name"] == "nlperf_wq"
+
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_a_reset_with_messages_queued_counts_none_of_them(module: Loaded, mode: str) -> None:
+    """A reset served while messages are queued: they belong to the period before it (#13.7)."""
+    module(mode=mode, work_sleep_us=5000)
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        s = client()
+        for i in range(20):
+            s.send(wire.nlmsg(wire.MSG_ECHO, b"before", seq=i))
+        ctl.request(wire.MSG_STATS_RESET, ack=True)  # raw: without reset_stats()'s drain
+        st = ctl.wait_idle().fields
+        assert len(recv_msgs(s, 20)) == 20
+    assert (st["received"], st["processed"], st["replied"]) == (0, 0, 0)
+
+
+def test_reset_stats_drains_the_queue_first(module: Loaded) -> None:
+    module(mode="kthread", work_sleep_us=5000)
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        s = client()
+        for i in range(40):
+            s.send(wire.nlmsg(wire.MSG_SINK, b"", seq=i))
+        ctl.reset_stats()
+        st = ctl.stats().fields
+        assert (st["queue_depth"], st["skbs_held"]) == (0, 0)
+        assert (st["received"], st["processed"]) == (0, 0)
+        for i in range(40):  # 40 × 5 ms of sleeping work cannot drain in 50 ms
+            s.send(wire.nlmsg(wire.MSG_SINK, b"", seq=i))
+        with pytest.raises(RunFailed, match="did not drain"):
+            ctl.reset_stats(drain_timeout=0.05)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -134,8 +179,7 @@ def test_malformed_datagrams_get_error_replies(module: Loaded, mode: str) -> Non
         s.send(wire.nlmsg(wire.MSG_ECHO, b"alive", seq=5))
         (mtype, _, seq, payload), = recv_msgs(s, 1)
         assert (mtype, seq, payload) == (wire.MSG_ECHO, 5, b"alive")
-        time.sleep(0.1)
-        st = ctl.stats().fields
+        st = ctl.wait_idle().fields
     assert st["err_inval"] == 1 and st["err_notsupp"] == 1
     assert st["err_truncated"] == 2
     assert st["skbs_held"] == 0
@@ -154,12 +198,7 @@ def test_relay_and_generator_reach_receivers_on_two_groups(module: Loaded, mode:
         for i in range(20):
             s.send(wire.nlmsg(wire.MSG_RELAY, wire.relay_payload(0b11, i, time.monotonic_ns()),
                               seq=i))
-        # deferred modes relay from the queue: let it empty first, or the generator (started
-        # inside input()) interleaves with the relays and the order checked below is undefined
-        deadline = time.monotonic() + 30
-        while (min(ctl.stats().groups[g]["relay_sent"] for g in (1, 2)) < 20
-               and time.monotonic() < deadline):
-            time.sleep(0.01)
+        ctl.wait_idle()  # the relays out before the generator starts (control is not queued)
         ctl.gen_start([1, 2], 64, count=30)
         deadline = time.monotonic() + 30
         while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
@@ -246,3 +285,254 @@ def test_load_refuses_bad_parameters(ko: Path) -> None:
     with pytest.raises(Exception, match="loading the module failed"):
         kmod.load(ko, {"mode": "bogus"})
     assert not kmod.is_loaded()
+
+
+# --- who may do what (#13) ---------------------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+
+
+# An unprivileged flood: once a line arrives on stdin, the datagram (hex) as fast as it goes
+# until stdin closes; prints how many it sent. Standard library only (nobody cannot import
+# the checkout).
+FLOOD = """
+import json, select, socket, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, int(sys.argv[1]))
+s.bind((0, 0))
+s.setblocking(False)
+msg, sent = bytes.fromhex(sys.argv[2]), 0
+sys.stdin.readline()
+while True:
+    s.send(msg)
+    sent += 1
+    if sent == 1:
+        print("flooding", flush=True)
+    if sent % 32 == 0:
+        while True:
+            try:
+                s.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                pass
+        if select.select([sys.stdin], [], [], 0)[0]:
+            break
+print(json.dumps({"sent": sent}), flush=True)
+"""
+
+
+def _nobody(code: str, *args: object) -> list[str]:
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv missing in the lab VM")
+    return [*NOBODY, sys.executable, "-c", code, *map(str, args)]
+
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_unprivileged_flood_leaves_a_root_echo_unaffected(module: Loaded, mode: str) -> None:
+    """allow_unpriv=0: refused in input(), before any queueing or work (#13.1)."""
+    module(mode=mode, work_sleep_us=2000, queue_len=64)
+    flood = subprocess.Popen(
+        _nobody(FLOOD, PROTO, wire.nlmsg(wire.MSG_ECHO, b"x" * 64).hex()),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+    assert flood.stdin is not None and flood.stdout is not None
+    try:
+        with Control(PROTO) as ctl:
+            track(ctl.sock)
+            ctl.reset_stats()  # before the first flood message: each one is counted
+            flood.stdin.write("go\n")
+            flood.stdin.flush()
+            assert flood.stdout.readline().strip() == "flooding"
+            s = client()
+            n = 20
+            for i in range(n):
+                s.send(wire.nlmsg(wire.MSG_ECHO, b"root", seq=i))
+                (mtype, _, seq, payload), = recv_msgs(s, 1)
+                detail = error_of(payload) if mtype == wire.NLMSG_ERROR else ""
+                assert (mtype, seq, payload) == (wire.MSG_ECHO, i, b"root"), detail
+            flood.stdin.close()  # the flood stops, then says how much it sent
+            out = flood.stdout.read()
+            flood.wait(60)
+            flooded = json.loads(out.strip().splitlines()[-1])["sent"]
+            st = ctl.wait_idle().fields
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+    assert flooded > n
+    # every refused message counted once, and none of them as workload
+    assert (st["received"], st["processed"], st["replied"]) == (n, n, n)
+    assert st["err_perm"] == flooded
+    assert st["queue_overflows"] == 0
+
+
+# --- scheduling, start-up (#13) ----------------------------------------------------------------
+
+WATCHDOG_THRESH = Path("/proc/sys/kernel/watchdog_thresh")
+
+
+def test_a_long_datagram_in_callback_mode_lets_the_cpu_go(module: Loaded) -> None:
+    """Thousands of sink messages with busy work in one datagram: no soft lockup (#13.5).
+
+    The soft-lockup watchdog is set to its shortest threshold (2 s) so that 4 s of work in one
+    input() call shows without cond_resched() between messages; the module fixture fails the
+    test on the report in dmesg.
+    """
+    assert Path("/proc/sys/kernel/soft_watchdog").read_text().strip() == "1"
+    module(mode="callback", work_ns=2_000_000)
+    thresh = WATCHDOG_THRESH.read_text()
+    WATCHDOG_THRESH.write_text("1")
+    try:
+        s = client()
+        s.settimeout(60)
+        n = 2000  # × 2 ms of busy work
+        s.send(b"".join(wire.nlmsg(wire.MSG_SINK, b"", seq=i) for i in range(n))
+               + wire.nlmsg(wire.MSG_ECHO, b"done", seq=n))
+        (mtype, _, seq, payload), = recv_msgs(s, 1)
+        assert (mtype, seq, payload) == (wire.MSG_ECHO, n, b"done")
+    finally:
+        WATCHDOG_THRESH.write_text(thresh)
+
+
+# --- netlink conventions (#13.8) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_request_with_ack_gets_its_reply_then_the_ack(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    s = client()
+    req_ack = wire.NLM_F_REQUEST | wire.NLM_F_ACK
+    stamp = wire.stamp(9, time.monotonic_ns())
+    s.send(wire.nlmsg(wire.MSG_ECHO, b"echo me", flags=req_ack, seq=1)
+           + wire.nlmsg(wire.MSG_TIMED_ECHO, stamp, flags=req_ack, seq=2)
+           + wire.nlmsg(wire.MSG_STATS_GET, b"", flags=req_ack, seq=3)
+           + wire.nlmsg(0x7F, b"", flags=req_ack, seq=4))  # an error is its own ack
+    by_seq: dict[int, list[tuple[int, bytes]]] = {}
+    for mtype, _, seq, payload in recv_msgs(s, 7):  # in deferred modes stats come first
+        by_seq.setdefault(seq, []).append((mtype, payload))
+    assert {seq: [mtype for mtype, _ in msgs] for seq, msgs in by_seq.items()} == {
+        1: [wire.MSG_ECHO, wire.NLMSG_ERROR], 2: [wire.MSG_TIMED_ECHO, wire.NLMSG_ERROR],
+        3: [wire.MSG_STATS_GET, wire.NLMSG_ERROR], 4: [wire.NLMSG_ERROR]}
+    assert by_seq[1][0][1] == b"echo me"
+    assert [error_of(by_seq[seq][-1][1]) for seq in (1, 2, 3, 4)] == [0, 0, 0, errno.EOPNOTSUPP]
+    s.settimeout(0.3)
+    with pytest.raises(TimeoutError):  # nothing more: one ack each
+        s.recv(4096)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_netlink_own_types_are_skipped_not_answered(module: Loaded, mode: str) -> None:
+    module(mode=mode)
+    s = client()
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        ctl.reset_stats()
+        # NLMSG_NOOP, NLMSG_DONE and a type just below NLMSG_MIN_TYPE, then an echo
+        s.send(b"".join(wire.nlmsg(t, b"", flags=wire.NLM_F_REQUEST | wire.NLM_F_ACK, seq=t)
+                        for t in (1, 3, 0x0F))
+               + wire.nlmsg(wire.MSG_ECHO, b"after", seq=99))
+        (mtype, _, seq, payload), = recv_msgs(s, 1)
+        assert (mtype, seq, payload) == (wire.MSG_ECHO, 99, b"after")
+        st = ctl.wait_idle().fields
+    assert (st["received"], st["err_notsupp"], st["replied"]) == (1, 0, 1)
+
+
+# --- what the deferred queue holds (#13.2) -----------------------------------------------------
+
+def test_the_queue_is_bounded_in_bytes_as_well_as_messages(module: Loaded) -> None:
+    module(mode="kthread", queue_len=1024, queue_bytes=262144, work_sleep_us=20000)
+    s = client(rcvbuf=8 << 20)
+    n, size = 40, 32768  # each held as its own ~33 KB skb: about 7 fit in 256 KiB
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        ctl.reset_stats()
+        for i in range(n):
+            s.send(wire.nlmsg(wire.MSG_ECHO, bytes(size), seq=i))
+        got = recv_msgs(s, n)
+        st = ctl.wait_idle().fields
+    echoed = [seq for mtype, _, seq, _ in got if mtype == wire.MSG_ECHO]
+    refused = [seq for mtype, _, seq, p in got
+               if mtype == wire.NLMSG_ERROR and error_of(p) == errno.ENOBUFS]
+    assert len(echoed) + len(refused) == n
+    assert 1 <= st["queue_hwm"] <= 262144 // size
+    assert st["queue_overflows"] == len(refused) >= n - 2 * (262144 // size)
+
+
+def test_small_messages_of_a_large_datagram_are_held_as_copies(module: Loaded) -> None:
+    """Each queued message used to hold the whole datagram's skb (#13.2)."""
+    module(mode="kthread", work_sleep_us=5000)
+    s = client(rcvbuf=8 << 20)
+    n = 100  # 100 × 216 bytes: a datagram far larger than any one message
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        s.send(b"".join(wire.nlmsg(wire.MSG_ECHO, bytes(200), seq=i) for i in range(n)))
+        st = ctl.stats().fields  # served at once; n × 5 ms of work are ahead
+        assert len(recv_msgs(s, n)) == n
+    assert st["queue_depth"] >= n // 2
+    assert st["skbs_held"] == 0
+
+
+# --- port ids (#13.4) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["kthread", "workqueue"])
+def test_a_closed_sockets_queued_replies_never_reach_the_next_owner_of_its_port(
+        module: Loaded, mode: str) -> None:
+    module(mode=mode, work_sleep_us=20000)
+    old = client()
+    port = old.getsockname()[0]
+    for i in range(20):  # 20 × 20 ms queued
+        old.send(wire.nlmsg(wire.MSG_ECHO, b"for the old socket", seq=i))
+    old.close()
+    new = track(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, PROTO))
+    new.bind((port, 0))  # the port id, free again, taken by another socket
+    new.settimeout(5)
+    new.send(wire.nlmsg(wire.MSG_ECHO, b"mine", seq=100))
+    got = []
+    while not got or got[-1][2] != 100:
+        got += recv_msgs(new, 1)
+    # at most the one being processed when the old socket closed is past reach
+    assert len([m for m in got if m[3] == b"for the old socket"]) <= 1
+    assert got[-1][3] == b"mine"
+    with Control(PROTO) as ctl:
+        track(ctl.sock)
+        assert ctl.wait_idle(5).fields["skbs_held"] == 0
+
+
+# --- allow_unpriv=1: what a user may do (#13.3) ------------------------------------------------
+
+# As nobody: an echo, a stats read, the generator start/stop and a stats reset (answers: "ok" or
+# the errno), then a send to group 1 and to the port id in argv[2] (the send's errno, or "sent").
+UNPRIV = """
+import json, socket, struct, sys
+proto, port = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
+s.bind((0, 0))
+s.settimeout(5)
+out = {}
+for name, mtype, payload in (("echo", 0x10, b"abcd"), ("stats_get", 0x16, b""),
+                             ("gen_start", 0x14, bytes.fromhex(sys.argv[3])),
+                             ("gen_stop", 0x15, b""), ("stats_reset", 0x17, b"")):
+    s.send(struct.pack("=IHHII", 16 + len(payload), mtype, 1, 7, 0) + payload)
+    d = s.recv(1 << 16)
+    t = struct.unpack_from("=H", d, 4)[0]
+    out[name] = -struct.unpack_from("=i", d, 16)[0] if t == 2 else "ok"
+for name, addr in (("to_group", (0, 1)), ("to_port", (port, 0))):
+    try:
+        s.sendto(struct.pack("=IHHII", 16, 0x18, 0, 0, 0), addr)
+        out[name] = "sent"
+    except OSError as e:
+        out[name] = e.errno
+print(json.dumps(out))
+"""
+
+
+def test_allow_unpriv_serves_users_but_keeps_the_lab_to_root(module: Loaded) -> None:
+    module(mode="callback", allow_unpriv=1)
+    listener = track(open_socket(PROTO, groups=(1,)))
+    listener.settimeout(0.3)
+    gen = wire.gen_request(wire.groups_mask([1]), 64, count=1).hex()
+    out = subprocess.run(_nobody(UNPRIV, PROTO, listener.getsockname()[0], gen),
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "echo": "ok", "stats_get": "ok", "gen_start": errno.EPERM, "gen_stop": errno.EPERM,
+        "stats_reset": errno.EPERM, "to_group": errno.EPERM, "to_port": errno.EPERM}
+    with pytest.raises(TimeoutError):  # nothing reached the group's listener
+        listener.recv(4096)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import socket
+from threading import Event
 
 import numpy as np
 
+from nlperf import wire
+from nlperf.nlsock import Control
 from nlperf.samples import components
+from nlperf.workloads.multicast import Receiver, ReceiverConfig
 from nlperf.workloads.unicast import Sender, SenderConfig
 from tests.vm.conftest import Loaded
 
@@ -90,3 +94,25 @@ def test_a_deep_window_sizes_its_own_receive_queue_and_loses_nothing(module: Loa
         s.close()
     assert (res.sent, res.received, res.timeouts, res.sk_drops) == (5000, 5000, 0, 0)
     assert (res.reply_truesize, res.rcvbuf) == (s.reply_truesize, s.rcvbuf)
+
+
+def test_a_receiver_counts_what_another_socket_sends_to_its_group_as_foreign(
+        module: Loaded) -> None:
+    """Only the kernel (port id 0) speaks for the lab; a user socket's message is not data."""
+    module(mode="callback")
+    rx = Receiver(ReceiverConfig(id="r", groups=(1,), drain_timeout_ms=300))
+    forger = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, wire.PROTO_DEFAULT)
+    try:
+        forger.bind((0, 0))
+        rx.start_window()
+        end = wire.stamp(0, flags=wire.STAMP_F_END, group=1)  # would end the stream at once
+        forger.sendto(wire.nlmsg(wire.MSG_MCAST_DATA, end), (0, 1))  # root may send to groups
+        with Control(wire.PROTO_DEFAULT) as ctl:
+            ctl.gen_start([1], 64, count=5)
+            done = Event()
+            done.set()
+            res = rx.run(done, (1,))
+    finally:
+        forger.close()
+        rx.close()
+    assert (res.foreign, res.received, res.ends) == (1, 6, 1)
