@@ -120,6 +120,7 @@ struct nlperf_msg {
 	u32 portid;			/* sender, from NETLINK_CB in input() */
 	u32 epoch;			/* counting period it was received in */
 	bool control;			/* a control message (the instrument) */
+	bool orphan;			/* its socket was released: no reply */
 };
 
 /*
@@ -266,9 +267,18 @@ static void nlperf_reset_counters(void)
 
 /* ---- sending ---- */
 
-/* Hands a reply to the sender; consumes @skb whatever happens. */
+/*
+ * Hands a reply to the sender; consumes @skb whatever happens. An orphan's
+ * port id may belong to another socket by now: its reply fails as it would
+ * have to the closed socket.
+ */
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
+	if (m->orphan) {
+		nlmsg_free(skb);
+		nlperf_count_reply(m, -ECONNREFUSED);
+		return;
+	}
 	nlperf_count_reply(m, nlmsg_unicast(m->sk, skb, m->portid));
 }
 
@@ -830,25 +840,20 @@ static unsigned int nlperf_purge(void)
 }
 
 /*
- * Drops the queued messages of port @portid, whose socket is being
- * released: their replies must not reach a new socket that reuses the
- * port id. One being processed right now is past reach.
+ * Marks the queued messages of port @portid, whose socket is being
+ * released, as orphans: they are still processed (and counted), but their
+ * replies must not reach a new socket that reuses the port id. One being
+ * processed right now is past reach.
  */
-static void nlperf_purge_port(u32 portid)
+static void nlperf_orphan_port(u32 portid)
 {
-	struct nlperf_msg *m, *tmp;
-	LIST_HEAD(gone);
+	struct nlperf_msg *m;
 
 	spin_lock_bh(&nlperf_q.lock);
-	list_for_each_entry_safe(m, tmp, &nlperf_q.list, node)
+	list_for_each_entry(m, &nlperf_q.list, node)
 		if (m->portid == portid)
-			list_move_tail(&m->node, &gone);
+			m->orphan = true;
 	spin_unlock_bh(&nlperf_q.lock);
-
-	list_for_each_entry_safe(m, tmp, &gone, node) {
-		list_del(&m->node);
-		nlperf_msg_free(m, false);
-	}
 }
 
 static int nlperf_netlink_event(struct notifier_block *nb,
@@ -858,7 +863,7 @@ static int nlperf_netlink_event(struct notifier_block *nb,
 
 	if (event == NETLINK_URELEASE && n->protocol == proto &&
 	    net_eq(n->net, &init_net) && n->portid)
-		nlperf_purge_port(n->portid);
+		nlperf_orphan_port(n->portid);
 	return NOTIFY_DONE;
 }
 

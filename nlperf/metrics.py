@@ -41,6 +41,7 @@ def unicast_block(senders: list[Any], timed: bool) -> Unicast:
         received=received,
         errors=sum(s.errors for s in senders),
         timeouts=sum(s.timeouts for s in senders),
+        foreign=sum(getattr(s, "foreign", 0) for s in senders),
         throughput_per_s=round(received / (elapsed / 1e9), 1) if elapsed and received
         else (round(sent / (elapsed / 1e9), 1) if elapsed else 0.0),
         elapsed_s=round(elapsed / 1e9, 6),
@@ -73,6 +74,7 @@ def pool_unicast(blocks: list[Unicast], records: list[np.ndarray], timed: bool) 
     out = Unicast(sent=sum(b.sent for b in blocks), received=received,
                   errors=sum(b.errors for b in blocks),
                   timeouts=sum(b.timeouts for b in blocks),
+                  foreign=sum(b.foreign for b in blocks),
                   throughput_per_s=round(received / elapsed, 1) if elapsed else 0.0,
                   elapsed_s=round(elapsed, 6),
                   **_latencies(_records(list(records)), timed))
@@ -101,7 +103,8 @@ def multicast_block(source: McSource, sent_by_group: dict[int, int],
         out_receivers.append(Receiver(
             id=r.id, groups=list(r.groups), sent=sent, received=r.received,
             lost=sent - r.received, enobufs=r.enobufs, sk_drops=r.sk_drops,
-            seq_gaps=r.seq_gaps, foreign=r.foreign, latency_us=latency_block(lat, 1000.0)))
+            seq_gaps=r.seq_gaps, foreign=getattr(r, "foreign", 0),
+            latency_us=latency_block(lat, 1000.0)))
     return Multicast(source=source, sent_by_group={str(g): n for g, n in sent_by_group.items()},
                      receivers=out_receivers)
 

@@ -93,6 +93,7 @@ class Unicast(Model):
     received: Count
     errors: Count
     timeouts: Count = 0
+    foreign: Count = 0
     throughput_per_s: Annotated[float, Field(ge=0)]
     elapsed_s: float = 0.0
     errnos: Opt[dict[str, int]] = None

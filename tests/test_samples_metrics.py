@@ -162,7 +162,7 @@ def test_unicast_block_pools_senders() -> None:
     for key in ("queue_us", "processing_us"):
         assert block[key]["count"] == 5
     # what a closed-loop block holds, and nothing else (no open-loop rate keys)
-    assert list(block) == ["sent", "received", "errors", "timeouts", "throughput_per_s",
+    assert list(block) == ["sent", "received", "errors", "timeouts", "foreign", "throughput_per_s",
                            "elapsed_s", "errnos", "rtt_us", "user_to_kernel_us", "queue_us",
                            "processing_us", "kernel_to_user_us"]
 

@@ -69,6 +69,7 @@ class SenderResult:
     errors: int = 0
     timeouts: int = 0
     enobufs: int = 0
+    foreign: int = 0  # messages from a sender other than the kernel (port id != 0), ignored
     errnos: dict[str, int] = field(default_factory=dict)
     elapsed_ns: int = 0
     records: np.ndarray | None = None
@@ -202,14 +203,14 @@ class Sender:
                    log: StampLog) -> SenderResult:
         """One timed echo in flight: the headline latency loop, as lean as CPython allows.
 
-        Per message: two clock reads, one pack_into, send, recv_into, one slice copy and one
+        Per message: two clock reads, one pack_into, send, recvfrom_into, one slice copy and one
         pack_into into the log. The nlmsg_seq field is left alone (the stamp carries the
         sequence), the deadline is read every 64 messages, and anything unusual (an error
         reply, a short reply, a full log) goes through the general path.
         """
         res = SenderResult()
         sock, buf, rbuf = self.sock, self.dgram.buf, self.rbuf
-        send, recv_into = sock.send, sock.recv_into
+        send, recvfrom_into = sock.send, sock.recvfrom_into
         mono = time.monotonic_ns
         pack_stamp, pack_ts = STAMP_SEQ_TS.pack_into, TS.pack_into
         stamp_off, type_at, err_lo = _SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
@@ -229,7 +230,10 @@ class Sender:
             seq += 1
             sent += 1
             try:
-                n = recv_into(rbuf)
+                n, (sender, _) = recvfrom_into(rbuf)
+                while sender:  # only the kernel (port id 0) answers for the lab
+                    res.foreign += 1
+                    n, (sender, _) = recvfrom_into(rbuf)
             except TimeoutError:
                 res.timeouts += 1
                 continue
@@ -273,7 +277,7 @@ class Sender:
         timed = cfg.kind == "timed"
         raw_sent = array("q", bytes(8 * (window * 2 + batch))) if cfg.kind == "raw" else None
         mono = time.monotonic_ns
-        send, recv_into = sock.send, sock.recv_into
+        send, recvfrom_into = sock.send, sock.recvfrom_into
         pack_seq, pack_stamp, pack_ts = SEQ.pack_into, STAMP_SEQ_TS.pack_into, TS.pack_into
         seq_at, stamp_off, type_at, err_lo = SEQ_AT, _SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
         reply_min, record, recv_at = STAMPED_MIN, LOG_RECORD, LOG_RECV_AT
@@ -310,7 +314,7 @@ class Sender:
             if in_flight == 0:
                 break
             try:
-                n = recv_into(rbuf)
+                n, (sender, _) = recvfrom_into(rbuf)
             except TimeoutError:
                 # replies the kernel dropped (receive queue full): count them, never hang
                 res.timeouts += in_flight
@@ -320,6 +324,9 @@ class Sender:
                 res.note_overrun(e)
                 continue
             t = mono()
+            if sender:  # only the kernel (port id 0) answers for the lab
+                res.foreign += 1
+                continue
             in_flight -= 1
             if timed and n >= reply_min and rbuf[type_at] != err_lo:
                 res.received += 1
@@ -364,7 +371,7 @@ class Sender:
         in_flight = 0
         last_reply = start
         timeout_ns = cfg.reply_timeout_ms * 1_000_000
-        recv_into = sock.recv_into
+        recvfrom_into = sock.recvfrom_into
         sock.setblocking(False)
         try:
             while True:
@@ -387,11 +394,14 @@ class Sender:
                 got = 0
                 while in_flight:
                     try:
-                        n = recv_into(rbuf)
+                        n, (sender, _) = recvfrom_into(rbuf)
                     except BlockingIOError:
                         break
                     except OSError as e:
                         res.note_overrun(e)
+                        continue
+                    if sender:  # only the kernel (port id 0) answers for the lab
+                        res.foreign += 1
                         continue
                     got += 1
                     self._on_reply(n, mono(), log, res, raw_sent)

@@ -116,3 +116,25 @@ def test_a_receiver_counts_what_another_socket_sends_to_its_group_as_foreign(
         forger.close()
         rx.close()
     assert (res.foreign, res.received, res.ends) == (1, 6, 1)
+
+
+def test_a_sender_counts_a_message_from_another_socket_as_foreign(module: Loaded) -> None:
+    """A root socket may send to a sender's port: not a reply (only port id 0 is the kernel)."""
+    module(mode="callback")
+    forger = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, wire.PROTO_DEFAULT)
+    forger.bind((0, 0))
+    try:
+        for cfg in (SenderConfig(kind="timed", count=50),
+                    SenderConfig(kind="timed", count=60, window=4)):
+            s = Sender(cfg)
+            try:
+                forged = wire.nlmsg(wire.MSG_TIMED_ECHO, wire.stamp(0, 1))
+                forger.sendto(forged, (s.sock.getsockname()[0], 0))
+                res = s.run(cfg.count, None)
+            finally:
+                s.close()
+            assert (res.foreign, res.received, res.timeouts) == (1, cfg.count, 0)
+            assert res.records is not None
+            _check_timed(res.records, cfg.count)
+    finally:
+        forger.close()
