@@ -31,6 +31,19 @@ def _latencies(records: np.ndarray, timed: bool) -> dict[str, Latency]:
     return out
 
 
+def _pool_own_queues(into: Unicast, parts: list[Any]) -> None:
+    """The senders' own receive queues over senders side by side or over repetitions (both
+    carry sk_drops, reply_truesize, rcvbuf): drops summed, unknown if any part could not tell;
+    the largest charge per reply and the smallest queue."""
+    drops = [p.sk_drops for p in parts]
+    if parts and None not in drops:
+        into.sk_drops = sum(d for d in drops if d is not None)
+    sized = [p for p in parts if p.rcvbuf is not None]
+    if sized:
+        into.reply_truesize = max(p.reply_truesize or 0 for p in sized)
+        into.rcvbuf = min(p.rcvbuf for p in sized)
+
+
 def unicast_block(senders: list[Any], timed: bool) -> Unicast:
     """Pool sender results (SenderResult-like) that ran side by side."""
     sent = sum(s.sent for s in senders)
@@ -53,13 +66,7 @@ def unicast_block(senders: list[Any], timed: bool) -> Unicast:
             errnos[k] = errnos.get(k, 0) + v
     if errnos:
         block.errnos = errnos
-    drops = [s.sk_drops for s in senders]
-    if senders and None not in drops:
-        block.sk_drops = sum(d for d in drops if d is not None)
-    sized = [s for s in senders if s.rcvbuf is not None]
-    if sized:
-        block.reply_truesize = max(s.reply_truesize for s in sized)
-        block.rcvbuf = min(s.rcvbuf for s in sized)
+    _pool_own_queues(block, senders)
     rates = [s.achieved_rate for s in senders if s.achieved_rate is not None]
     if rates:
         block.achieved_rate_per_s = round(sum(rates), 1)
@@ -78,13 +85,7 @@ def pool_unicast(blocks: list[Unicast], records: list[np.ndarray], timed: bool) 
                   throughput_per_s=round(received / elapsed, 1) if elapsed else 0.0,
                   elapsed_s=round(elapsed, 6),
                   **_latencies(_records(list(records)), timed))
-    drops = [b.sk_drops for b in blocks]
-    if blocks and None not in drops:
-        out.sk_drops = sum(d for d in drops if d is not None)
-    sized = [b for b in blocks if b.rcvbuf is not None]
-    if sized:
-        out.reply_truesize = max(b.reply_truesize or 0 for b in sized)
-        out.rcvbuf = min(b.rcvbuf for b in sized if b.rcvbuf is not None)
+    _pool_own_queues(out, blocks)
     return out
 
 

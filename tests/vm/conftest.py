@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,15 @@ def module(ko: Path) -> Iterator[Loaded]:
     new = dmesg()[len(before):]
     for bad in BAD_DMESG:
         assert bad not in new, f"dmesg shows {bad}:\n{new[-3000:]}"
+
+
+def unloads_within(seconds: float) -> None:
+    """rmmod succeeds, and within ``seconds``, once the lab's sockets are closed: nothing the
+    module was doing (a full queue of slow work, a running generator) may hold it."""
+    t0 = time.monotonic()
+    kmod.unload(timeout=seconds)
+    assert not kmod.is_loaded()
+    assert time.monotonic() - t0 < seconds
 
 
 def client(rcvbuf: int | None = None) -> socket.socket:
