@@ -24,7 +24,7 @@ lint:
 	$(VENV)/bin/ruff check nlperf tests
 
 test-host:
-	$(PYTEST) -q tests --ignore=tests/vm
+	$(PYTEST) -q --durations=15 tests --ignore=tests/vm
 
 # One boot per lab kernel (Debian's 6.1 and 6.12): the module and probes must work on both.
 # The signal trials (tests/vm/test_interrupts.py, ~4 min under TCG: each run compiles the probes)
@@ -33,7 +33,7 @@ test-host:
 test-vm:
 	@set -e; skip=""; for k in $$($(VENV)/bin/python -m nlperf.targets.vm --lab-kernels); do \
 		echo "== lab VM tests on $$k"; \
-		$(NLPERF) vm exec --kernel $$k --timeout 1200 -- $(abspath $(PYTEST)) -q -p no:cacheprovider tests/vm $$skip; \
+		$(NLPERF) vm exec --kernel $$k --timeout 1200 -- $(abspath $(PYTEST)) -q -p no:cacheprovider --durations=15 tests/vm $$skip; \
 		skip="--ignore=tests/vm/test_interrupts.py"; \
 	done
 
