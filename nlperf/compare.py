@@ -2,16 +2,18 @@
 
 One case comparison (B against A) compares every metric both have (nlperf/catalog.py):
 
-* value metrics: per-repetition values, ``stats.compare_metric`` (ratio of medians, bootstrap
-  CI resampling repetitions, Welch's t on logs); 0 in every repetition on both sides is
-  "no change" without a test;
+* value metrics: per-repetition values, ``stats.compare_metric`` (ratio of geometric means,
+  the t-interval of the log ratio and its t-test: paired t round by round, else Welch's t
+  on logs; ratio of medians with a bootstrap CI and a rank test where a value is ≤ 0);
+  0 in every repetition on both sides is "no change" without a test;
 * count metrics: per-repetition rates compared the same way — the repetition is the
   independent unit, not the message; when A's typical repetition had no event (a ratio to 0
   is undefined) the pooled counts go to the exact conditional Poisson test
   (``stats.compare_counts``), which also calls "no events on either side" "no change".
 
-Holm's correction runs over the metrics of one case comparison; the verdict needs the
-Holm-adjusted p below alpha and the ratio's CI outside the noise band (default ±2 %).
+Holm's correction runs over the metrics of one case comparison; a verdict "faster" or
+"slower" (and ``significant``) needs the Holm-adjusted p below alpha and the ratio's CI
+wholly outside the noise band (default ±2 %).
 
 Paired or not (``stats``' docstring; ``paired`` in every output row): a metric is compared
 round by round when both sides ran in the same rounds of one boot and have its values for
@@ -53,8 +55,9 @@ def options(threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> stats.CompareOption
 
 def _zero_both(metric: Metric, n_a: int, n_b: int, o: stats.CompareOptions,
                paired: bool) -> stats.Comparison:
+    statistic = "median" if o.statistic == "geomean" else o.statistic  # 0 has no log
     return stats.Comparison(
-        metric=metric.key, higher_is_better=metric.higher_is_better, statistic=o.statistic,
+        metric=metric.key, higher_is_better=metric.higher_is_better, statistic=statistic,
         n_a=n_a, n_b=n_b, estimate_a=0.0, estimate_b=0.0, ratio=None, ci=None,
         confidence=o.confidence, test="none", p_value=None, p_rank=None, p_holm=None,
         alpha=o.alpha, significant=False, threshold=o.threshold, verdict="no change",
@@ -265,7 +268,7 @@ def short_reason(c: stats.Comparison) -> str:
     band = f"±{100 * c.threshold:g} %"
     low, high = c.ci
     outside = low > 1 + c.threshold or high < 1 - c.threshold
-    if c.significant:
+    if c.p_holm is not None and c.p_holm < c.alpha:
         return f"CI reaches into {band}"
     return "not significant" if outside else f"not significant, CI wider than {band}"
 
@@ -301,11 +304,12 @@ def to_markdown(rc: RunComparison) -> str:
     pairing = ("every metric paired" if every and paired == len(every) else
                "none paired" if not paired else f"{paired} of {len(every)} metrics paired")
     lines = [summary_line(rc), "",
-             f"Ratio = candidate ÷ baseline (median of repetitions), {100 * o.confidence:.0f} % "
-             f"bootstrap CI; p Holm-adjusted over each case's metrics, α = {o.alpha:g}; "
-             f"noise band ±{100 * o.threshold:g} %. Paired: both sides ran in the same rounds "
-             "of one boot, compared round by round (rounds resampled jointly, paired t on the "
-             f"log ratios); else unpaired (Welch's t on logs) — {pairing}."]
+             f"Ratio = candidate ÷ baseline (geometric means of repetitions), "
+             f"{100 * o.confidence:.0f} % t-interval; p of the t-test on logs, Holm-adjusted "
+             f"over each case's metrics, α = {o.alpha:g}; noise band ±{100 * o.threshold:g} %; "
+             "significant = p below α and the CI outside the band. Paired: both sides ran in "
+             "the same rounds of one boot, compared round by round (paired t on the log "
+             f"ratios); else unpaired (Welch's t on logs) — {pairing}."]
     for cc in rc.comparisons:
         lines += ["", f"## {cc.candidate} vs {cc.baseline}: {cc.case}", "",
                   "| metric | baseline | candidate | ratio [CI] | p (Holm) | verdict | paired |",

@@ -125,7 +125,7 @@ def _pairing(al: Along | None) -> str:
         return ""
     if all(c.paired for c in every):
         return ("Paired: the cases ran in the same rounds of one boot, so each comparison is "
-                "round by round (rounds resampled jointly, paired t on the log ratios) and the "
+                "round by round (paired t on the per-round log ratios) and the "
                 "boot's drift between rounds cancels.")
     if not any(c.paired for c in every):
         return ("Unpaired: the cases did not run in shared rounds (order sequential, or "
@@ -139,8 +139,9 @@ def verdict_section(run: RunAnalysis, al: Along | None, o: stats.CompareOptions)
     if not run.cases:
         s.blocks.append(Para(["No case finished: nothing to judge."]))
         return s
-    how = (f"Ratio = model ÷ baseline, medians of per-repetition values, {100 * o.confidence:.0f}"
-           f" % bootstrap CI over repetitions; verdict: Holm-adjusted p < {o.alpha:g} and the CI "
+    how = (f"Ratio = model ÷ baseline, geometric means of per-repetition values, "
+           f"{100 * o.confidence:.0f} % t-interval on the log ratio; verdict: the t-test's "
+           f"Holm-adjusted p < {o.alpha:g} and the CI "
            f"outside a ±{100 * o.threshold:g} % noise band, else “no change” (CI inside the band) "
            "or “inconclusive”. Lower is better except throughput. " + _pairing(al))
     if al is not None:
@@ -236,9 +237,10 @@ def trust_section(run: RunAnalysis) -> Section:
                              "repetitions ≥ 5 to compare.", "warn"))
     elif reps and reps[0] < stats.MIN_REPETITIONS:
         s.blocks.append(Note(
-            f"Few repetitions ({reps[0]}): a 95 % bootstrap CI over {reps[0]} repetitions "
-            "covers the truth far less often than 95 % (measured: 50 % at 2, 75 % at 3, 87 % at "
-            "4, 92–94 % from 5 on). Treat verdicts as provisional.", "warn"))
+            f"Few repetitions ({reps[0]}): the verdicts' t-intervals keep their 95 % but are "
+            "wide, and the per-case estimates' bootstrap CIs cover the truth far less often "
+            "than 95 % (measured: 50 % at 2, 75 % at 3, 87 % at 4, 92–94 % from 5 on). Treat "
+            "verdicts as provisional.", "warn"))
     unstable = [[c.label, w] for c in run.cases for w in c.warnings()
                 if not w.startswith("probes moved")]
     if unstable:

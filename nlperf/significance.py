@@ -1,5 +1,5 @@
-"""Two-sided p-values of the tests behind a verdict, and Holm's correction (nlperf/stats.py
-says which test decides when).
+"""Two-sided p-values of the tests behind a verdict, the t-interval of the ratio that goes
+with the t-tests on logs, and Holm's correction (nlperf/stats.py says which decides when).
 
 Unpaired (two independent sets of repetitions): Welch's t on logs, Mann-Whitney U.
 Paired (repetition r of A and of B ran in the same round of one boot, nlperf/design.py): the
@@ -21,16 +21,40 @@ import numpy as np
 from scipy import stats as sps
 
 
-def welch_log_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Welch t-test on log values; needs ≥ 2 positive values a side."""
+def log_t(a: np.ndarray, b: np.ndarray, *, paired: bool) -> tuple[float, float, float]:
+    """(mean log ratio, its standard error, degrees of freedom) of B against A; needs ≥ 2
+    positive values a side. Paired: the one-sample t on the per-round log ratios
+    log(B_r / A_r) (n − 1 df; drift shared by A_r and B_r cancels in each). Unpaired:
+    Welch's t on the difference of mean logs (Welch–Satterthwaite df). exp(mean log ratio)
+    is the ratio of geometric means in both cases."""
     la, lb = np.log(a), np.log(b)
+    if paired:
+        d = lb - la
+        return float(np.mean(d)), float(np.std(d, ddof=1)) / math.sqrt(d.size), d.size - 1.0
     va, vb = float(np.var(la, ddof=1)) / la.size, float(np.var(lb, ddof=1)) / lb.size
     diff = float(np.mean(lb) - np.mean(la))
-    if va + vb == 0:  # no spread at all: a difference is certain, no difference is none
-        return 1.0 if diff == 0 else 0.0
-    t = diff / math.sqrt(va + vb)
+    if va + vb == 0:
+        return diff, 0.0, float(la.size + lb.size - 2)
     df = (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1))
-    return float(2 * sps.t.sf(abs(t), df))
+    return diff, math.sqrt(va + vb), df
+
+
+def log_t_p(a: np.ndarray, b: np.ndarray, *, paired: bool) -> float:
+    """Two-sided p of the t-test on logs (``log_t``): mean log ratio = 0."""
+    diff, se, df = log_t(a, b, paired=paired)
+    if se == 0:  # no spread at all: a difference is certain, no difference is none
+        return 1.0 if diff == 0 else 0.0
+    return float(2 * sps.t.sf(abs(diff) / se, df))
+
+
+def log_t_ratio_ci(a: np.ndarray, b: np.ndarray, *, paired: bool, confidence: float
+                   ) -> tuple[float, tuple[float, float]]:
+    """The ratio B/A of geometric means and its t-interval, exponentiated from the log scale:
+    exp(mean log ratio ± t(df, (1 + confidence) / 2) · se). It is the interval of the test
+    ``log_t_p`` (it excludes 1 exactly when p < 1 − confidence); no spread: zero width."""
+    diff, se, df = log_t(a, b, paired=paired)
+    reach = float(sps.t.ppf((1.0 + confidence) / 2.0, df)) * se if se > 0 else 0.0
+    return math.exp(diff), (math.exp(diff - reach), math.exp(diff + reach))
 
 
 def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,19 +68,6 @@ def paired_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if np.all(a > 0) and np.all(b > 0):
         return np.log(b) - np.log(a)
     return b - a
-
-
-def paired_log_t_p(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Two-sided t-test of mean(log(B_r / A_r)) = 0 (the paired t on logs); needs ≥ 2 pairs
-    of positive values. Drift shared by A_r and B_r cancels in each log ratio."""
-    if a.size < 2:
-        return None
-    d = np.log(b) - np.log(a)
-    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
-    if sd == 0:  # the same ratio in every round: certain when it is not 1
-        return 1.0 if mean == 0 else 0.0
-    t = mean / (sd / math.sqrt(d.size))
-    return float(2 * sps.t.sf(abs(t), d.size - 1))
 
 
 def signed_rank_p(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -80,10 +91,10 @@ def tests(a: np.ndarray, b: np.ndarray, *, on_logs: bool, paired: bool
     logs = on_logs and bool(np.all(a > 0) and np.all(b > 0))
     if paired:
         p_rank = signed_rank_p(a, b)
-        return ("paired-t-log", paired_log_t_p(a, b), p_rank) if logs else (
+        return ("paired-t-log", log_t_p(a, b, paired=True), p_rank) if logs else (
             "wilcoxon", p_rank, p_rank)
     p_rank = mann_whitney_p(a, b)
-    return ("welch-log", welch_log_p(a, b), p_rank) if logs else (
+    return ("welch-log", log_t_p(a, b, paired=False), p_rank) if logs else (
         "mannwhitney", p_rank, p_rank)
 
 
@@ -95,6 +106,17 @@ def rank_floor(test: str, n_a: int, n_b: int) -> float | None:
     if test == "mannwhitney":
         return 2.0 / math.comb(n_a + n_b, n_a)
     return None
+
+
+def rank_disagrees(test: str, p_rank: float | None, n_a: int, n_b: int, alpha: float) -> str:
+    """A note for a verdict the t-test decided when the rank cross-check could have reached
+    alpha at these sizes and did not. It does not veto (below 6 pairs, or 4 + 4 repetitions,
+    it never could reach 0.05), it says."""
+    rank = {"paired-t-log": "wilcoxon", "welch-log": "mannwhitney"}.get(test)
+    floor = rank_floor(rank, n_a, n_b) if rank else None
+    if p_rank is None or floor is None or floor >= alpha or p_rank < alpha:
+        return ""
+    return f"the rank cross-check ({rank}) disagrees: p_rank={p_rank:.3g}"
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

@@ -99,14 +99,23 @@ def test_observer_effect_is_probed_against_control_with_a_warning_past_10_percen
         tmp_path: Path) -> None:
     costly = Spec("mode=callback", {"module.mode": "callback"}, probe_cost=1.2, reps=5, seed=1)
     cheap = Spec("mode=kthread", {"module.mode": "kthread"}, probe_cost=1.05, reps=5, seed=2)
-    run = analysis.analyze(write_run(tmp_path, "observer", [costly, cheap]))
+    run_dir = write_run(tmp_path, "observer", [costly, cheap])
+    run = analysis.analyze(run_dir)
     effect = run.cases[0].observer
     assert effect is not None
     p50 = effect.comparisons["rtt_p50_us"]
     assert p50.ratio == pytest.approx(1.2, rel=0.02) and p50.verdict == "slower"
     assert p50.ci is not None and p50.ci[0] <= 1.2 <= p50.ci[1]
     assert effect.comparisons["throughput_per_s"].verdict == "slower"  # fewer messages/s
-    assert any("round trip p50 by +20 %" in w for w in effect.warnings())
+    # the warning quotes the ratio of geometric means, probed ÷ probes-off, of the p50s written
+    written = results.read_summary(run_dir).cases[0]
+    assert written.control is not None
+    probed, control = (np.log([r.unicast.rtt_us.p50 for r in reps])  # type: ignore[union-attr]
+                       for reps in (written.repetitions, written.control.repetitions))
+    ratio = math.exp(probed.mean() - control.mean())
+    assert p50.ratio == pytest.approx(ratio, rel=1e-12)
+    assert f"probes moved round trip p50 by {100 * (ratio - 1):+.0f} % (probed ÷ probes-off)" \
+        in effect.warnings()
     assert run.cases[1].observer is not None and run.cases[1].observer.warnings() == []
 
 

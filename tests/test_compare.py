@@ -2,11 +2,12 @@
 change", and ``nlperf compare`` keeps its contract (formats, exit status 2 on no match).
 
 What nlperf.stats can decide at few repetitions (its docstring): Welch's t on logs reaches
-significance at 3 repetitions a side when the spread is small; the bootstrap CI of a ratio
-covers 90 % at 3 vs 3. A run compared with itself (or a copy of it) is paired — the same
-measurements on both sides —: ratio 1, CI [1, 1], "no change" however noisy it is. Cases of
-one boot run in rounds are paired too, so a shift hidden by the drift between rounds is
-found; different runs, sequential runs and different boots stay unpaired.
+significance at 3 repetitions a side when the spread is small, and its t-interval of the
+ratio covers the true ratio at its nominal 95 % (tests/test_coverage.py). A run compared
+with itself (or a copy of it) is paired — the same measurements on both sides —: ratio 1,
+CI [1, 1], "no change" however noisy it is. Cases of one boot run in rounds are paired too,
+so a shift hidden by the drift between rounds is found; different runs, sequential runs and
+different boots stay unpaired.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from nlperf import analysis, compare, results
 from nlperf.errors import EXIT_BAD_INPUT, BadInput
@@ -154,7 +157,14 @@ def test_rounds_of_one_boot_are_paired_and_find_a_shift_hidden_by_drift(tmp_path
             assert c.ci is not None and c.ci[0] <= 1.25 <= c.ci[1], (order, key, c.ci)
             assert c.ci[1] - c.ci[0] < 0.1, (order, key, c.ci)
         assert cc.metrics["throughput_per_s"].verdict == "slower"  # fewer messages a second
-    # the same numbers without shared rounds: unpaired, the drift hides the shift
+    # the same numbers without shared rounds: unpaired, the drift hides the shift. Both cases
+    # carry the same 5 drift factors exp(N(0, 0.3²)) (seed 7) and 0.5 % noise, so the log
+    # values' sample sd is the drift's s on either side: Welch's se = √(2/5)·s with df = 8,
+    # CI ≈ 1.25 · exp(± t(0.975, 8) · √(2/5) · s) = [1.026, 1.523] (s = 0.1355), 5× the
+    # paired width; the raw CI clears 1 but Holm over the case's metrics leaves p above 0.05
+    drift_sd = float(np.std(np.random.default_rng(7).normal(0.0, 0.30, 5), ddof=1))
+    reach = sps.t.ppf(0.975, 8) * math.sqrt(2 / 5) * drift_sd
+    unpaired_ci = (1.25 * math.exp(-reach), 1.25 * math.exp(reach))
     for name, order, kernels in (("sequential", "sequential", False), ("old", None, False),
                                  ("two-boots", "round-robin", True)):
         run = drifting_models(tmp_path, name, order, kernels=kernels)
@@ -165,7 +175,8 @@ def test_rounds_of_one_boot_are_paired_and_find_a_shift_hidden_by_drift(tmp_path
         c = cc.metrics["rtt_p50_us"]
         assert not c.significant and c.verdict == "inconclusive", (name, c)
         assert c.ci is not None and c.ci[0] <= 1.25 <= c.ci[1], (name, c.ci)
-        assert c.ci[1] - c.ci[0] > 0.5, (name, c.ci)  # paired: under 0.1
+        assert c.ci == pytest.approx(unpaired_ci, rel=0.02), (name, c.ci)
+        assert c.p_value is not None and c.p_value < 0.05 < c.p_holm, (name, c)  # type: ignore[operator]
 
 
 def test_the_observer_effect_is_paired_in_rounds(tmp_path: Path) -> None:
@@ -259,10 +270,37 @@ def test_compare_formats(tmp_path: Path) -> None:
     assert list(rows[0]) == list(compare.FIELDS)
     assert {r["verdict"] for r in rows} == {"no change"}  # --threshold 40
     assert {r["paired"] for r in rows} == {"False"} and rtt["paired"] is False  # two runs
+    # the Markdown's first line, derived metric by metric: every latency metric is 1.25× and
+    # "slower" (test_latencies_25_percent_higher_are_significant_from_3_repetitions); every
+    # other metric has the same values on both sides, so ratio 1 and, with no event on either
+    # side, "no change" untested; else Welch's CI exp(± t(0.975, 4)·√(2/3)·s), s the sd of
+    # its 3 log values (equal sizes and spreads: Welch's df = 2·(3 − 1) = 4), "no change"
+    # when that stays inside ±2 %, "inconclusive" when not
+    analysed = {c.id: c for c in analysis.analyze(a).cases}
+    expected = {"slower": 0, "no change": 0, "inconclusive": 0}
+    for cc in doc["comparisons"]:
+        for m in cc["metrics"]:
+            if m["ratio"] is not None and m["ratio"] == pytest.approx(1.25):
+                expected["slower"] += 1
+                assert m["verdict"] == "slower" and m["significant"], m
+                continue
+            assert m["ratio"] in (1.0, None) and not m["significant"], m
+            if m["test"] != "welch-log":
+                assert m["reason"] == "no events on either side", m
+                expected["no change"] += 1
+                continue
+            s = np.std(np.log(analysed[cc["case"]].series(m["metric"])), ddof=1)
+            reach = math.exp(sps.t.ppf(0.975, 4) * math.sqrt(2 / 3) * s)
+            inside = 1 / reach >= 0.98 and reach <= 1.02
+            expected["no change" if inside else "inconclusive"] += 1
+            assert m["verdict"] == ("no change" if inside else "inconclusive"), m
+    n = sum(len(cc["metrics"]) for cc in doc["comparisons"])
     md = procs["md"].stdout
-    assert md.startswith("**Summary**: 88 metrics in 6 case comparisons: 64 slower, 10 no "
-                         "change, 14 inconclusive; 64 significant.\n\nRatio = candidate ÷ "
-                         "baseline")
+    assert md.startswith(f"**Summary**: {n} metrics in 6 case comparisons: "
+                         f"{expected['slower']} slower, {expected['no change']} no change, "
+                         f"{expected['inconclusive']} inconclusive; {expected['slower']} "
+                         "significant.\n\nRatio = candidate ÷ baseline")
+    assert (n, expected["slower"]) == (88, 64)  # 6 cases' metrics; 64 of them latencies
     assert "| round trip p50 (µs) |" in md and "none paired" in md
     along = list(csv.DictReader(io.StringIO(procs["along"].stdout)))
     assert {r["baseline"] for r in along} == {"mode=callback,traffic=unicast",

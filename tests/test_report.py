@@ -3,6 +3,7 @@ browser (headless Chromium) shows without console errors."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -50,7 +51,17 @@ def test_a_real_summary_gets_every_section(tmp_path: Path) -> None:
     assert "**" not in page and "<NA>" not in page and "<NA>" not in md
     assert not re.search(r"\b(nan|None)\b", md)
     assert "No round-trip CDF" in md  # no samples.parquet in a run of that time
-    assert "probes moved round trip p50 by +112 %" in page  # the observer effect, flagged
+    # the observer effect, flagged: the fixture's callback p50s are 220.888 and 284.694 µs
+    # probed, 117.615 and 120.534 µs probes-off; ratio of geometric means
+    # √(220.888 · 284.694 / (117.615 · 120.534)) = 2.106: +111 %
+    callback = results.read_summary(run).cases[0]
+    assert callback.control is not None
+    probed, control = ([r.unicast.rtt_us.p50 for r in reps]  # type: ignore[union-attr]
+                       for reps in (callback.repetitions, callback.control.repetitions))
+    assert (probed, control) == ([220.888, 284.694], [117.615, 120.534])
+    ratio = math.sqrt(probed[0] * probed[1] / (control[0] * control[1]))
+    assert f"{100 * (ratio - 1):+.0f} %" == "+111 %"
+    assert "probes moved round trip p50 by +111 %" in page
     assert "| unicast | 2 | 119 [118, 121] |" in md  # probes-off pass, median of 2 reps
     for png in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (run / png).stat().st_size > 1000

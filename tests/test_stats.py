@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from nlperf import stats
 from nlperf.stats import CompareOptions
@@ -137,10 +138,13 @@ def test_one_distribution_twice_is_rarely_significant() -> None:
     results = [stats.compare_metric(lognormal(2 * seed, 10, 100.0, 0.03),
                                     lognormal(2 * seed + 1, 10, 100.0, 0.03), options=FAST)
                for seed in range(200)]
-    significant = np.mean([c.significant for c in results])
-    false_verdict = np.mean([c.verdict in ("faster", "slower") for c in results])
-    assert significant <= 0.08  # nominal 5 %, 200 draws (measured 5.3 % over 300)
-    assert false_verdict <= 0.05  # a verdict also needs the CI past ±2 % (measured 0.3 %)
+    # Welch's t on logs alone: its nominal 5 % false positives (200 draws: sd 1.5 %) ...
+    assert np.mean([c.p_value < 0.05 for c in results]) <= 0.08
+    # ... and "significant" also needs the CI past ±2 %, so it is exactly a verdict, rarer:
+    # the CI's reach is t(0.975, 18)·√(2/10)·3 % ≈ 2.8 %, so the estimate must be ≈ 4.8 % off,
+    # 3.6 sd of its √(2/10)·3 % ≈ 1.34 %
+    assert all(c.significant == (c.verdict in ("faster", "slower")) for c in results)
+    assert np.mean([c.significant for c in results]) <= 0.02
 
 
 def test_a_sample_against_itself() -> None:
@@ -187,7 +191,9 @@ def test_one_repetition_comparison_is_inconclusive() -> None:
     c = stats.compare_metric([10.0], [12.0, 12.1, 12.2])
     assert c.ci is None and c.p_value is None and c.p_holm is None and c.test == "none"
     assert c.verdict == "inconclusive" and "no CI" in c.reason
-    assert c.ratio == pytest.approx(1.21)
+    # the ratio of geometric means (the default statistic), not of medians (12.1 / 10)
+    assert c.ratio == pytest.approx((12.0 * 12.1 * 12.2) ** (1 / 3) / 10.0, rel=1e-12)
+    assert not c.significant
 
 
 def test_holm_against_a_hand_computed_example() -> None:
@@ -253,21 +259,42 @@ def test_a_25_percent_shift_under_drift_is_found_only_when_paired() -> None:
     assert paired.ci[1] - paired.ci[0] < 0.1
     assert not unpaired.paired and unpaired.test == "welch-log"
     assert not unpaired.significant and unpaired.verdict == "inconclusive"
-    assert unpaired.ci is not None and unpaired.ci[1] - unpaired.ci[0] > 1.0
-    # over many boots: paired always "slower" (CI coverage as measured for 5 rounds, 92 %),
-    # unpaired rarely better than "inconclusive"
+    # unpaired, the drift counts as noise: Welch's interval on logs, written out by hand
+    la, lb = np.log(a), np.log(b)
+    va, vb = la.var(ddof=1) / 5, lb.var(ddof=1) / 5
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 4)
+    reach = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
+    centre = lb.mean() - la.mean()
+    assert unpaired.ci == pytest.approx((math.exp(centre - reach), math.exp(centre + reach)))
+    assert unpaired.ci[0] < 1.0 < 1.25 < unpaired.ci[1]  # the shift is hidden
+    # over many boots: paired always "slower" and its CI covers 1.25 at the nominal 95 %
+    # (tests/test_coverage.py; 100 draws: binomial sd 2.2 %)
     draws = [drifting(seed, 5, 1.25) for seed in range(100)]
     found = [stats.compare_metric(a, b, paired=True, options=FAST) for a, b in draws]
     assert all(c.verdict == "slower" for c in found)
-    assert np.mean([c.ci[0] <= 1.25 <= c.ci[1] for c in found]) >= 0.85
+    assert np.mean([c.ci[0] <= 1.25 <= c.ci[1] for c in found]) >= 0.88
+    # unpaired, A and B share one drift vector (σ 30 %), so their difference of mean logs is
+    # log 1.25 to within the 1 % noise, but Welch takes se = √(2/5)·s, s the drift's sample
+    # sd (df ≈ 8). "slower" needs the CI's low end past 1.02: s < log(1.25 / 1.02) /
+    # (t(0.975, 8)·√(2/5)), and 4 s² / σ² is χ²(4): ≈ 7 % of boots
+    s_max = math.log(1.25 / 1.02) / (sps.t.ppf(0.975, 8) * math.sqrt(2 / 5))
+    expected = float(sps.chi2.cdf(4 * (s_max / 0.30) ** 2, 4))
+    assert expected == pytest.approx(0.07, abs=0.01)
     blind = [stats.compare_metric(a, b, options=FAST).verdict for a, b in draws]
-    assert blind.count("slower") <= 5
+    assert abs(blind.count("slower") - 100 * expected) <= 3 * math.sqrt(
+        100 * expected * (1 - expected))  # within 3 binomial sd
+    assert "faster" not in blind
 
 
 def test_paired_no_shift_is_rarely_significant() -> None:
     results = [stats.compare_metric(*drifting(seed, 5, 1.0), paired=True, options=FAST)
                for seed in range(200)]
-    assert np.mean([c.significant for c in results]) <= 0.09  # nominal 5 % (measured 7 %)
+    # the paired t's false-positive rate is its nominal 5 % (200 draws: sd 1.5 %) ...
+    assert np.mean([c.p_value < 0.05 for c in results]) <= 0.09
+    # ... and a verdict also needs the CI past ±2 %: with 1 % noise a side, se of the mean log
+    # ratio ≈ √2 · 1 % / √5 ≈ 0.63 %, the CI's reach ≈ 2.78 · 0.63 % ≈ 1.8 %: never past
+    assert not any(c.significant for c in results)
+    assert {c.verdict for c in results} <= {"no change", "inconclusive"}
 
 
 @pytest.mark.filterwarnings("error")
@@ -359,3 +386,38 @@ def test_results_are_json_serialisable() -> None:
     assert round_trip[2]["verdict"] in ("faster", "slower", "no change", "inconclusive")
     assert set(round_trip[2]) >= {"ratio", "ci", "p_value", "p_holm", "significant",
                                   "verdict", "n_a", "n_b", "reason", "paired"}
+
+
+def test_the_rank_cross_check_is_reported_and_never_vetoes() -> None:
+    # 8 rounds, log ratios 0.28 … 0.32 in five and -0.01, -0.02, -0.03 in three: mean 0.18,
+    # sd 0.163, t = 3.1 with 7 df (p ≈ 0.018), CI exp(0.18 ± 2.365 · 0.0577) = [1.04, 1.38]:
+    # past ±2 %, so "slower". Wilcoxon: the negatives hold ranks 1, 2, 3, T- = 6; of the 2^8
+    # sign patterns 14 have a rank sum ≤ 6 (1+1+1+2+2+3+4 for sums 0…6), so p = 2 · 14 / 256
+    # = 0.109 — it could have reached 0.05 at 8 pairs (floor 2/256), did not, and says so
+    d = np.array([0.28, 0.29, 0.30, 0.31, 0.32, -0.01, -0.02, -0.03])
+    a = np.array([100.0, 110.0, 90.0, 105.0, 95.0, 120.0, 80.0, 100.0])
+    c = stats.compare_metric(a, a * np.exp(d), paired=True)
+    assert c.p_value == pytest.approx(2 * sps.t.sf(d.mean() / (d.std(ddof=1) / math.sqrt(8)), 7))
+    assert c.ci == pytest.approx(tuple(np.exp(d.mean() + np.array([-1, 1]) * sps.t.ppf(
+        0.975, 7) * d.std(ddof=1) / math.sqrt(8))))
+    assert c.significant and c.verdict == "slower"
+    assert c.p_rank == pytest.approx(28 / 256)
+    assert c.reason == "the rank cross-check (wilcoxon) disagrees: p_rank=0.109"
+    # at 3 rounds it could never reach 0.05 (floor 0.25): no note, however it comes out
+    three = stats.compare_metric(a[:3], a[:3] * 1.25 * np.exp(d[5:]), paired=True)
+    assert three.verdict == "slower" and three.p_rank == pytest.approx(0.25)
+    assert three.reason == ""
+
+
+def test_a_tiny_but_certain_difference_is_not_significant() -> None:
+    # paired log ratios 0.019, 0.020, 0.021 (about 2 %): t = 0.02 / (0.001 / √3) = 34.6 with
+    # 2 df, p ≈ 0.0008; the CI exp(0.02 ± 4.303 · 0.000577) = [1.0177, 1.0227] straddles
+    # 1.02: the test passes, the CI reaches into the band, so neither a verdict nor
+    # "significant" — the reason gives the p
+    a = np.array([100.0, 130.0, 80.0])
+    c = stats.compare_metric(a, a * np.exp([0.019, 0.020, 0.021]), paired=True)
+    p = 2 * sps.t.sf(0.02 / (0.001 / math.sqrt(3)), 2)
+    assert c.p_holm == pytest.approx(p) and p == pytest.approx(0.0008, abs=1e-4)
+    assert c.ci == pytest.approx((1.0177, 1.0227), abs=1e-4)
+    assert not c.significant and c.verdict == "inconclusive"
+    assert c.reason == f"p_holm={p:.3g} < 0.05 but the CI [1.018, 1.023] reaches into 1 ± 0.02"
