@@ -209,6 +209,7 @@ def test_processing_time_is_process_end_minus_start(attached: tuple[Loaded, Tool
     assert block["attach"]["nlperf_input"] == kind
     proc, inp = block["module"]["nlperf_process"], block["module"]["nlperf_input"]
     assert proc["count"] == inp["count"] == n
+    assert proc["mean"] >= work_ns and inp["mean"] >= proc["mean"], (proc, inp)  # exact sums
     # percentiles come from 1 µs linear buckets: one bucket of slack below
     assert proc["p50"] >= work_ns - LIN_STEP_NS, proc
     assert inp["p50"] >= proc["p50"] - LIN_STEP_NS, (inp, proc)
