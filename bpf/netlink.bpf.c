@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * nlperf probe suite (BCC dialect): netlink send paths, drops, deliveries, scheduling and the
- * module's own functions, all aggregated in kernel maps. nlperf/probes.py compiles this file
+ * module's own tracepoints, all aggregated in kernel maps. nlperf/probes.py compiles this file
  * once per run with -D defines and attaches each program as fentry/fexit where that loads, else
- * as kprobe/kretprobe. No kernel struct headers are included (they cost tens of seconds of
- * emulated clang in the lab VM): struct fields are read with bpf_probe_read_kernel() at byte
- * offsets that the loader takes from /sys/kernel/btf/vmlinux.
+ * as kprobe/kretprobe, and the module's tracepoints as raw tracepoints. No kernel struct headers
+ * are included (they cost tens of seconds of emulated clang in the lab VM): struct fields are
+ * read with bpf_probe_read_kernel() at byte offsets that the loader takes from
+ * /sys/kernel/btf/vmlinux.
  *
  * Required defines:
  *   PROTO              netlink protocol number of the lab
@@ -398,34 +399,70 @@ int kp____netlink_sendskb(struct pt_regs *ctx)
 	return 0;
 }
 
-/* ---- the module's functions (kprobes: out-of-tree modules have no BTF); timing only ---- */
+/* ---- the module: its tracepoints (kmod/nlperf_trace.h), attached as raw tracepoints, else
+ * kprobes on its functions (a module built without tracepoints; out-of-tree modules have no
+ * BTF, so no fentry). Timing only; both pairs fire on one thread and do not nest. ---- */
 
 #if TIMING
+static __always_inline void module_enter(u32 probe)
+{
+	push(probe, D_NONE, 1);
+}
+
+static __always_inline void module_exit(u32 probe)
+{
+	struct frame f;
+	if (pop(probe, &f))
+		time_exit(probe, D_NONE, f.ts);
+}
+
+/* nlperf_input(): nlperf_datagram_start/_end(len, portid) around the walk of one datagram */
+RAW_TRACEPOINT_PROBE(nlperf_datagram_start)
+{
+	module_enter(P_INPUT);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(nlperf_datagram_end)
+{
+	module_exit(P_INPUT);
+	return 0;
+}
+
+/* nlperf_process(): nlperf_process_start(type) ... nlperf_process_end(type, result) */
+RAW_TRACEPOINT_PROBE(nlperf_process_start)
+{
+	module_enter(P_PROCESS);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(nlperf_process_end)
+{
+	module_exit(P_PROCESS);
+	return 0;
+}
+
 int kp__nlperf_input(struct pt_regs *ctx)
 {
-	push(P_INPUT, D_NONE, 1);
+	module_enter(P_INPUT);
 	return 0;
 }
 
 int krp__nlperf_input(struct pt_regs *ctx)
 {
-	struct frame f;
-	if (pop(P_INPUT, &f))
-		time_exit(P_INPUT, D_NONE, f.ts);
+	module_exit(P_INPUT);
 	return 0;
 }
 
 int kp__nlperf_process(struct pt_regs *ctx)
 {
-	push(P_PROCESS, D_NONE, 1);
+	module_enter(P_PROCESS);
 	return 0;
 }
 
 int krp__nlperf_process(struct pt_regs *ctx)
 {
-	struct frame f;
-	if (pop(P_PROCESS, &f))
-		time_exit(P_PROCESS, D_NONE, f.ts);
+	module_exit(P_PROCESS);
 	return 0;
 }
 #endif

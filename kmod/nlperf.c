@@ -36,6 +36,9 @@
 
 #include "nlperf_uapi.h"
 
+#define CREATE_TRACE_POINTS
+#include "nlperf_trace.h"
+
 /*
  * Parameter bounds, NLPERF_<PARAM>_MIN and _MAX (an unsigned parameter
  * without _MIN starts at 0). nlperf/kmod.py's PARAMS repeats them for
@@ -274,12 +277,17 @@ static void nlperf_reset_counters(void)
  */
 static void nlperf_unicast(const struct nlperf_msg *m, struct sk_buff *skb)
 {
+	u32 bytes = skb->len;
+	int err;
+
 	if (m->orphan) {
 		nlmsg_free(skb);
-		nlperf_count_reply(m, -ECONNREFUSED);
-		return;
+		err = -ECONNREFUSED;
+	} else {
+		err = nlmsg_unicast(m->sk, skb, m->portid);
 	}
-	nlperf_count_reply(m, nlmsg_unicast(m->sk, skb, m->portid));
+	trace_nlperf_reply(bytes, err);
+	nlperf_count_reply(m, err);
 }
 
 /*
@@ -747,8 +755,11 @@ static bool nlperf_is_control(u16 type)
 	return type >= NLPERF_MSG_GEN_START && type <= NLPERF_MSG_STATS_RESET;
 }
 
-/* Runs the handler of @m and answers with an error or ack as it says. */
-static void nlperf_serve(struct nlperf_msg *m)
+/*
+ * Runs the handler of @m and answers with an error or ack as it says;
+ * returns the handler's result.
+ */
+static int nlperf_serve(struct nlperf_msg *m)
 {
 	int ret = nlperf_dispatch(m);
 
@@ -758,6 +769,7 @@ static void nlperf_serve(struct nlperf_msg *m)
 	} else if (ret == NLPERF_ACK || (m->nlh->nlmsg_flags & NLM_F_ACK)) {
 		nlperf_send_error(m, 0);
 	}
+	return ret;
 }
 
 /* Serves a control message, inside input(). */
@@ -771,10 +783,15 @@ static void nlperf_control(struct nlperf_msg *m)
 /* Processes one workload message in the context of the processing model. */
 static noinline void nlperf_process(struct nlperf_msg *m)
 {
+	u16 type = m->nlh->nlmsg_type;
+	int ret;
+
+	trace_nlperf_process_start(type);
 	m->proc_ns = ktime_get_ns();
 	nlperf_inc(m, nlperf_ctr(processed));
 	nlperf_simulate_work();
-	nlperf_serve(m);
+	ret = nlperf_serve(m);
+	trace_nlperf_process_end(type, ret);
 }
 
 /* ---- deferred queue ---- */
@@ -912,6 +929,7 @@ static int nlperf_hold(struct nlperf_msg *m, struct sk_buff *skb)
 static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 {
 	struct nlperf_msg *m;
+	unsigned int depth;
 	bool full;
 
 	m = kmalloc(sizeof(*m), GFP_KERNEL);
@@ -932,19 +950,23 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 		if (++nlperf_q.depth > nlperf_q.hwm)
 			nlperf_q.hwm = nlperf_q.depth;
 	}
+	depth = nlperf_q.depth;
 	spin_unlock_bh(&nlperf_q.lock);
 
 	if (full) {
+		trace_nlperf_enqueue(depth, -ENOBUFS);
 		nlperf_release(m, false);
 		kfree(m);
 		nlperf_inc(tmpl, nlperf_ctr(queue_overflows));
 		nlperf_send_error(tmpl, -ENOBUFS);
 		return;
 	}
+	trace_nlperf_enqueue(depth, 0);
 	nlperf_kick();
 	return;
 
 nomem:
+	trace_nlperf_enqueue(READ_ONCE(nlperf_q.depth), -ENOMEM);
 	nlperf_inc(tmpl, nlperf_ctr(err_nomem));
 	nlperf_send_error(tmpl, -ENOMEM);
 }
@@ -999,19 +1021,24 @@ static void nlperf_work_fn(struct work_struct *work)
 static void nlperf_refuse(const struct nlperf_msg *m)
 {
 	struct sk_buff *skb = nlperf_error_new(m, -EPERM);
+	u32 bytes;
+	int err;
 
 	atomic64_inc(m->control ? nlperf_ctr(control_errors) :
 				  nlperf_ctr(err_perm));
-	if (skb)
-		nlmsg_unicast(m->sk, skb, m->portid);
+	if (!skb)
+		return;
+	bytes = skb->len;
+	err = nlmsg_unicast(m->sk, skb, m->portid);
+	trace_nlperf_reply(bytes, err);
 }
 
-/* Walks one datagram; runs in the sender's sendmsg() context. */
-static void nlperf_input(struct sk_buff *skb)
+/* Walks one datagram that arrived at @recv_ns. */
+static void nlperf_walk(struct sk_buff *skb, u64 recv_ns)
 {
 	struct nlperf_msg m = {
 		.sk = skb->sk,
-		.recv_ns = ktime_get_ns(),
+		.recv_ns = recv_ns,
 		.portid = NETLINK_CB(skb).portid,
 		.epoch = atomic_read(&nlperf_epoch),
 	};
@@ -1019,8 +1046,6 @@ static void nlperf_input(struct sk_buff *skb)
 	unsigned int rem = skb->len;
 	bool admin, capable;
 
-	if (READ_ONCE(nlperf_stopping))
-		return;
 	/* decided here, before anything is queued or worked on */
 	admin = netlink_capable(skb, CAP_NET_ADMIN);
 
@@ -1039,6 +1064,8 @@ static void nlperf_input(struct sk_buff *skb)
 		capable = admin || (allow_unpriv &&
 				    (!m.control ||
 				     nlh->nlmsg_type == NLPERF_MSG_STATS_GET));
+		trace_nlperf_input(nlh->nlmsg_type, nlh->nlmsg_len, m.portid,
+				   capable);
 		if (nlh->nlmsg_type < NLMSG_MIN_TYPE) {
 			/* netlink's own types (noop, error, done): skipped */
 		} else if (!capable) {
@@ -1065,6 +1092,17 @@ static void nlperf_input(struct sk_buff *skb)
 		 */
 		cond_resched();
 	}
+}
+
+/* Serves one datagram; runs in the sender's sendmsg() context. */
+static void nlperf_input(struct sk_buff *skb)
+{
+	u64 recv_ns = ktime_get_ns();
+
+	trace_nlperf_datagram_start(skb->len, NETLINK_CB(skb).portid);
+	if (!READ_ONCE(nlperf_stopping))
+		nlperf_walk(skb, recv_ns);
+	trace_nlperf_datagram_end(skb->len, NETLINK_CB(skb).portid);
 }
 
 /* ---- load and unload ---- */

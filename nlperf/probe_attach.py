@@ -1,4 +1,5 @@
-"""Attaching the probe suite: fentry first, kprobes as the fallback, module probes per load.
+"""Attaching the probe suite: fentry first, kprobes as the fallback, module probes per load
+(the module's tracepoints as raw tracepoints, kprobes where they do not attach).
 
 The attaching half of :class:`nlperf.probes.ProbeSession` (which compiles the BPF object, sets every
 attribute below in its ``__init__`` and reads the maps). Each kernel function tries its fentry/fexit
@@ -21,11 +22,17 @@ from nlperf.probe_kernel import bcc_kretprobe_event, kptr_restrict, ksym_addr
 SEND_SYSCALLS = ("sendto", "sendmsg")
 
 KIND_FENTRY = "fentry/fexit"
+KIND_RAW_TP = "raw_tracepoint"
 KIND_KPROBE = "kprobe/kretprobe"
 KIND_UNAVAILABLE = "unavailable"
 KIND_OFF = "off (timing=False)"  # module probes only time: with timing off they stay detached
 
 Attached = tuple[str, str, str]  # (kind, event, BPF function name)
+
+# Module function timed -> its (start, end) tracepoints in kmod/nlperf_trace.h, attached as raw
+# tracepoints; kprobe/kretprobe on the function where they do not attach.
+MODULE_TRACEPOINTS = {"nlperf_input": ("nlperf_datagram_start", "nlperf_datagram_end"),
+                      "nlperf_process": ("nlperf_process_start", "nlperf_process_end")}
 
 # kretprobe instances: one per call in flight (a blocked sender holds one while it sleeps);
 # the kernel's default is max(10, 2 x CPUs), 4096 the most a tracefs kprobe event takes.
@@ -40,6 +47,7 @@ class ProbeAttaching:
     timing: bool
     deliveries: bool
     fentry: bool
+    module_tracepoints: bool
     attach_kinds: dict[str, str]
     notes: list[str]
     _bpf: Any
@@ -85,6 +93,23 @@ class ProbeAttaching:
             self.notes.append(f"{func}: kprobe failed ({e})")
             return False
         into += done
+        return True
+
+    def _try_module_tracepoints(self, func: str) -> bool:
+        if not self.module_tracepoints:
+            return False
+        done: list[Attached] = []
+        try:
+            for tp in MODULE_TRACEPOINTS[func]:
+                fn = f"raw_tracepoint__{tp}"
+                self._bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+                done.append(("raw_tracepoint", tp, fn))
+        except Exception as e:
+            for item in done:
+                self._detach(item)
+            self._note(f"{func}: the module's tracepoints did not attach ({e}); kprobes used")
+            return False
+        self._module_attached += done
         return True
 
     def _attach_kretprobe(self, func: str) -> None:
@@ -213,8 +238,10 @@ class ProbeAttaching:
             for func in ("nlperf_input", "nlperf_process"):
                 self.attach_kinds[func] = KIND_OFF
         elif "module" in self.which:
-            for func in ("nlperf_input", "nlperf_process"):
-                if self._try_kprobe(func, True, self._module_attached):
+            for func in MODULE_TRACEPOINTS:
+                if self._try_module_tracepoints(func):
+                    self.attach_kinds[func] = KIND_RAW_TP
+                elif self._try_kprobe(func, True, self._module_attached):
                     self.attach_kinds[func] = KIND_KPROBE
                 else:
                     self.attach_kinds[func] = KIND_UNAVAILABLE

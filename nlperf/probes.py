@@ -16,9 +16,12 @@ Measures, all aggregated in kernel maps (no per-event output), from bpf/netlink.
   and involuntary switches and wakeups (raw tracepoints sched_switch, sched_wakeup), wakeup→run
   latency and blocked time (voluntary switch-out → switch-in) histograms; workqueue items running
   the module's ``nlperf_work_fn`` (tracepoints workqueue_execute_start/end): count and duration.
-- the module's ``nlperf_input`` and ``nlperf_process``: duration per call. Hooks: kprobe/kretprobe
-  only (an out-of-tree module has no BTF, so fentry cannot load), attached after each module
-  load and detached before its unload.
+- the module's ``nlperf_input`` (one datagram) and ``nlperf_process`` (one message): duration per
+  call. Hooks: the module's tracepoints (kmod/nlperf_trace.h) as raw tracepoints, a start/end
+  pair each (``probe_attach.MODULE_TRACEPOINTS``); kprobe/kretprobe on the functions only where
+  those do not attach (a module built without them; an out-of-tree module has no BTF, so no
+  fentry). Attached after each module load and detached before its unload: an attached raw
+  tracepoint holds a reference on the module, so rmmod says "in use" until then.
 
 kretprobes take ``maxactive`` = :data:`KRETPROBE_MAXACTIVE` instances (a call blocked inside
 holds one; the kernel's default, max(10, 2 x CPUs), runs out under many blocked senders and
@@ -110,7 +113,7 @@ class ProbeSession(ProbeAttaching):
     def __init__(self, proto: int, which: Sequence[str] = WHICH, *, timing: bool = True,
                  by_process: bool | None = None, deliveries: bool | None = None,
                  lin_step_ns: int = LIN_STEP_NS, src: Path = BPF_SRC,
-                 fentry: bool = True) -> None:
+                 fentry: bool = True, module_tracepoints: bool = True) -> None:
         unknown = [w for w in which if w not in WHICH]
         if unknown:
             raise RunFailed(f"probes: unknown probe set {', '.join(unknown)}")
@@ -125,6 +128,8 @@ class ProbeSession(ProbeAttaching):
         self.compile_s = 0.0
         self.attach_s = 0.0
         self.fentry = fentry  # False: kprobes only (the fallback, as where fentry is refused)
+        # False: the module's functions by kprobes (the fallback, as for a module without them)
+        self.module_tracepoints = module_tracepoints
         self._bpf: Any = None
         self._attached: list[Attached] = []
         self._module_attached: list[Attached] = []
