@@ -188,8 +188,10 @@ class _Boot:
         if self.sessions:
             self.group.env.probes.attach = probe_attach_kinds(self.sessions)
             ps = self.sessions.values()
-            self.group.phases_s["bpf_compile"] = round(sum(p.compile_s for p in ps), 3)
-            self.group.phases_s["bpf_attach"] = round(sum(p.attach_s for p in ps), 3)
+            # assigned, not updated in place: a field never assigned is not written
+            self.group.phases_s = {**self.group.phases_s,
+                                   "bpf_compile": round(sum(p.compile_s for p in ps), 3),
+                                   "bpf_attach": round(sum(p.attach_s for p in ps), 3)}
 
     def _start(self, run: _CaseRun) -> None:
         """The case's entry joins the result in plan order, whatever order the cases start in."""

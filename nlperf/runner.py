@@ -253,7 +253,7 @@ def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcom
         state = _execute(cases, h.ko, result, on_repetition,
                          dt.datetime.fromisoformat(h.started))
     finally:
-        result.phases_s["inner_run"] = round(time.monotonic() - t0, 3)
+        result.phases_s = {**result.phases_s, "inner_run": round(time.monotonic() - t0, 3)}
         handoff.write_result(out, result)
     return RunOutcome(h.run_dir, state.status, _exit_for(state.status))
 
