@@ -187,6 +187,11 @@ class _Boot:
         """env.json says how each probe was attached (fentry, kprobe, tracepoint, unavailable)."""
         if self.sessions:
             self.group.env.probes.attach = probe_attach_kinds(self.sessions)
+            ps = self.sessions.values()
+            # assigned, not updated in place: a field never assigned is not written
+            self.group.phases_s = {**self.group.phases_s,
+                                   "bpf_compile": round(sum(p.compile_s for p in ps), 3),
+                                   "bpf_attach": round(sum(p.attach_s for p in ps), 3)}
 
     def _start(self, run: _CaseRun) -> None:
         """The case's entry joins the result in plan order, whatever order the cases start in."""

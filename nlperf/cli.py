@@ -9,6 +9,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -51,9 +52,12 @@ def cli() -> None:
               help="seconds for the whole run in the VM")
 @click.option("--no-probes", is_flag=True, help="do not attach BCC probes")
 @click.option("--no-report", is_flag=True, help="do not write the report")
+@click.option("--verbose", "-v", is_flag=True,
+              help="print where the run's time went (its phases) at the end")
 @click.option("--internal-handoff", type=click.Path(path_type=Path), hidden=True)
 def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None,
-        timeout: float, no_probes: bool, no_report: bool, internal_handoff: Path | None) -> None:
+        timeout: float, no_probes: bool, no_report: bool, verbose: bool,
+        internal_handoff: Path | None) -> None:
     """Run SCENARIO (a YAML file) and write a results directory."""
     from nlperf.models import Status
     from nlperf.runner import RunRequest
@@ -65,8 +69,11 @@ def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None
         sys.exit(outcome.exit_code)
     if outcome.status is Status.complete and not no_report:
         from nlperf.report import write_report
+        from nlperf.results import record_report_phase
 
+        t0 = time.monotonic()
         report = write_report(outcome.run_dir)
+        record_report_phase(outcome.run_dir, time.monotonic() - t0)
         _say(f"{outcome.status}: report {report}")
     elif outcome.status is Status.failed:  # why, in one line: the summary records it
         from nlperf.results import read_summary
@@ -80,8 +87,20 @@ def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None
              f"`nlperf report {outcome.run_dir}` reports the repetitions that finished")
     else:
         _say(f"{outcome.status}: results {outcome.run_dir}")
+    if verbose:
+        _say_phases(outcome.run_dir)
     click.echo(str(outcome.run_dir))
     sys.exit(outcome.exit_code)
+
+
+def _say_phases(run_dir: Path) -> None:
+    from nlperf.phases import lines
+    from nlperf.results import read_summary
+
+    got = read_summary(run_dir).phases_s
+    _say("where the time went:" if got else "where the time went: no phases recorded")
+    for line in lines(got or {}):
+        _say(f"  {line}")
 
 
 @cli.command()

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nlperf import __version__, kmod, models, wire
+from nlperf import __version__, kmod, models, phases, wire
 from nlperf.errors import RunFailed
 from nlperf.metrics import (
     multicast_block,
@@ -79,10 +79,11 @@ def _fail(q: Any, who: str, e: BaseException, *barriers: Barrier) -> None:
 
 
 def _sender_main(cfg: SenderConfig, u: Unicast, warmup: tuple[int, float | None], index: int,
-                 warm: Barrier, go: Barrier, q: Any) -> None:
+                 ready: Barrier, warm: Barrier, go: Barrier, q: Any) -> None:
     try:
         _pin(u.cpus, index)
         s = Sender(cfg)
+        ready.wait(BARRIER_TIMEOUT)
         msgs, secs = warmup
         if secs or msgs:
             s.run(None if secs else msgs, secs, record=False)
@@ -91,13 +92,14 @@ def _sender_main(cfg: SenderConfig, u: Unicast, warmup: tuple[int, float | None]
         q.put(("sender", index, s.run(u.count, u.duration)))
         s.close()
     except BaseException as e:
-        _fail(q, f"sender {index}", e, warm, go)
+        _fail(q, f"sender {index}", e, ready, warm, go)
 
 
-def _receiver_main(cfg: ReceiverConfig, expect: tuple[int, ...], warm: Barrier, go: Barrier,
-                   done: Event, q: Any) -> None:
+def _receiver_main(cfg: ReceiverConfig, expect: tuple[int, ...], ready: Barrier, warm: Barrier,
+                   go: Barrier, done: Event, q: Any) -> None:
     try:
         r = Receiver(cfg)
+        ready.wait(BARRIER_TIMEOUT)
         warm.wait(BARRIER_TIMEOUT)
         r.drain_stale()
         r.start_window()
@@ -105,13 +107,14 @@ def _receiver_main(cfg: ReceiverConfig, expect: tuple[int, ...], warm: Barrier, 
         q.put(("receiver", cfg.id, r.run(done, expect)))
         r.close()
     except BaseException as e:
-        _fail(q, f"receiver {cfg.id}", e, warm, go)
+        _fail(q, f"receiver {cfg.id}", e, ready, warm, go)
 
 
-def _relay_main(proto: int, m: Multicast, warm: Barrier, go: Barrier, done: Event,
-                q: Any) -> None:
+def _relay_main(proto: int, m: Multicast, ready: Barrier, warm: Barrier, go: Barrier,
+                done: Event, q: Any) -> None:
     try:
         rs = RelaySender(proto, m.groups, m.size)
+        ready.wait(BARRIER_TIMEOUT)
         warm.wait(BARRIER_TIMEOUT)
         go.wait(BARRIER_TIMEOUT)
         res = rs.run(m.count, m.duration, m.rate)
@@ -120,7 +123,7 @@ def _relay_main(proto: int, m: Multicast, warm: Barrier, go: Barrier, done: Even
         rs.close()
     except BaseException as e:
         done.set()
-        _fail(q, "relay sender", e, warm, go)
+        _fail(q, "relay sender", e, ready, warm, go)
 
 
 @dataclass
@@ -142,12 +145,14 @@ def run_repetition(case: Case, index: int, ko: Path, case_timeout: float,
                    probes: ProbeSession | None = None) -> RepResult:
     s = case.scenario
     proto = s.module.proto
+    laps = phases.Laps()
     kmod.load(ko, module_params(s))
     procs: list[Any] = []
     try:
         if probes:
             probes.attach_module()
-        return _measure(case, index, proto, procs, case_timeout, probes)
+        laps.lap("load")
+        rep = _measure(case, index, proto, procs, case_timeout, probes, laps)
     finally:
         for p in procs:
             if p.pid is None:  # never started: stopped while starting the others
@@ -158,10 +163,13 @@ def run_repetition(case: Case, index: int, ko: Path, case_timeout: float,
         if probes:
             probes.detach_module()
         kmod.unload()
+    laps.lap("unload")
+    rep.block.phases_s = {k: round(v, 4) for k, v in laps.seconds.items()}
+    return rep
 
 
 def _measure(case: Case, index: int, proto: int, procs: list[Any],
-             case_timeout: float, probes: ProbeSession | None = None) -> RepResult:
+             case_timeout: float, probes: ProbeSession | None, laps: phases.Laps) -> RepResult:
     s = case.scenario
     u, m = s.active_unicast, s.active_multicast
     receivers = [ReceiverConfig(id=f"r{gi}.{k}", groups=tuple(spec.groups), proto=proto,
@@ -172,7 +180,8 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
     n_senders = u.senders if u else 0
     relay = m is not None and m.source == "relay"
     parties = n_senders + len(receivers) + int(relay) + 1
-    warm, go = _ctx.Barrier(parties), _ctx.Barrier(parties)
+    # ready: every worker's sockets made (start-up ends); warm: warm-up done; go: measure
+    ready, warm, go = (_ctx.Barrier(parties) for _ in range(3))
     done = _ctx.Event()
     q = _ctx.Queue()
     if u:
@@ -181,18 +190,20 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
                            count=u.count, duration=u.duration,
                            reply_timeout_ms=u.reply_timeout_ms)
         warmup = (s.warmup.messages, s.warmup.seconds)
-        procs += [_ctx.Process(target=_sender_main, args=(cfg, u, warmup, i, warm, go, q))
+        procs += [_ctx.Process(target=_sender_main, args=(cfg, u, warmup, i, ready, warm, go, q))
                   for i in range(n_senders)]
     expect = tuple(m.groups) if m else ()
-    procs += [_ctx.Process(target=_receiver_main, args=(rc, expect, warm, go, done, q))
+    procs += [_ctx.Process(target=_receiver_main, args=(rc, expect, ready, warm, go, done, q))
               for rc in receivers]
     if relay:
         assert m is not None
-        procs.append(_ctx.Process(target=_relay_main, args=(proto, m, warm, go, done, q)))
+        procs.append(_ctx.Process(target=_relay_main, args=(proto, m, ready, warm, go, done, q)))
     for p in procs:
         p.start()
     with Control(proto) as ctl:
         try:
+            ready.wait(BARRIER_TIMEOUT)
+            laps.lap("start")
             warm.wait(BARRIER_TIMEOUT)
             ctl.reset_stats()
             kthread = ctl.stats().fields["kthread_pid"]
@@ -201,6 +212,7 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
                 probes.watch([p.pid for p in procs], int(kthread) or None)
                 probes.reset()
             go.wait(BARRIER_TIMEOUT)
+            laps.lap("warmup")
         except Exception as e:  # a child failed before measuring: its message says why
             raise RunFailed(_first_child_error(q) or f"workers did not start: {e}") from None
         t0 = time.monotonic()
@@ -209,6 +221,7 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
             done.set()
         got = _collect(q, len(procs), case_timeout)
         duration = time.monotonic() - t0
+        laps.lap("measure")
         # before the stats request, which is lab traffic too
         probe_block = probes.read() if probes else None
         probe_hist = probes.histograms() if probes else None
@@ -247,6 +260,7 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
         if after is not None:
             sched.kthread = models.CtxSwitches.model_validate(delta(after, kthread_ctx0))
     block.sched = sched
+    laps.lap("read")
     return rep
 
 

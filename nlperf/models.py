@@ -53,6 +53,7 @@ T = TypeVar("T")
 Opt = Annotated[T | None, _AbsentNotNull]
 Count = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(ge=0)]
+Phases = dict[str, Seconds]  # phase name -> wall-clock seconds (nlperf/phases.py)
 
 
 class Model(BaseModel):
@@ -285,6 +286,9 @@ class _RepetitionHead(Model):
     run_index: Opt[Count] = Field(None, description=(
         "position in its boot's run order, probed and control runs counted together (drift)"))
     duration_s: Opt[Seconds] = None
+    phases_s: Opt[Phases] = Field(None, description=(
+        "wall-clock seconds per phase of this repetition, in order: load, start, warmup, "
+        "measure, read, unload (nlperf/phases.py)"))
 
 
 class Repetition(Blocks, _RepetitionHead):
@@ -353,6 +357,10 @@ class Summary(Model):
     started: DateTime
     finished: DateTime | None
     order: Opt[RunOrder] = None
+    phases_s: Opt[Phases] = Field(None, description=(
+        "where the run's wall-clock time went, seconds per phase summed over the run: "
+        "module_build, vm_boot, bpf_compile, bpf_attach, the repetitions' load, start, warmup, "
+        "measure, read, unload, then report and total (nlperf/phases.py)"))
     cases: list[Case]
 
 
@@ -421,6 +429,8 @@ class GroupResult(Model):
     env: Env
     cases: list[Case]
     probe_histograms: dict[str, list[dict[str, Any]]]
+    phases_s: Phases = Field(default_factory=dict, description=(
+        "what the group spent once: bpf_compile, bpf_attach; in the lab VM inner_run"))
 
 
 # --- the generated schema -----------------------------------------------------------------------

@@ -266,6 +266,15 @@ def environment_section(run: RunAnalysis) -> Section:
     if attach:
         s.blocks.append(Table(["probe", "attached as"], [[k, v] for k, v in attach.items()],
                               caption="how each probe attached"))
+    spent = summ.phases_s or {}
+    if spent:
+        total = spent.get("total")
+        s.blocks.append(Table(
+            ["phase", "seconds", "share"],
+            [[k, f"{v:.2f}", f"{v / total:.1%}" if total and k != "total" else ""]
+             for k, v in spent.items()], numeric=(1, 2),
+            caption="where the run's wall-clock time went (repetition phases summed over every "
+                    "repetition, control runs included; the report's own time is not in it)"))
     return s
 
 

@@ -17,13 +17,14 @@ import os
 import re
 import shutil
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from nlperf import __version__, samples
+from nlperf import __version__, phases, samples
 from nlperf.errors import BadInput, RunFailed
 from nlperf.models import (
     Accel,
@@ -183,7 +184,21 @@ class RunFiles:
         self.run_dir, self.summary = run_dir, summary
         self._groups: dict[int, GroupResult] = {}
         self._samples: dict[int, Path] = {}
+        self._phases: dict[str, float] = {}  # what the outer run itself spent (phases.py)
+        self._t0 = time.monotonic()
         write_summary(run_dir, summary)
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        """The outer run spent ``seconds`` in phase ``name`` (module_build, vm)."""
+        phases.add(self._phases, {name: seconds})
+
+    def _sum_phases(self, total: float | None = None) -> None:
+        groups = [self._groups[k] for k in sorted(self._groups)]
+        reps = [r.phases_s or {} for g in groups for c in g.cases
+                for r in c.repetitions + (c.control.repetitions if c.control else [])]
+        spent = phases.of_run(self._phases, [g.phases_s for g in groups], reps, total)
+        if spent:
+            self.summary.phases_s = spent
 
     def add_samples(self, slot: int, parts_dir: Path) -> None:
         """Group ``slot`` writes its sample parts into ``parts_dir``."""
@@ -198,6 +213,7 @@ class RunFiles:
         for g in groups:  # what the outer could not know before a guest reported
             s.kernel = s.kernel or g.env.kernel
             s.clocksource = s.clocksource or g.env.clocksource
+        self._sum_phases()
         write_summary(self.run_dir, s)
         env = groups[0].env.model_copy(deep=True)
         if len(groups) > 1:
@@ -223,6 +239,7 @@ class RunFiles:
         s = self.summary
         s.status = status
         s.finished = now_iso()
+        self._sum_phases(time.monotonic() - self._t0)
         if error:
             s.error = error
         try:
@@ -244,3 +261,16 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def record_report_phase(run_dir: Path, seconds: float) -> None:
+    """``nlperf run`` wrote the report in ``seconds``: the summary's phases say so (the run's
+    own writer, after the run; ``nlperf report`` alone never changes a summary)."""
+    s = read_summary(run_dir)
+    p = dict(s.phases_s or {})
+    total = p.pop("total", None)
+    p["report"] = round(seconds, 3)
+    if total is not None:
+        p["total"] = round(total + seconds, 3)
+    s.phases_s = p
+    write_summary(run_dir, s)

@@ -18,6 +18,7 @@ import datetime as dt
 import platform
 import secrets
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,7 +209,9 @@ def _execute(cases: list[scenario.Case], ko: Path, result: GroupResult,
 
 def _run_native(req: RunRequest, files: results.RunFiles, slot: int, group: Group, say: Say,
                 feed: BarFeed, started: dt.datetime) -> RunState:
+    t0 = time.monotonic()
     ko = kmod.build(platform.release(), log=files.run_dir / "kmod-build.log")
+    files.add_phase("module_build", time.monotonic() - t0)
     env = env_facts("host", vm.running_under(), group.cases)
     result = GroupResult(status=Status.running, env=env, cases=[], probe_histograms={})
     parts = files.run_dir / HOST_SAMPLES
@@ -228,6 +231,7 @@ def _run_native(req: RunRequest, files: results.RunFiles, slot: int, group: Grou
 
 def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcome:
     """Inside the VM: run the handed-over cases into the inner result file, nothing else."""
+    t0 = time.monotonic()
     h = handoff.read_handoff(handoff_file)
     _, cases = scenario.expand(raw, source)
     wanted = set(h.cases)
@@ -249,6 +253,7 @@ def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcom
         state = _execute(cases, h.ko, result, on_repetition,
                          dt.datetime.fromisoformat(h.started))
     finally:
+        result.phases_s = {**result.phases_s, "inner_run": round(time.monotonic() - t0, 3)}
         handoff.write_result(out, result)
     return RunOutcome(h.run_dir, state.status, _exit_for(state.status))
 
@@ -260,7 +265,9 @@ def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group
     run_dir = files.run_dir
     accel = vm.accel()
     say(f"building the module for {kernel.release}")
+    t0 = time.monotonic()
     ko = kmod.build(kernel.release, log=run_dir / "kmod-build.log")
+    files.add_phase("module_build", time.monotonic() - t0)
     handoff_file, result_file = handoff.write_handoff(run_dir, kernel.release, ko, "vm", accel,
                                                       [c.id for c in group.cases],
                                                       started.isoformat())
@@ -280,11 +287,13 @@ def _run_in_vm(req: RunRequest, files: results.RunFiles, slot: int, group: Group
     tail = _ProgressTail(run_dir / results.PROGRESS, lambda line: feed.line(slot, line), merge)
     state = RunState()
     rc: int | None = None
+    t0 = time.monotonic()
     with settles(state):
         try:
             rc = vm.boot(kernel, shlex.join(inner), rwdirs=[run_dir], timeout=req.timeout,
                          console=console, on_tick=tail.poll)
         finally:
+            files.add_phase("vm", time.monotonic() - t0)
             tail.poll()
     with settles(state):
         got = merge(final=True)

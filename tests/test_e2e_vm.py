@@ -53,11 +53,13 @@ def _mean_p50(multicast: dict[str, Any]) -> float:
 
 def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _run(str(ROOT / "tests/data/e2e.yaml"), "--target", "vm", "--out", str(out))
+    proc = _run(str(ROOT / "tests/data/e2e.yaml"), "--target", "vm", "--out", str(out),
+                "--verbose")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(out)
     summary = json.loads((out / "summary.json").read_text())
     assert results.validation_errors(summary) == []
+    _check_phases(summary, proc.stderr)
     assert (summary["status"], summary["target"], summary["accel"]) == ("complete", "vm", "tcg")
     assert summary["clocksource"] == "tsc"
     env = json.loads((out / "env.json").read_text())
@@ -154,6 +156,25 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
         assert m["probes"]["overhead"] == {"multicast_latency_p50_pct": _pct(
             _mean_p50(m["multicast"]), _mean_p50(m["control"]["multicast"]))}
     assert not _qemu_running(out)
+
+
+def _check_phases(summary: dict[str, Any], stderr: str) -> None:
+    """Where the time went: every phase recorded, the repetitions' summed into the run's."""
+    spent = summary["phases_s"]
+    assert list(spent) == ["module_build", "vm_boot", "bpf_compile", "bpf_attach", "load",
+                           "start", "warmup", "measure", "read", "unload", "report", "total"]
+    reps = [r for c in summary["cases"]
+            for r in c["repetitions"] + c["control"]["repetitions"]]
+    for name in ("load", "start", "warmup", "measure", "read", "unload"):
+        assert spent[name] == pytest.approx(sum(r["phases_s"][name] for r in reps), abs=0.01)
+    for r in reps:
+        assert list(r["phases_s"]) == ["load", "start", "warmup", "measure", "read", "unload"]
+        # the measure phase is the measured window and the collection after it
+        assert r["phases_s"]["measure"] >= r["duration_s"] - 0.001
+    assert all(v > 0 for v in spent.values())
+    assert sum(v for k, v in spent.items() if k != "total") <= spent["total"]
+    said = stderr[stderr.index("where the time went:"):].splitlines()[1:]
+    assert [line.split()[1] for line in said] == list(spent)
 
 
 def test_vm_timeout_keeps_partial_results_and_leaves_nothing_running(tmp_path: Path) -> None:

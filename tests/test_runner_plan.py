@@ -112,6 +112,7 @@ def test_settles_turns_exceptions_into_a_status_and_the_first_stop_wins() -> Non
 
 class FakeProbes:
     attach_kinds: ClassVar[dict[str, str]] = {"netlink_unicast": "fentry/fexit"}
+    compile_s, attach_s = 9.5, 0.75
 
     def close(self) -> None:
         pass
@@ -243,6 +244,8 @@ def test_cases_take_turns_and_each_control_follows_its_probed_repetition(
     assert loop.group.probe_histograms == {c: [_histograms(0), _histograms(1)]
                                            for c in (CB, KT)}
     assert loop.group.env.probes.attach == {"netlink_unicast": "fentry/fexit"}
+    # the one probe session's compile and attach, once for the group (not per repetition)
+    assert loop.group.document()["phases_s"] == {"bpf_compile": 9.5, "bpf_attach": 0.75}
     # progress lines carry the time and the seconds since the run started
     assert all(p.time.endswith("+00:00") and p.elapsed_s >= 0 for p in loop.lines)
     assert [p.elapsed_s for p in loop.lines] == sorted(p.elapsed_s for p in loop.lines)
