@@ -27,6 +27,7 @@ from nlperf.metrics import (
     multicast_block,
     pool_multicast,
     pool_unicast,
+    send_spacing_of,
     unicast_block,
 )
 from nlperf.nlsock import Control
@@ -131,6 +132,7 @@ class RepResult:
     block: models.Repetition
     unicast_records: np.ndarray | None = None
     receiver_latency: dict[str, np.ndarray] = field(default_factory=dict)
+    send_spacing: dict[int, np.ndarray] = field(default_factory=dict)  # per group, ns
     probe_histograms: dict[str, Any] | None = None
 
 
@@ -240,7 +242,8 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
         key = "relay_sent" if m.source == "relay" else "gen_sent"
         sent_by_group = {g: stats.groups.get(g, {}).get(key, 0) for g in m.groups}
         recvs.sort(key=lambda r: [int(x) for x in r.id[1:].split(".")])
-        block.multicast = multicast_block(m.source, sent_by_group, recvs)
+        rep.send_spacing = send_spacing_of(recvs)
+        block.multicast = multicast_block(m.source, sent_by_group, recvs, rep.send_spacing)
         rep.receiver_latency = {r.id: r.records[:, 4] - r.records[:, 3] for r in recvs
                                 if r.records is not None}
     block.module = models.Module.model_validate(stats.as_dict())
@@ -322,7 +325,7 @@ def pool_case(case: Case, reps: list[RepResult]) -> models.Blocks:
             for rid, arr in r.receiver_latency.items():
                 lat.setdefault(rid, []).append(arr)
         out.multicast = pool_multicast([b.multicast for b in blocks if b.multicast is not None],
-                                       lat)
+                                       lat, [r.send_spacing for r in reps])
     # the module's keys are the wire format's (nlperf/wire.py): pooled by name
     mods = [b.module.document() for b in blocks if b.module is not None]
     module = {k: v for k, v in mods[0].items() if k not in MODULE_COUNTERS}

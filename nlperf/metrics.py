@@ -10,7 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from nlperf.models import Blocks, Latency, McSource, Multicast, Overhead, Receiver, Unicast
+from nlperf.models import (
+    Blocks,
+    Latency,
+    McSource,
+    Multicast,
+    Overhead,
+    Receiver,
+    SendSpacing,
+    Unicast,
+)
 from nlperf.samples import components, latency_block
 
 # a latency component (nlperf.samples.components) → its key in the unicast block
@@ -93,9 +102,59 @@ def sent_to(groups: list[int], sent_by_group: dict[int, int]) -> int:
     return sum(sent_by_group.get(g, 0) for g in groups)
 
 
+def send_spacings(group: np.ndarray, seq: np.ndarray, kern_send_ns: np.ndarray
+                  ) -> dict[int, np.ndarray]:
+    """Each group's inter-send spacings (ns) from the stamps its receivers got.
+
+    Rows are one received message each: its group, sequence number and kernel send stamp.
+    Consecutive sends of a group have consecutive sequence numbers, so only pairs (seq, seq+1)
+    give a spacing: a lost message (or a relay the module refused) leaves a gap in seq, never
+    a long false spacing. Rows of one (group, seq) from several receivers are one send with
+    one stamp: each counts once. Spacings come out in send order.
+    """
+    out: dict[int, np.ndarray] = {}
+    for g in np.unique(group):
+        mine = group == g
+        seqs, first = np.unique(seq[mine], return_index=True)  # sorted, each send once
+        stamps = kern_send_ns[mine][first]
+        out[int(g)] = np.diff(stamps)[np.diff(seqs) == 1]
+    return out
+
+
+def send_spacing_of(receivers: list[Any]) -> dict[int, np.ndarray]:
+    """``send_spacings`` over the messages of all ``receivers`` (ReceiverResult-like: those
+    without ``send_ids`` are left out)."""
+    got = [(r.send_ids, r.records) for r in receivers
+           if getattr(r, "send_ids", None) is not None and r.records is not None]
+    if not got:
+        return {}
+    ids = np.concatenate([i for i, _ in got])
+    stamps = np.concatenate([rec[:, 3] for _, rec in got])
+    return send_spacings(ids[:, 0], ids[:, 1], stamps)
+
+
+def spacing_block(values: list[np.ndarray]) -> SendSpacing:
+    arr = np.concatenate(values) if values else np.empty(0)
+    if arr.size == 0:
+        return SendSpacing(count=0, p50_ns=None, p99_ns=None)
+    p50, p99 = np.percentile(arr, [50.0, 99.0])
+    return SendSpacing(count=int(arr.size), p50_ns=round(float(p50), 1),
+                       p99_ns=round(float(p99), 1))
+
+
+def _set_spacing(block: Multicast, by_group: list[dict[int, np.ndarray]]) -> None:
+    """Per group, and all groups pooled, over ``by_group`` (one mapping per repetition)."""
+    groups = sorted({int(g) for g in block.sent_by_group} | {g for m in by_group for g in m})
+    block.send_spacing = spacing_block([a for m in by_group for a in m.values()])
+    block.send_spacing_by_group = {str(g): spacing_block([m[g] for m in by_group if g in m])
+                                   for g in groups}
+
+
 def multicast_block(source: McSource, sent_by_group: dict[int, int],
-                    receivers: list[Any]) -> Multicast:
-    """Receivers' view against the module's count of what it broadcast to each group."""
+                    receivers: list[Any],
+                    send_spacing: dict[int, np.ndarray] | None = None) -> Multicast:
+    """Receivers' view against the module's count of what it broadcast to each group;
+    with ``send_spacing`` (``send_spacing_of(receivers)``), the achieved spacing too."""
     out_receivers = []
     for r in receivers:
         sent = sent_to(r.groups, sent_by_group)
@@ -106,12 +165,17 @@ def multicast_block(source: McSource, sent_by_group: dict[int, int],
             lost=sent - r.received, enobufs=r.enobufs, sk_drops=r.sk_drops,
             seq_gaps=r.seq_gaps, foreign=getattr(r, "foreign", 0),
             latency_us=latency_block(lat, 1000.0)))
-    return Multicast(source=source, sent_by_group={str(g): n for g, n in sent_by_group.items()},
-                     receivers=out_receivers)
+    out = Multicast(source=source, sent_by_group={str(g): n for g, n in sent_by_group.items()},
+                    receivers=out_receivers)
+    if send_spacing is not None:
+        _set_spacing(out, [send_spacing])
+    return out
 
 
-def pool_multicast(blocks: list[Multicast], latencies: dict[str, list[np.ndarray]]
-                   ) -> Multicast:
+def pool_multicast(blocks: list[Multicast], latencies: dict[str, list[np.ndarray]],
+                   send_spacing: list[dict[int, np.ndarray]] | None = None) -> Multicast:
+    """Case-level block over repetitions; ``send_spacing``: each repetition's
+    ``send_spacing_of``, whose spacings are pooled per group and over all groups."""
     sent_by_group: dict[str, int] = {}
     for b in blocks:
         for g, n in b.sent_by_group.items():
@@ -133,6 +197,8 @@ def pool_multicast(blocks: list[Multicast], latencies: dict[str, list[np.ndarray
         known = [n for b in blocks if (n := getattr(b, name)) is not None]
         if known:
             setattr(out, name, sum(known))
+    if send_spacing is not None:
+        _set_spacing(out, send_spacing)
     return out
 
 

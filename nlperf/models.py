@@ -130,6 +130,17 @@ class Receiver(Model):
     latency_us: Latency
 
 
+class SendSpacing(Model):
+    """Achieved spacing of the source's multicast sends (ns): the kernel send stamp of a group's
+    message seq+1 minus that of seq, for each such pair some receiver got (receivers of a group
+    get the same stamped sends: each pair counts once; a lost message leaves its pairs out).
+    Bursts show as p50 below the schedule's interval; null: no pair."""
+
+    count: Count
+    p50_ns: float | None
+    p99_ns: float | None
+
+
 class Multicast(Model):
     """Broadcasts by group (the module's count) and each receiver's view of them.
 
@@ -137,6 +148,7 @@ class Multicast(Model):
     and ``relay_errors`` the requests the module refused (an error reply each: ENOBUFS when the
     deferred queue is full). A refused relay is never broadcast, so no receiver can count it
     lost: ``relay_requested − sent_by_group[g]`` is each group's share of them.
+    ``send_spacing`` pools the groups' spacings, ``send_spacing_by_group`` has each group's.
     """
 
     source: McSource = "generator"
@@ -144,6 +156,8 @@ class Multicast(Model):
     receivers: list[Receiver]
     relay_requested: Opt[int] = None
     relay_errors: Opt[int] = None
+    send_spacing: Opt[SendSpacing] = None
+    send_spacing_by_group: Opt[dict[str, SendSpacing]] = None
 
 
 class CtxSwitches(Model):

@@ -153,6 +153,17 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
         assert all(r["sk_drops"] > 0 for r in slow), "the overrun must show drops"
         assert all(r["enobufs"] < r["sk_drops"] for r in slow)
         assert fast[0]["lost"] == 0 and fast[0]["received"] == 2 * 401
+        # the send spacing: group 2's lossless receiver got all 400 sends, 399 pairs each
+        # repetition; the slow receivers alone hear group 1, and lose pairs; the case pools
+        for passed in (m, m["control"]):
+            for rep in passed["repetitions"]:
+                by_group = rep["multicast"]["send_spacing_by_group"]
+                assert by_group["2"]["count"] == 399
+                assert by_group["1"]["count"] <= 399
+            pooled = passed["multicast"]
+            assert pooled["send_spacing_by_group"]["2"]["count"] == 2 * 399
+            assert pooled["send_spacing"]["count"] == sum(
+                rep["multicast"]["send_spacing"]["count"] for rep in passed["repetitions"])
         assert m["probes"]["overhead"] == {"multicast_latency_p50_pct": _pct(
             _mean_p50(m["multicast"]), _mean_p50(m["control"]["multicast"]))}
     assert not _qemu_running(out)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nlperf import results
-from nlperf.models import Case, Repetition, Status, Unicast
+from nlperf.models import Case, Repetition, SendSpacing, Status, Unicast
 from nlperf.report import write_report
 from nlperf.reportdoc import Document, Para, Section, Span, Table, to_html, to_markdown
 from nlperf.samples import latency_block
@@ -202,3 +202,26 @@ def test_the_html_report_opens_in_a_browser(tmp_path: Path) -> None:
     bad.write_text("<!doctype html><p>x</p><script>console.error('oops'); nope();</script>")
     _, console = screenshot(bad, tmp_path)
     assert len(console) == 2 and "oops" in console[0]
+
+
+def test_the_multicast_section_lists_the_send_spacing_of_the_measured_pass(
+        tmp_path: Path) -> None:
+    run = write_run(tmp_path, "spacing", processing_models(reps=2), samples=False,
+                    histograms=False)
+    summary = results.read_summary(run)
+    for case in summary.cases:
+        if case.multicast is None or case.control is None:
+            continue
+        # the pooled passes differ: the table takes the measured one (the probes-off control)
+        case.control.multicast = case.multicast.model_copy(deep=True)
+        for block, p50 in ((case.multicast, 1e9), (case.control.multicast, 500_000.0)):
+            block.send_spacing_by_group = {
+                "2": SendSpacing(count=3998, p50_ns=p50, p99_ns=2_500_000.0),
+                "10": SendSpacing(count=0, p50_ns=None, p99_ns=None)}
+    results.write_summary(run, summary)
+    md = write_report(run).read_text()
+    assert "send spacing p50 (µs)" in md
+    lines = md.splitlines()
+    for mode in ("callback", "kthread", "workqueue"):
+        at = lines.index(f"| {mode} · multicast | 2 | 3998 | 500 | 2500 |")  # groups in order
+        assert lines[at + 1] == f"| {mode} · multicast | 10 | 0 | – | – |"

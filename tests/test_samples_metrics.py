@@ -5,18 +5,19 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import replace
+from threading import Event
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from nlperf import metrics, models, nlsock, probe_pool, probe_table, samples
+from nlperf import metrics, models, nlsock, probe_pool, probe_table, samples, wire
 from nlperf import probe_blocks as pb
 from nlperf.probe_table import calls_index, hist_index
 from nlperf.samples import StampLog, components, latency_block
 from nlperf.workloads import procstat
-from nlperf.workloads.multicast import ReceiverResult
+from nlperf.workloads.multicast import Receiver, ReceiverConfig, ReceiverResult
 from nlperf.workloads.unicast import SenderResult
 
 REC = struct.Struct("=5q")
@@ -249,6 +250,122 @@ def test_pool_multicast_sums_repetitions() -> None:
     assert (r1["sent"], r1["received"], r1["lost"]) == (110, 105, 5)
     assert r1["sk_drops"] is None  # unknown in one repetition: unknown overall
     assert r1["latency_us"]["count"] == 1
+
+
+# --- achieved inter-send spacing of the multicast source --------------------------------------
+
+
+def stamped(rid: str, group: int, got: dict[int, int]) -> ReceiverResult:
+    """A receiver that got the sends ``got`` (seq → kernel send stamp) of ``group``."""
+    recs = np.zeros((len(got), 5), dtype=np.int64)
+    recs[:, 3] = list(got.values())
+    ids = np.array([[group, seq] for seq in got], dtype=np.int64).reshape(-1, 2)
+    return ReceiverResult(id=rid, groups=[group], received=len(got), records=recs,
+                          send_ids=ids)
+
+
+# group 1's sends, seq → kernel send stamp (ns); seq 3 never reached a receiver
+SENDS_1 = {0: 1000, 1: 1100, 2: 1250, 3: 1300, 4: 2000, 5: 2010}
+
+
+def test_send_spacing_takes_consecutive_sends_only_and_each_send_once() -> None:
+    lossy = stamped("r0.0", 1, {s: t for s, t in SENDS_1.items() if s != 3})
+    # a second receiver of group 1 got sends the first got too (same stamps: one send each),
+    # in another order
+    other = stamped("r0.1", 1, {5: 2010, 0: 1000, 1: 1100})
+    relay = stamped("r1.0", 2, {7: 500, 8: 900, 10: 1500})  # seq 9: a refused relay
+    got = metrics.send_spacing_of([lossy, other, relay])
+    assert sorted(got) == [1, 2]
+    # not 2 → 4 (750 ns across the lost seq 3), not 8 → 10
+    assert got[1].tolist() == [100, 150, 10]
+    assert got[2].tolist() == [400]
+    # receivers that carry no send ids (results read back, stand-ins) give none
+    assert metrics.send_spacing_of([SimpleNamespace(records=lossy.records)]) == {}
+
+
+def test_send_spacing_pairs_across_receivers_of_one_group() -> None:
+    """seq 1 reached only one receiver and seq 2 only the other: still one pair, one spacing."""
+    got = metrics.send_spacing_of([stamped("a", 1, {1: 1100}), stamped("b", 1, {2: 1250})])
+    assert got[1].tolist() == [150]
+
+
+class KernelFeed:
+    """Stands in for a receiver's socket: hands out the given datagrams as the kernel's (port
+    id 0), then times out."""
+
+    def __init__(self, datagrams: list[bytes]) -> None:
+        self.datagrams = list(datagrams)
+
+    def settimeout(self, _: float) -> None:
+        pass
+
+    def recvfrom_into(self, buf: bytearray) -> tuple[int, tuple[int, int]]:
+        if not self.datagrams:
+            raise TimeoutError
+        d = self.datagrams.pop(0)
+        buf[:len(d)] = d
+        return len(d), (0, 0)
+
+
+def kern_send(group: int, seq: int) -> int:
+    return 1_000_000 * group + 10 * seq * seq
+
+
+def mcast(group: int, seq: int, flags: int = 0) -> bytes:
+    st = wire.STAMP.pack(wire.WIRE_VERSION, wire.STAMP.size, flags, group, seq, 0, 0, 0,
+                         kern_send(group, seq))
+    return wire.nlmsg(wire.MSG_MCAST_DATA, st + bytes(16), flags=0)
+
+
+@pytest.mark.parametrize("capacity", [64, 3])
+def test_a_receiver_logs_which_send_each_stamp_came_from(capacity: int) -> None:
+    """Group and seq are kept beside each logged stamp, row for row, also when the reservoir
+    replaces records (capacity 3 of 8 messages)."""
+    sends = [(1, 0), (1, 1), (2, 0), (1, 2), (1, 4), (2, 1), (1, 5), (2, 2)]  # 1.3 lost
+    rx = Receiver.__new__(Receiver)
+    rx.cfg = ReceiverConfig(id="r", groups=(1, 2), drain_timeout_ms=0, capacity=capacity)
+    rx.inode, rx.buf, rx.log = 0, bytearray(1 << 12), StampLog(capacity)
+    rx._ids = np.empty(capacity * 16, dtype=np.uint8)  # the stamp head kept: version..seq
+    rx._drops0 = None
+    rx._ctx0 = {}
+    rx.sock = KernelFeed([mcast(g, s) for g, s in sends]  # type: ignore[assignment]
+                         + [mcast(1, 6, wire.STAMP_F_END), mcast(2, 3, wire.STAMP_F_END)])
+    done = Event()
+    done.set()
+    res = rx.run(done, (1, 2))
+    assert (res.received, res.ends, res.seq_gaps) == (10, 2, 1)
+    assert res.records is not None and res.send_ids is not None
+    assert len(res.send_ids) == len(res.records) == min(capacity, len(sends))
+    assert [kern_send(g, s) for g, s in res.send_ids.tolist()] == res.records[:, 3].tolist()
+    if capacity > len(sends):
+        assert res.send_ids.tolist() == [list(x) for x in sends]
+        assert {g: a.tolist() for g, a in metrics.send_spacing_of([res]).items()} == {
+            1: [10, 30, 90], 2: [10, 30]}  # 1.2 → 1.4 spans the lost 1.3: left out
+
+
+def test_send_spacing_blocks_per_group_and_pooled_over_repetitions() -> None:
+    rs = [receiver("r0.0", [1, 2], 3, [1000])]
+    rep1, rep2 = {1: np.array([100, 150, 10]), 2: np.array([400])}, {1: np.array([20])}
+    b1 = metrics.multicast_block("generator", {1: 6, 2: 3, 3: 0}, rs, rep1)
+    b2 = metrics.multicast_block("generator", {1: 6, 2: 3, 3: 0}, rs, rep2)
+    assert b1.send_spacing == models.SendSpacing(count=4, p50_ns=125.0, p99_ns=392.5)
+    assert b1.send_spacing_by_group is not None
+    assert b1.send_spacing_by_group["1"] == models.SendSpacing(count=3, p50_ns=100.0,
+                                                               p99_ns=149.0)
+    assert b2.send_spacing_by_group == {
+        "1": models.SendSpacing(count=1, p50_ns=20.0, p99_ns=20.0),
+        "2": models.SendSpacing(count=0, p50_ns=None, p99_ns=None),
+        "3": models.SendSpacing(count=0, p50_ns=None, p99_ns=None)}
+    pooled = metrics.pool_multicast([b1, b2], {}, [rep1, rep2])
+    # [10, 20, 100, 150] and [400]: percentiles of all spacings, not of the repetitions' ones
+    assert pooled.send_spacing_by_group is not None
+    assert pooled.send_spacing_by_group["1"] == models.SendSpacing(count=4, p50_ns=60.0,
+                                                                   p99_ns=148.5)
+    assert pooled.send_spacing_by_group["2"].count == 1
+    assert pooled.send_spacing == models.SendSpacing(count=5, p50_ns=100.0, p99_ns=390.0)
+    # without spacings (as before): no key
+    assert "send_spacing" not in metrics.multicast_block("generator", {1: 6}, rs).document()
+    assert "send_spacing" not in metrics.pool_multicast([b1], {}).document()
 
 
 # --- the observer effect: probed pass against the probes-off control pass ----------------------

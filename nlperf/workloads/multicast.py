@@ -23,6 +23,7 @@ from nlperf.workloads.common import (
     ERRNO,
     ERRNO_AT,
     ERROR_MIN,
+    LOG_RECORD,
     LOG_RECV_AT,
     PAYLOAD_AT,
     STAMP_AT,
@@ -40,6 +41,12 @@ from nlperf.workloads.common import (
 from nlperf.workloads.procstat import ctx_switches, delta
 
 _FLAGS_GROUP_SEQ_AT = STAMP_AT + wire.STAMP.offset("flags")
+# Which send a logged stamp belongs to: the stamp's head up to seq (16 bytes) is copied as it is
+# into a log parallel to the StampLog, slot for slot, so reservoir replacement keeps them paired.
+_SEND_ID = wire.STAMP.span("version", "seq", base=STAMP_AT)
+_SEND_ID_SIZE = _SEND_ID.stop - _SEND_ID.start
+_SEND_ID_DTYPE = np.dtype([(m.name, "=" + m.fmt) for m in wire.STAMP.members
+                           if _SEND_ID.start <= STAMP_AT + m.offset < _SEND_ID.stop])
 # in a relay request the stamp follows struct nlperf_relay_req
 _RELAY_STAMP_AT = PAYLOAD_AT + wire.RELAY_REQ.size
 
@@ -71,6 +78,8 @@ class ReceiverResult:
     inode: int = 0
     records: np.ndarray | None = None
     ctx: dict[str, int] = field(default_factory=dict)
+    # (group, seq) of each row of records: which kernel send each stamp came from
+    send_ids: np.ndarray | None = None
 
 
 class Receiver:
@@ -81,6 +90,8 @@ class Receiver:
         self.inode = socket_inode(self.sock)
         self.buf = bytearray(1 << 17)
         self.log = StampLog(cfg.capacity)
+        # np.empty, like the StampLog: pages are touched only as records arrive
+        self._ids = np.empty(cfg.capacity * _SEND_ID_SIZE, dtype=np.uint8)
         self._ctx0: dict[str, int] = {}
         self._drops0: int | None = None
 
@@ -116,6 +127,7 @@ class Receiver:
         type_at, data_type, stamped_min = TYPE_AT, wire.MSG_MCAST_DATA, STAMPED_MIN
         unpack_fgs, fgs_at = STAMP_FLAGS_GROUP_SEQ.unpack_from, _FLAGS_GROUP_SEQ_AT
         times, recv_at, pack_ts = STAMP_TIMES, LOG_RECV_AT, TS.pack_into
+        ids, send_id, record, id_size = memoryview(self._ids), _SEND_ID, LOG_RECORD, _SEND_ID_SIZE
         sock.settimeout(0.05)
         delay = cfg.delay_us / 1e6
         drain_ns = cfg.drain_timeout_ms * 1_000_000
@@ -153,6 +165,8 @@ class Receiver:
                 if off is not None:
                     log.buf[off:off + recv_at] = buf[times]
                     pack_ts(log.buf, off + recv_at, t)
+                    at = off // record * id_size
+                    ids[at:at + id_size] = buf[send_id]
             if delay:
                 time.sleep(delay)
         drops1 = netlink_drops(self.inode)
@@ -160,6 +174,9 @@ class Receiver:
             res.sk_drops = drops1 - drops0
         res.ctx = delta(ctx_switches(), ctx0)
         res.records = log.array()
+        heads = np.frombuffer(self._ids, dtype=_SEND_ID_DTYPE, count=len(res.records))
+        res.send_ids = np.column_stack([heads["group"].astype(np.int64),
+                                        heads["seq"].astype(np.int64)])
         return res
 
 

@@ -31,7 +31,15 @@ def test_relays_refused_by_a_full_queue_are_counted(module: Loaded, ko: Path) ->
     (receiver,) = block.receivers
     assert receiver.sent == sum(block.sent_by_group.values())
     assert (receiver.lost, receiver.sk_drops) == (0, 0)  # a 4 MiB queue never overflows
+    # a refused relay is a gap in the sequence: no spacing spans it
+    assert block.send_spacing_by_group is not None and block.send_spacing is not None
+    for group in (1, 2):
+        spaced = block.send_spacing_by_group[str(group)].count
+        assert spaced == rep.send_spacing[group].size
+        assert spaced <= block.sent_by_group[str(group)] - 2  # n sends and an end marker
     # the case level carries them: refused relays reach the report
-    pooled = metrics.pool_multicast([block, block], {})
+    pooled = metrics.pool_multicast([block, block], {}, [rep.send_spacing] * 2)
     assert (pooled.relay_requested, pooled.relay_errors) == (2 * block.relay_requested,
                                                               2 * block.relay_errors)
+    assert pooled.send_spacing is not None
+    assert pooled.send_spacing.count == 2 * block.send_spacing.count

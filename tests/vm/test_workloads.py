@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import socket
+import time
 from threading import Event
 
 import numpy as np
+import pytest
 
 from nlperf import wire
+from nlperf.metrics import multicast_block, send_spacing_of
 from nlperf.nlsock import Control
 from nlperf.samples import components
-from nlperf.workloads.multicast import Receiver, ReceiverConfig
+from nlperf.workloads.multicast import Receiver, ReceiverConfig, RelaySender
 from nlperf.workloads.unicast import Sender, SenderConfig
 from tests.vm.conftest import Loaded
 
@@ -138,3 +141,59 @@ def test_a_sender_counts_a_message_from_another_socket_as_foreign(module: Loaded
             _check_timed(res.records, cfg.count)
     finally:
         forger.close()
+
+
+@pytest.mark.parametrize("source", ["generator-kernel", "generator-atomic", "relay"])
+def test_receivers_give_the_sources_spacing_between_consecutive_sends(
+        module: Loaded, source: str) -> None:
+    """Every consecutive pair of a group's sends gives one spacing, and they add up exactly to
+    the span of its kernel send stamps; two receivers of a group see the same stamped sends."""
+    module(mode="callback")
+    n, rate = 200, 2000
+    rxs = [Receiver(ReceiverConfig(id=f"r{g}.{k}", groups=(g,), rcvbuf=1 << 22,
+                                   drain_timeout_ms=300, capacity=1024))
+           for g, k in ((1, 0), (1, 1), (2, 0))]
+    try:
+        for rx in rxs:
+            rx.start_window()
+        if source == "relay":
+            relay = RelaySender(wire.PROTO_DEFAULT, [1, 2], 64)
+            try:
+                assert relay.run(n, None, rate).errors == 0
+            finally:
+                relay.close()
+        else:
+            with Control(wire.PROTO_DEFAULT) as ctl:
+                ctl.gen_start([1, 2], 64, count=n, rate=rate, alloc=source.split("-")[1])
+                deadline = time.monotonic() + 60
+                while ctl.stats().fields["gen_pid"] and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        done = Event()
+        done.set()
+        results = [rx.run(done, (1, 2)) for rx in rxs]  # a 4 MiB queue holds every send
+    finally:
+        for rx in rxs:
+            rx.close()
+    for r in results:
+        assert (r.received, r.seq_gaps, r.ends) == (n + 1, 0, 1)  # lossless, end marker too
+        assert r.records is not None and r.send_ids is not None
+        assert r.send_ids.tolist() == [[r.groups[0], seq] for seq in range(n)]
+    same_a, same_b, other = results
+    assert same_a.records is not None and same_b.records is not None
+    assert (same_a.records[:, 3] == same_b.records[:, 3]).all()  # one send, one stamp
+    spacing = send_spacing_of(results)
+    assert sorted(spacing) == [1, 2]
+    for r in (same_a, other):
+        assert r.records is not None
+        got, stamps = spacing[r.groups[0]], r.records[:, 3]
+        assert got.size == r.received - 2  # n sends, n - 1 pairs (the end marker is no send)
+        assert int(got.sum()) == int(stamps[-1] - stamps[0])
+        assert (got >= 0).all()
+    block = multicast_block("relay" if source == "relay" else "generator",
+                            {1: n + 1, 2: n + 1}, results, spacing)
+    assert block.send_spacing is not None and block.send_spacing_by_group is not None
+    assert block.send_spacing.count == 2 * (n - 1)
+    for g in ("1", "2"):
+        one = block.send_spacing_by_group[g]
+        assert one.count == n - 1
+        assert one.p50_ns is not None and one.p99_ns is not None and one.p50_ns <= one.p99_ns
