@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
 
@@ -445,24 +445,3 @@ class GroupResult(Model):
     probe_histograms: dict[str, list[dict[str, Any]]]
     phases_s: Phases = Field(default_factory=dict, description=(
         "what the group spent once: bpf_compile, bpf_attach; in the lab VM inner_run"))
-
-
-# --- the generated schema -----------------------------------------------------------------------
-
-SCHEMA_ID = "nlperf/results/summary-v1"
-
-
-class _ContractSchema(GenerateJsonSchema):
-    """Contract readers need types and descriptions: no per-field titles, no defaults."""
-
-    def field_title_should_be_set(self, schema: Any) -> bool:
-        return False
-
-    def default_schema(self, schema: cs.WithDefaultSchema) -> JsonSchemaValue:
-        return self.generate_inner(schema["schema"])
-
-
-def summary_schema() -> dict[str, Any]:
-    body = Summary.model_json_schema(schema_generator=_ContractSchema)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            **body, "title": "nlperf run summary (summary.json)"}

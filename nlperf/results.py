@@ -34,9 +34,9 @@ from nlperf.models import (
     Status,
     Summary,
     Target,
-    summary_schema,
 )
 from nlperf.paths import RESULTS_DIR
+from nlperf.schema import summary_schema
 
 SUMMARY = "summary.json"
 ENV = "env.json"

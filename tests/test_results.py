@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nlperf import design, metrics, models, results, samples, wire
+from nlperf import design, metrics, models, results, samples, schema, wire
 from nlperf.errors import EXIT_BAD_INPUT, BadInput, RunFailed
 from nlperf.measure import RepResult, pool_case
 from nlperf.models import Status
@@ -399,7 +399,7 @@ def test_new_summary_fields() -> None:
 
 def test_schema_file_is_generated_from_the_models() -> None:
     """results/schema.json is `python -m nlperf.results --schema`, never edited by hand."""
-    generated = json.dumps(models.summary_schema(), indent=2) + "\n"
+    generated = json.dumps(schema.summary_schema(), indent=2) + "\n"
     assert SCHEMA.read_text() == generated
     p = subprocess.run([sys.executable, "-m", "nlperf.results", "--schema"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
