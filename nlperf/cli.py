@@ -190,7 +190,7 @@ def kmod_stats(as_json: bool, proto: int | None) -> None:
     from nlperf.nlsock import Control
 
     if proto is None:
-        proto = int(kmod.loaded_params().get("proto", "31"))
+        proto = int(kmod.loaded_params().get("proto", str(kmod.PARAMS["proto"].default)))
     with Control(proto) as ctl:
         stats = ctl.stats().as_dict()
     if as_json:

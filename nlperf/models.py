@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
+from nlperf import wire
+
 
 class Status(StrEnum):
     """Where a run stands; a case is one of the last three."""
@@ -119,7 +121,7 @@ class Receiver(Model):
     """
 
     id: str
-    groups: list[Annotated[int, Field(ge=1, le=32)]]
+    groups: list[Annotated[int, Field(ge=1, le=wire.MAX_GROUPS)]]
     sent: Count
     received: Count
     lost: int

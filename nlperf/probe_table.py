@@ -43,7 +43,7 @@ ROLE_MACROS: tuple[tuple[str, str], ...] = (
     ("ROLE_KTHREAD", "kthread"),  # the module's worker kthread
 )
 ROLES = tuple(name for _, name in ROLE_MACROS)
-ROLE_LAB, ROLE_KTHREAD = 0, 1
+ROLE_LAB, ROLE_KTHREAD = ROLES.index("lab"), ROLES.index("kthread")
 
 # (C macro, class name, errno selecting it): the result of netlink_unicast / netlink_broadcast.
 # R_OK takes every return value >= 0 (netlink_unicast returns the byte count), R_OTHER every

@@ -28,11 +28,11 @@ from pydantic import (
     model_validator,
 )
 
-from nlperf import kmod
+from nlperf import kmod, probes, wire
 from nlperf.errors import BadInput
 from nlperf.models import OrderKind
 
-Group = Annotated[int, Field(ge=1, le=32)]
+Group = Annotated[int, Field(ge=1, le=wire.MAX_GROUPS)]
 
 
 class Strict(BaseModel):
@@ -67,7 +67,8 @@ class Module(Strict):
 
 class Unicast(Strict):
     senders: int = Field(1, ge=1, le=64)
-    message_size: int = Field(64, ge=48, le=65536, description="payload bytes, >= the stamp")
+    message_size: int = Field(64, ge=wire.STAMP.size, le=65536,
+                              description="payload bytes, >= the stamp")
     kind: Literal["timed", "raw", "sink"] = "timed"
     pattern: Literal["closed", "open"] = "closed"
     window: int = Field(1, ge=1, le=65536, description="closed loop: messages in flight")
@@ -111,7 +112,8 @@ class Multicast(Strict):
     source: Literal["relay", "generator"] = "generator"
     groups: Groups = Field(default_factory=lambda: [1])
     receivers: list[Receivers] = Field(default_factory=lambda: [Receivers()], min_length=1)
-    size: int = Field(64, ge=48, le=65536, description="payload bytes per message")
+    size: int = Field(64, ge=wire.STAMP.size, le=65536,
+                      description="payload bytes per message")
     rate: float = Field(0, ge=0, description="messages/s per group, 0: as fast as possible")
     count: int | None = Field(None, ge=1, le=100_000_000, description="messages per group")
     duration: float | None = Field(None, gt=0, le=86400, description="seconds")
@@ -131,8 +133,8 @@ class Multicast(Strict):
 class Probes(Strict):
     enabled: bool = True
     timing: bool = Field(True, description="per-call durations; false: counters only (cheap)")
-    which: list[Literal["unicast", "broadcast", "overrun", "sched", "module", "send"]] = Field(
-        default_factory=lambda: ["unicast", "broadcast", "overrun", "sched", "module", "send"])
+    which: list[Literal[probes.WHICH]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(probes.WHICH))
     control: bool = True
 
 
