@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nlperf import kmod
+from nlperf import bench_probes, kmod
 from nlperf.measure import clocksource
 from nlperf.paths import KMOD_SRC
 from nlperf.targets.vm import running_under
@@ -101,6 +101,7 @@ def main() -> None:
                       f"peak RSS {rss:.0f} MiB")
         finally:
             kmod.unload()
+    bench_probes.main(ko, binary)
 
 
 if __name__ == "__main__":
