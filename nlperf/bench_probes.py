@@ -36,6 +36,8 @@ Config = Callable[[], ProbeSession | None]
 CONFIGS: dict[str, Config] = {
     "none": lambda: None,
     **{f"only {w}": (lambda w=w: ProbeSession(PROTO_DEFAULT, [w])) for w in WHICH},  # type: ignore[misc]
+    # the module timed the old way: kprobe/kretprobe, what a module without tracepoints costs
+    "module kprobes": lambda: ProbeSession(PROTO_DEFAULT, ["module"], module_tracepoints=False),
     "counters-only": lambda: ProbeSession(PROTO_DEFAULT, WHICH, timing=False),
     "full": lambda: ProbeSession(PROTO_DEFAULT, WHICH),
 }
