@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 from pydantic import ValidationError
 
-from nlperf import design, results, stats
+from nlperf import design, results, stats, verdict
 from nlperf.catalog import Count, Metric, counts_of, sort_key, values_of
 from nlperf.models import Case, Env, Repetition, Summary
 
@@ -76,7 +76,7 @@ class CountEstimate:
 def estimate_count(metric: Metric, per_rep: list[Count],
                    rounds: tuple[int, ...] = ()) -> CountEstimate:
     events, exposure = sum(e for e, _ in per_rep), sum(x for _, x in per_rep)
-    return CountEstimate(metric, tuple(per_rep), stats.poisson_ci(events, exposure=exposure),
+    return CountEstimate(metric, tuple(per_rep), verdict.poisson_ci(events, exposure=exposure),
                          rounds)
 
 
@@ -84,7 +84,7 @@ def estimate_count(metric: Metric, per_rep: list[Count],
 class ObserverEffect:
     """Probed pass against the probes-off control pass (baseline), per metric."""
 
-    comparisons: dict[str, stats.Comparison]
+    comparisons: dict[str, verdict.Comparison]
     metrics: dict[str, Metric]
 
     def warnings(self) -> list[str]:
@@ -178,7 +178,7 @@ def _passes(case: Case) -> tuple[PassName, list[Repetition], list[Repetition]]:
 
 
 def observer_effect(probed: list[Repetition], control: list[Repetition],
-                    options: stats.CompareOptions | None = None, *,
+                    options: verdict.CompareOptions | None = None, *,
                     rounds: bool = False) -> ObserverEffect | None:
     """``rounds``: the run's order ran probed and control repetition r side by side
     (design.pairs_rounds), so metrics with the same rounds on both sides are paired."""
@@ -191,7 +191,7 @@ def observer_effect(probed: list[Repetition], control: list[Repetition],
         return None
     higher = [k for k in a if p.metrics[k].higher_is_better]
     paired = [k for k in a if rounds and c.rounds[k] == p.rounds[k]]
-    compared = stats.compare_metrics(a, b, higher_is_better=higher, options=options,
+    compared = verdict.compare_metrics(a, b, higher_is_better=higher, options=options,
                                      paired=paired)
     return ObserverEffect(compared, {k: p.metrics[k] for k in a})
 

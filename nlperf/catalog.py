@@ -4,7 +4,7 @@ repetition's value off the results contract (nlperf/models.py).
 Two kinds:
 
 * value metrics — one number per repetition (a percentile of that repetition's messages, its
-  throughput); estimates and comparisons resample repetitions (nlperf/stats.py);
+  throughput); estimates and comparisons resample repetitions (nlperf/stats.py, nlperf/verdict.py);
 * count metrics — events out of an exposure per repetition (messages lost out of messages
   sent, context switches per message): pooled they get an exact Poisson CI, and their
   per-repetition rates are compared like values.

@@ -2,14 +2,14 @@
 
 One case comparison (B against A) compares every metric both have (nlperf/catalog.py):
 
-* value metrics: per-repetition values, ``stats.compare_metric`` (ratio of geometric means,
+* value metrics: per-repetition values, ``verdict.compare_metric`` (ratio of geometric means,
   the t-interval of the log ratio and its t-test: paired t round by round, else Welch's t
   on logs; ratio of medians with a bootstrap CI and a rank test where a value is ≤ 0);
   0 in every repetition on both sides is "no change" without a test;
 * count metrics: per-repetition rates compared the same way — the repetition is the
   independent unit, not the message; when A's typical repetition had no event (a ratio to 0
   is undefined) the pooled counts go to the exact conditional Poisson test
-  (``stats.compare_counts``), which also calls "no events on either side" "no change".
+  (``verdict.compare_counts``), which also calls "no events on either side" "no change".
 
 Holm's correction runs over the metrics of one case comparison; a verdict "faster" or
 "slower" (and ``significant``) needs the Holm-adjusted p below alpha and the ratio's CI
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from nlperf import stats
+from nlperf import verdict
 from nlperf.analysis import CaseAnalysis, RunAnalysis, short_value, varying_keys
 from nlperf.catalog import Metric, fmt_metric, fmt_ratio
 from nlperf.errors import BadInput
@@ -49,14 +49,14 @@ PREFERRED_ALONG = ("module.mode", "mode")
 DEFAULT_THRESHOLD_PCT = 2.0
 
 
-def options(threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> stats.CompareOptions:
-    return stats.CompareOptions(threshold=threshold_pct / 100.0)
+def options(threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> verdict.CompareOptions:
+    return verdict.CompareOptions(threshold=threshold_pct / 100.0)
 
 
-def _zero_both(metric: Metric, n_a: int, n_b: int, o: stats.CompareOptions,
-               paired: bool) -> stats.Comparison:
+def _zero_both(metric: Metric, n_a: int, n_b: int, o: verdict.CompareOptions,
+               paired: bool) -> verdict.Comparison:
     statistic = "median" if o.statistic == "geomean" else o.statistic  # 0 has no log
-    return stats.Comparison(
+    return verdict.Comparison(
         metric=metric.key, higher_is_better=metric.higher_is_better, statistic=statistic,
         n_a=n_a, n_b=n_b, estimate_a=0.0, estimate_b=0.0, ratio=None, ci=None,
         confidence=o.confidence, test="none", p_value=None, p_rank=None, p_holm=None,
@@ -64,15 +64,15 @@ def _zero_both(metric: Metric, n_a: int, n_b: int, o: stats.CompareOptions,
         reason="0 in every repetition on both sides", paired=paired)
 
 
-def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions, *,
+def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: verdict.CompareOptions, *,
                   rounds: bool = False
-                  ) -> tuple[dict[str, stats.Comparison], dict[str, Metric]]:
+                  ) -> tuple[dict[str, verdict.Comparison], dict[str, Metric]]:
     """B against A on every metric both have, Holm-adjusted; and what each metric is.
 
     ``rounds``: A and B ran in the same rounds of one boot; a metric whose values come from
     the same repetition indices on both sides is then compared round by round (paired)."""
-    raw: dict[str, stats.Comparison] = {}
-    untested: dict[str, stats.Comparison] = {}
+    raw: dict[str, verdict.Comparison] = {}
+    untested: dict[str, verdict.Comparison] = {}
     metrics = {m.key: m for m in a.metrics()}
     for key, m in metrics.items():
         va, vb = a.series(key), b.series(key)
@@ -83,22 +83,22 @@ def compare_cases(a: CaseAnalysis, b: CaseAnalysis, o: stats.CompareOptions, *,
             if not any(va) and not any(vb):
                 untested[key] = _zero_both(m, len(va), len(vb), o, paired)
             else:
-                raw[key] = stats.compare_metric(va, vb, metric=key, options=o, paired=paired,
+                raw[key] = verdict.compare_metric(va, vb, metric=key, options=o, paired=paired,
                                                 higher_is_better=m.higher_is_better)
         elif key in a.counts and key in b.counts:
             ca, cb = a.counts[key], b.counts[key]
             if ca.events == 0 and cb.events == 0:  # no test: as paired as the design
-                none = stats.compare_counts(0, ca.exposure, 0, cb.exposure, metric=key,
+                none = verdict.compare_counts(0, ca.exposure, 0, cb.exposure, metric=key,
                                             options=o, higher_is_better=m.higher_is_better)
                 untested[key] = replace(none, paired=paired)
             elif float(np.median(va)) == 0.0 and not (paired and va == vb):
-                raw[key] = stats.compare_counts(ca.events, ca.exposure, cb.events, cb.exposure,
+                raw[key] = verdict.compare_counts(ca.events, ca.exposure, cb.events, cb.exposure,
                                                 metric=key, options=o,
                                                 higher_is_better=m.higher_is_better)
             else:  # per-repetition rates; the same in every round needs no baseline rate
-                raw[key] = stats.compare_metric(va, vb, metric=key, options=o, paired=paired,
+                raw[key] = verdict.compare_metric(va, vb, metric=key, options=o, paired=paired,
                                                 higher_is_better=m.higher_is_better)
-    family = stats.holm_adjust(raw) | untested
+    family = verdict.holm_adjust(raw) | untested
     ordered = {k: family[k] for k in metrics if k in family}
     return ordered, {k: metrics[k] for k in ordered}
 
@@ -112,7 +112,7 @@ class CaseComparison:
     case: str  # the case id, or the context (the other matrix values) along a key
     a: CaseAnalysis
     b: CaseAnalysis
-    metrics: dict[str, stats.Comparison]
+    metrics: dict[str, verdict.Comparison]
     info: dict[str, Metric]
 
 
@@ -144,7 +144,7 @@ def default_along(run: RunAnalysis) -> str | None:
     return None
 
 
-def along(run: RunAnalysis, key: str | None, o: stats.CompareOptions) -> Along | None:
+def along(run: RunAnalysis, key: str | None, o: verdict.CompareOptions) -> Along | None:
     """Cases that differ only in ``key`` compared with the key's first value; None when the
     run has no key to compare along (and none was asked for)."""
     cases = [c.case for c in run.cases]
@@ -188,7 +188,7 @@ def along(run: RunAnalysis, key: str | None, o: stats.CompareOptions) -> Along |
 @dataclass
 class RunComparison:
     comparisons: list[CaseComparison]
-    options: stats.CompareOptions
+    options: verdict.CompareOptions
     unmatched: dict[str, list[str]] = field(default_factory=dict)  # run → case ids
 
 
@@ -197,7 +197,7 @@ def _names(runs: list[RunAnalysis]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(r.run_dir) for r in runs]
 
 
-def between_runs(runs: list[RunAnalysis], o: stats.CompareOptions) -> RunComparison:
+def between_runs(runs: list[RunAnalysis], o: verdict.CompareOptions) -> RunComparison:
     """Every run after the first against the first, case by case (matched by id)."""
     names = _names(runs)
     base = runs[0]
@@ -261,7 +261,7 @@ def to_csv(rc: RunComparison) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def short_reason(c: stats.Comparison) -> str:
+def short_reason(c: verdict.Comparison) -> str:
     """Why a verdict is what it is, in a few words (stats gives the long form)."""
     if c.verdict != "inconclusive" or c.ci is None:
         return c.reason
@@ -273,7 +273,7 @@ def short_reason(c: stats.Comparison) -> str:
     return "not significant" if outside else f"not significant, CI wider than {band}"
 
 
-def cell(c: stats.Comparison) -> str:
+def cell(c: verdict.Comparison) -> str:
     """'1.25× [1.19, 1.31] slower' — a comparison in one table cell."""
     if c.ratio is None:
         return c.verdict
@@ -334,7 +334,7 @@ def render(rc: RunComparison, fmt: str) -> str:
     return {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt](rc)
 
 
-def along_as_runs(a: Along, o: stats.CompareOptions) -> RunComparison:
+def along_as_runs(a: Along, o: verdict.CompareOptions) -> RunComparison:
     """The same outputs for a comparison inside one run (case ids in place of run names)."""
     comparisons = [CaseComparison(cc.a.id, cc.b.id, cc.case or a.key, cc.a, cc.b, cc.metrics,
                                   cc.info) for g in a.groups for cc in g.comparisons]

@@ -17,7 +17,7 @@ With a probes-off control pass, each probed repetition is followed by its contro
 (probed r0, control r0, probed r1, ...), so the observer effect is measured under the same
 drift too.
 
-Pairing (nlperf/stats.py). With rounds (``round-robin``, ``random``), repetition r of every
+Pairing (nlperf/verdict.py). With rounds (``round-robin``, ``random``), repetition r of every
 case of a boot, and each case's control repetition r, ran in round r, next to each other in
 time: the rounds are blocks, and two cases of one boot are compared round by round (paired),
 so the drift between rounds cancels. ``sequential`` has no rounds — repetition r of one case

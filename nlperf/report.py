@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nlperf import plots, stats
+from nlperf import plots, stats, verdict
 from nlperf.analysis import RunAnalysis, ValueEstimate, analyze
 from nlperf.catalog import fmt, fmt_ratio
 from nlperf.compare import Along, along, cell, options
@@ -48,13 +48,13 @@ BREAKDOWN = (("user_to_kernel_p50_us", "user → kernel"), ("queue_p50_us", "que
 # --------------------------------------------------------------------------- the verdict
 
 
-def _winner(base_value: str, compared: list[tuple[str, stats.Comparison]],
+def _winner(base_value: str, compared: list[tuple[str, verdict.Comparison]],
             higher_is_better: bool) -> Span:
     if not compared:
         return Span("–", "muted")
     better = [(v, c) for v, c in compared if c.verdict == "faster"]
     if better:
-        def goodness(vc: tuple[str, stats.Comparison]) -> float:
+        def goodness(vc: tuple[str, verdict.Comparison]) -> float:
             r = vc[1].ratio if vc[1].ratio is not None else 1.0
             return r if higher_is_better else -r
         value, c = max(better, key=goodness)
@@ -85,7 +85,7 @@ def _along_table(al: Along) -> Table:
             row: list[Cell] = [g.context if first else ""] if with_context else []
             first = False
             row += [metric_label(m), estimate_cell(estimate(base, m.key))]
-            compared: list[tuple[str, stats.Comparison]] = []
+            compared: list[tuple[str, verdict.Comparison]] = []
             for value in others:
                 cc = next((cc for cc in g.comparisons if cc.candidate == value), None)
                 c = cc.metrics.get(m.key) if cc is not None else None
@@ -134,7 +134,7 @@ def _pairing(al: Along | None) -> str:
             "else unpaired.")
 
 
-def verdict_section(run: RunAnalysis, al: Along | None, o: stats.CompareOptions) -> Section:
+def verdict_section(run: RunAnalysis, al: Along | None, o: verdict.CompareOptions) -> Section:
     s = Section("Verdict")
     if not run.cases:
         s.blocks.append(Para(["No case finished: nothing to judge."]))
@@ -253,7 +253,7 @@ def trust_section(run: RunAnalysis) -> Section:
 
 
 def build(run: RunAnalysis, along_key: str | None = None,
-          o: stats.CompareOptions | None = None) -> Document:
+          o: verdict.CompareOptions | None = None) -> Document:
     o = o or options()
     s = run.summary
     al = along(run, along_key, o)

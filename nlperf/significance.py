@@ -1,5 +1,5 @@
 """Two-sided p-values of the tests behind a verdict, the t-interval of the ratio that goes
-with the t-tests on logs, and Holm's correction (nlperf/stats.py says which decides when).
+with the t-tests on logs, and Holm's correction (nlperf/verdict.py says which decides when).
 
 Unpaired (two independent sets of repetitions): Welch's t on logs, Mann-Whitney U.
 Paired (repetition r of A and of B ran in the same round of one boot, nlperf/design.py): the
@@ -87,7 +87,7 @@ def signed_rank_p(a: np.ndarray, b: np.ndarray) -> float | None:
 def tests(a: np.ndarray, b: np.ndarray, *, on_logs: bool, paired: bool
           ) -> tuple[str, float | None, float | None]:
     """(the deciding test, its p, the rank test's p) for ≥ 2 values a side: the t-test on
-    logs when ``on_logs`` and every value is positive, else the rank test (nlperf/stats.py)."""
+    logs when ``on_logs`` and every value is positive, else the rank test (nlperf/verdict.py)."""
     logs = on_logs and bool(np.all(a > 0) and np.all(b > 0))
     if paired:
         p_rank = signed_rank_p(a, b)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from nlperf import analysis, results, stats
+from nlperf import analysis, results, stats, verdict
 from tests.synthetic_runs import Spec, processing_models, write_run
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "summary-c7cf7ae.json"
@@ -81,7 +81,7 @@ def test_counts_get_exact_poisson_cis(tmp_path: Path) -> None:
     lost = case.counts["mc_lost[r0.0]"]
     assert lost.events == sum(r.multicast.receivers[0].lost for r in reps)  # type: ignore[union-attr]
     assert lost.exposure == 3 * spec.messages
-    assert lost.ci == stats.poisson_ci(lost.events, exposure=lost.exposure)
+    assert lost.ci == verdict.poisson_ci(lost.events, exposure=lost.exposure)
     assert lost.ci[0] < 0.3 < lost.ci[1]
     none = case.counts["mc_lost[r1.0]"]
     assert none.events == 0 and none.ci[0] == 0.0
@@ -90,7 +90,7 @@ def test_counts_get_exact_poisson_cis(tmp_path: Path) -> None:
     everyone = case.counts["mc_loss"]
     assert everyone.events == lost.events and everyone.exposure == 2 * lost.exposure
     switches = case.counts["ctx_switches_per_msg"]  # Poisson draws, mean 0.5 a message
-    assert switches.ci == stats.poisson_ci(switches.events, exposure=3 * spec.messages)
+    assert switches.ci == verdict.poisson_ci(switches.events, exposure=3 * spec.messages)
     assert switches.rate == pytest.approx(0.5, rel=0.05)
     assert case.values["mc_latency_p50_us[r1.0]"].summary.estimate == pytest.approx(100, rel=0.02)
 

@@ -1,6 +1,6 @@
 """Does a verdict's 95 % CI of a ratio cover the true ratio 95 % of the time?
 
-Simulated repetitions whose true ratio is known, compared by ``stats.compare_metric`` exactly
+Simulated repetitions whose true ratio is known, compared by ``verdict.compare_metric`` exactly
 as ``nlperf compare`` does (default options). Each repetition's value (e.g. its p50 round
 trip) is log-normal around the case's true value, which is what a percentile or a mean of
 many messages is close to.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nlperf import stats
+from nlperf import verdict
 
 TRUE_RATIO = 1.25
 TRIALS = 1000
@@ -45,7 +45,7 @@ def coverage(n: int, paired: bool) -> float:
     covered = 0
     for _ in range(TRIALS):
         a, b = simulate(n, paired, rng)
-        c = stats.compare_metric(a, b, paired=paired)
+        c = verdict.compare_metric(a, b, paired=paired)
         assert c.ci is not None and c.paired == paired
         covered += c.ci[0] <= TRUE_RATIO <= c.ci[1]
     return covered / TRIALS
