@@ -174,8 +174,8 @@ def breakdown_section(run: RunAnalysis) -> Section:
     s.blocks.append(Para(["The round trip split at the module's stamps: the user sender to the "
                           "module's input(), waiting for the processing model (queue), the "
                           "processing itself, and the reply back to user space. Each part is "
-                          "its median over repetitions of the per-repetition p50; the parts' "
-                          "p50s need not add up to the round trip's p50."]))
+                          "the geometric mean over repetitions of the per-repetition p50; the "
+                          "parts' p50s need not add up to the round trip's p50."]))
     s.blocks.append(Table(
         ["case", *[name for _, name in BREAKDOWN], "sum of parts", "round trip p50"],
         [[c.label, *[fmt(v) for v in parts], fmt(sum(parts)),
@@ -237,10 +237,9 @@ def trust_section(run: RunAnalysis) -> Section:
                              "repetitions ≥ 5 to compare.", "warn"))
     elif reps and reps[0] < stats.MIN_REPETITIONS:
         s.blocks.append(Note(
-            f"Few repetitions ({reps[0]}): the verdicts' t-intervals keep their 95 % but are "
-            "wide, and the per-case estimates' bootstrap CIs cover the truth far less often "
-            "than 95 % (measured: 50 % at 2, 75 % at 3, 87 % at 4, 92–94 % from 5 on). Treat "
-            "verdicts as provisional.", "warn"))
+            f"Few repetitions ({reps[0]}): the 95 % CIs (t-intervals on log values, for the "
+            "verdicts and for each case's geometric mean) keep their 95 % but are wide: "
+            "small differences stay inconclusive.", "warn"))
     unstable = [[c.label, w] for c in run.cases for w in c.warnings()
                 if not w.startswith("probes moved")]
     if unstable:

@@ -96,10 +96,10 @@ def _cdf_lines(run: RunAnalysis, column: str, unicast: bool
 def unicast_section(run: RunAnalysis) -> Section:
     s = Section("Unicast round trip")
     table = _topic_table(run.cases, ["rtt_p50_us", "rtt_p99_us", "throughput_per_s"],
-                         "median over repetitions [95 % CI]")
+                         "geometric mean over repetitions [95 % CI]")
     blocked = _topic_table(run.cases, ["send_syscall_p50_us", "send_syscall_p99_us"],
-                           "the sender's time blocked in send syscalls (probes): median over "
-                           "repetitions [95 % CI]")
+                           "the sender's time blocked in send syscalls (probes): geometric mean "
+                           "over repetitions [95 % CI]")
     s.blocks += [t for t in (table, blocked) if t is not None]
     if table is None:
         return s
@@ -144,7 +144,7 @@ def multicast_section(run: RunAnalysis) -> Section:
                           "get: pooled rate [exact Poisson 95 % CI]"))
     s.blocks.append(Table(["case", "receiver", "groups", "latency p50 (µs)", "latency p99 (µs)"],
                           latency_rows, numeric=range(3, 5),
-                          caption="kernel send → user receive: median over repetitions "
+                          caption="kernel send → user receive: geometric mean over repetitions "
                           "[95 % CI]"))
     spacing = _spacing_rows(cases)
     if spacing:

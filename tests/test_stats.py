@@ -24,13 +24,28 @@ def lognormal(seed: int, n: int, median: float, sigma: float) -> np.ndarray:
 
 
 def test_summary_exact_values() -> None:
-    s = stats.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    values = [1.0, 2.0, 3.0, 4.0, 100.0]
+    s = stats.summarize(values)
     assert (s.n, s.median, s.mean, s.min, s.max) == (5, 3.0, 22.0, 1.0, 100.0)
     assert s.std == pytest.approx(math.sqrt((21**2 + 20**2 + 19**2 + 18**2 + 78**2) / 4))
     assert s.cv == pytest.approx(s.std / 22.0)
-    assert s.estimate == 3.0 and s.statistic == "median"
-    assert s.ci is not None and 1.0 <= s.ci[0] <= 3.0 <= s.ci[1] <= 100.0
+    # the estimate is the geometric mean, 2400^(1/5); its CI the t-interval of the mean log,
+    # exp(mean ± t(4, 0.975) · sd / √5) with t(4, 0.975) = 2.776445
+    logs = [math.log(v) for v in values]
+    centre = sum(logs) / 5
+    sd = math.sqrt(sum((x - centre) ** 2 for x in logs) / 4)
+    reach = 2.776445 * sd / math.sqrt(5)
+    assert s.statistic == "geomean" and s.estimate == pytest.approx(2400 ** (1 / 5))
+    assert s.ci == pytest.approx((math.exp(centre - reach), math.exp(centre + reach)), rel=1e-6)
     assert s.ci_reason == ""
+    # the median and its bootstrap on request: resampled medians sit on the values
+    m = stats.summarize(values, statistic="median")
+    assert m.estimate == 3.0 and m.ci is not None and 1.0 <= m.ci[0] <= 3.0 <= m.ci[1] <= 100.0
+
+
+def test_a_value_at_or_below_zero_falls_back_to_the_median() -> None:
+    s = stats.summarize([0.0, 2.0, 4.0])
+    assert s.statistic == "median" and s.geomean is None and s.estimate == 2.0
 
 
 def test_summary_recovers_a_known_median_and_mean() -> None:
@@ -91,8 +106,13 @@ def test_bootstrap_is_deterministic_per_seed() -> None:
 
 def test_ci_halfwidth_and_target_for_auto_repetitions() -> None:
     # two values: resampled medians are 10, 11 or 12 with probability 1/4, 1/2, 1/4,
-    # so the 95 % CI is [10, 12] around the median 11: a reach of 1/11
-    assert stats.ci_halfwidth_pct([10.0, 12.0]) == pytest.approx(100 / 11)
+    # so the 95 % CI of the median is [10, 12] around the median 11: a reach of 1/11
+    assert stats.ci_halfwidth_pct([10.0, 12.0], statistic="median") == pytest.approx(100 / 11)
+    # the geometric mean's t-interval with one degree of freedom: se = |ln 12 - ln 10| / 2,
+    # t(1, 0.975) = 12.706205; the upper side reaches further: exp(t · se) - 1
+    se = math.log(12 / 10) / 2
+    assert stats.ci_halfwidth_pct([10.0, 12.0]) == pytest.approx(
+        100 * (math.exp(12.706205 * se) - 1), rel=1e-6)
     tight = lognormal(7, 10, 10.0, 0.01)
     assert stats.target_met(tight, 5.0)
     assert not stats.target_met(tight[:4], 5.0)  # fewer than 5: the CI is too narrow to trust
