@@ -74,6 +74,9 @@ def probed(module: Loaded, suite: Suite) -> Iterator[tuple[Loaded, ProbeSession]
 
 
 def load(module: Loaded, session: ProbeSession, **params: object) -> int:
+    # an attached module tracepoint holds a module reference: detach before the reload's rmmod,
+    # as the runner does before every unload
+    session.detach_module()
     module(**params)
     session.attach_module()
     with Control(PROTO) as ctl:
