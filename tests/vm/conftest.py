@@ -93,16 +93,22 @@ def client(rcvbuf: int | None = None) -> socket.socket:
     return s
 
 
+def parse_msgs(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The messages of one datagram as (type, flags, seq, payload)."""
+    out: list[tuple[int, int, int, bytes]] = []
+    off = 0
+    while off + wire.NLMSG_HDRLEN <= len(data):
+        length, mtype, flags, seq, _ = wire.NLMSGHDR.unpack_from(data, off)
+        out.append((mtype, flags, seq, data[off + wire.NLMSG_HDRLEN:off + length]))
+        off += wire.pad4(length)
+    return out
+
+
 def recv_msgs(s: socket.socket, n: int) -> list[tuple[int, int, int, bytes]]:
     """n messages as (type, flags, seq, payload); fails on a timeout."""
     out: list[tuple[int, int, int, bytes]] = []
     while len(out) < n:
-        data = s.recv(1 << 17)
-        off = 0
-        while off + wire.NLMSG_HDRLEN <= len(data):
-            length, mtype, flags, seq, _ = wire.NLMSGHDR.unpack_from(data, off)
-            out.append((mtype, flags, seq, data[off + wire.NLMSG_HDRLEN:off + length]))
-            off += wire.pad4(length)
+        out += parse_msgs(s.recv(1 << 17))
     return out
 
 

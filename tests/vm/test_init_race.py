@@ -32,7 +32,7 @@ import pytest
 
 from nlperf import kmod, wire
 from nlperf.nlsock import Control
-from tests.vm.conftest import PROTO, Loaded, client, recv_msgs, track
+from tests.vm.conftest import PROTO, Loaded, client, parse_msgs, recv_msgs, track
 
 MODES = list(wire.MODES)
 LOADER_CPU, SENDER_CPU = 0, 1  # the lab VM has 2 vCPUs: the held one, and the sender's
@@ -209,14 +209,9 @@ def _recv_until(s: socket.socket, n: int, deadline: float) -> list[tuple[int, in
     while len(out) < n:
         s.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
-            data = s.recv(1 << 16)
+            out += parse_msgs(s.recv(1 << 16))
         except TimeoutError:
             break
-        off = 0
-        while off + wire.NLMSG_HDRLEN <= len(data):
-            length, mtype, flags, seq, _ = wire.NLMSGHDR.unpack_from(data, off)
-            out.append((mtype, flags, seq, data[off + wire.NLMSG_HDRLEN:off + length]))
-            off += wire.pad4(length)
     return out
 
 
