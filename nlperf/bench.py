@@ -36,8 +36,7 @@ def c_client() -> Path:
 def c_rtt_ns(binary: Path, n: int = N, size: int = 64) -> float:
     out = subprocess.run([str(binary), "-n", str(n), "-s", str(size)], check=True,
                          capture_output=True, text=True).stdout
-    fields = dict(f.split("=") for f in out.split()[1:])
-    return float(fields["per_rtt_ns"])
+    return bench_probes.per_rtt_ns(out)
 
 
 def _run(cfg: SenderConfig, n: int, warmup: int = 0):  # type: ignore[no-untyped-def]

@@ -55,6 +55,11 @@ def echo_once(binary: Path, probes: ProbeSession | None, n: int = N) -> float:
     out, _ = p.communicate("go\n")
     if p.returncode:
         raise RuntimeError(f"nlperf_echo exited {p.returncode}")
+    return per_rtt_ns(out)
+
+
+def per_rtt_ns(out: str) -> float:
+    """The mean round trip from nlperf_echo's summary line (``c_echo n=.. per_rtt_ns=..``)."""
     fields = dict(f.split("=") for f in out.split()[1:])
     return float(fields["per_rtt_ns"])
 
