@@ -24,17 +24,22 @@ def ksym_addr(name: str, module: str | None = None, text: str | None = None) -> 
 
     0 when kallsyms lists the name with its address hidden (kernel.kptr_restrict: 1 hides
     addresses from readers without CAP_SYSLOG, 2 from everyone): the function exists, and
-    probes attach to it by name, but its address is unknown.
+    probes attach to it by name, but its address is unknown. Lines are "ADDR TYPE NAME" and,
+    for a module's symbol, "\t[MODULE]". Found by substring search, not a Python loop over the
+    ~150 000 lines: under emulation the loop took ~0.6 s per probed run.
     """
     if text is None:
         text = KALLSYMS.read_text()
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) >= 3 and f[2] == name:
-            mod = f[3].strip("[]") if len(f) > 3 else None
-            if module is not None and mod != module:
-                continue
-            return int(f[0], 16)
+    needle = f" {name}\t[{module}]" if module is not None else f" {name}"
+    ends = "\n" if module is not None else "\n\t"
+    at = text.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if end == len(text) or text[end] in ends:
+            head = text[text.rfind("\n", 0, at) + 1:at].split()
+            if len(head) == 2:
+                return int(head[0], 16)
+        at = text.find(needle, end)
     return None
 
 

@@ -133,6 +133,7 @@ class ProbeSession(ProbeAttaching):
         self._bpf: Any = None
         self._attached: list[Attached] = []
         self._module_attached: list[Attached] = []
+        self._work_fn_of = (None, None)
         self._pids: list[int] = []  # what watch() was given
         # kretprobe'd function -> its tracefs event (None: attached without one, misses unseen)
         self._kret_events: dict[str, str | None] = {}

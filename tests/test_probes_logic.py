@@ -423,3 +423,24 @@ def test_btf_member_offsets_real_vmlinux() -> None:
                  ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid")]:
         assert need in got, need
     assert got[("socket_alloc", "vfs_inode")] > 0
+
+
+def test_the_work_function_address_is_read_once_per_module_load(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kallsyms costs ~0.4 s under emulation; a kept module is attached to once per run."""
+    from nlperf import kmod, probe_attach
+
+    reads: list[str] = []
+
+    def ksym_addr(name: str, module: str | None = None) -> int:
+        reads.append(name)
+        return 0xC0DE0000 + len(reads)
+
+    monkeypatch.setattr(probe_attach, "ksym_addr", ksym_addr)
+    loads = iter([1, 1, 2, 2, None, None])
+    monkeypatch.setattr(kmod, "load_id", lambda: next(loads))
+    pa = object.__new__(probe_attach.ProbeAttaching)
+    pa._work_fn_of = (None, None)
+    got = [pa._work_fn_addr() for _ in range(6)]
+    # load 1 read once, load 2 once, a module this process did not load: every time
+    assert got == [0xC0DE0001, 0xC0DE0001, 0xC0DE0002, 0xC0DE0002, 0xC0DE0003, 0xC0DE0004]
