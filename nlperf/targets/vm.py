@@ -215,8 +215,11 @@ def guest_script(cmd: str, cwd: Path, accel_used: str, markers: Markers) -> str:
 
 def vng_argv(kernel: LabKernel, exec_cmd: str, rwdirs: list[Path], use_kvm: bool,
              verbose: bool = False) -> list[str]:
+    # --force-9p: 9p works wherever qemu does; virtiofs needs a virtiofsd that can start,
+    # and where it cannot (seen on these machines) vng falls back to 9p after two 3.1 s
+    # back-off waits per boot
     argv = [find_vng(), "--run", str(kernel.vmlinuz), "--memory", VM_MEMORY,
-            "--cpus", str(VM_CPUS)]
+            "--cpus", str(VM_CPUS), "--force-9p"]
     for option in KERNEL_CMDLINE:
         argv += ["--append", option]
     if verbose:
