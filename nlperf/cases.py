@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nlperf import design, models, samples
 from nlperf.errors import RunFailed
-from nlperf.measure import RepResult, pool_case, run_repetition
+from nlperf.measure import ModuleSlot, RepResult, pool_case, run_repetition
 from nlperf.metrics import observer_effect
 from nlperf.probe_pool import pool_probes
 from nlperf.probes import ProbeSession
@@ -134,7 +135,7 @@ class _Boot:
 
     def __init__(self, cases: list[Case], ko: Path, group: models.GroupResult,
                  on_repetition: OnRepetition, case_timeout: float, started: dt.datetime) -> None:
-        self.ko, self.group = ko, group
+        self.module, self.group = ModuleSlot(ko), group
         self.on_repetition, self.case_timeout, self.started = on_repetition, case_timeout, started
         self.runs = [_CaseRun(i, c) for i, c in enumerate(cases)]
         self.sessions: Sessions = {}
@@ -180,8 +181,12 @@ class _Boot:
             raise
         finally:
             self._note_attach_kinds()
+            t0 = time.monotonic()
             for ps in self.sessions.values():
                 ps.close()
+            self.module.release()
+            self.group.phases_s = {**self.group.phases_s,
+                                   "teardown": round(time.monotonic() - t0, 3)}
 
     def _note_attach_kinds(self) -> None:
         """env.json says how each probe was attached (fentry, kprobe, tracepoint, unavailable)."""
@@ -205,7 +210,7 @@ class _Boot:
         case = run.case
         probes = None if control else _probe_session(case, self.sessions)
         index = len(run.control if control else run.probed)
-        rep = run_repetition(case, index, self.ko, self.case_timeout, probes)
+        rep = run_repetition(case, index, self.module, self.case_timeout, probes)
         rep.block.run_index = self.done
         run.record(rep, control)
         if rep.probe_histograms is not None:

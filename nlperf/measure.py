@@ -143,18 +143,74 @@ def _proc_ctx(pid: int) -> dict[str, int] | None:
         return None
 
 
-def run_repetition(case: Case, index: int, ko: Path, case_timeout: float,
+class ModuleSlot:
+    """The companion module across one boot's runs.
+
+    A run loads the module with its case's parameters; the next run keeps it when it has the
+    same parameters and the same repetition index, and the module is idle (nothing queued,
+    no skb held, no generator). With the cases taking turns round by round (nlperf/design.py),
+    a round's probed and control runs of a case, and cases that differ only in traffic, share
+    one load: the headline scenario's 72 runs need 18 loads instead of 72. A case's
+    repetitions never share a load, so a load's luck (where the kthread lands, the module's
+    memory) stays a between-repetition effect, as the statistics assume. A kept module starts
+    the run as a fresh one does: counters and the queue high-water mark reset after warm-up,
+    an empty queue (docs/ARCHITECTURE.md, "What a repetition resets").
+    """
+
+    IDLE_WAIT_S = 2.0
+
+    def __init__(self, ko: Path) -> None:
+        self.ko = ko
+        self.key: tuple[dict[str, str], int] | None = None
+
+    def take(self, params: dict[str, str], index: int) -> bool:
+        """The module loaded with ``params`` for repetition ``index``; True if it was kept."""
+        if self.key == (params, index) and kmod.is_loaded() and _idle(int(params["proto"]),
+                                                                        self.IDLE_WAIT_S):
+            return True
+        self.release()  # ours only: a module someone else loaded makes load() refuse
+        kmod.load(self.ko, params)
+        self.key = (params, index)
+        return False
+
+    def release(self) -> None:
+        """Unload the module this slot loaded, if any."""
+        if self.key is not None:
+            self.key = None
+            kmod.unload()
+
+
+def _idle(proto: int, wait_s: float) -> bool:
+    """Whether the module has finished the last run's work: a deferred model may still be
+    processing what a sink or open-loop sender left queued."""
+    deadline = time.monotonic() + wait_s
+    with Control(proto) as ctl:
+        while True:
+            f = ctl.stats().fields
+            if not (f["queue_depth"] or f["skbs_held"] or f["gen_pid"]):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+
+def run_repetition(case: Case, index: int, module: ModuleSlot | Path, case_timeout: float,
                    probes: ProbeSession | None = None) -> RepResult:
+    """One repetition. ``module``: the boot's slot (the module stays loaded for the next run
+    when it can), or a built module to load and unload around this run alone."""
     s = case.scenario
     proto = s.module.proto
     laps = phases.Laps()
-    kmod.load(ko, module_params(s))
+    slot = module if isinstance(module, ModuleSlot) else ModuleSlot(module)
+    slot.take(module_params(s), index)
     procs: list[Any] = []
+    ok = False
     try:
         if probes:
             probes.attach_module()
         laps.lap("load")
         rep = _measure(case, index, proto, procs, case_timeout, probes, laps)
+        ok = True
     finally:
         for p in procs:
             if p.pid is None:  # never started: stopped while starting the others
@@ -164,7 +220,8 @@ def run_repetition(case: Case, index: int, ko: Path, case_timeout: float,
             p.join(5)
         if probes:
             probes.detach_module()
-        kmod.unload()
+        if not ok or not isinstance(module, ModuleSlot):
+            slot.release()  # after a failure the module's state is unknown: start afresh
     laps.lap("unload")
     rep.block.phases_s = {k: round(v, 4) for k, v in laps.seconds.items()}
     return rep

@@ -2,20 +2,24 @@
 
 Each repetition records its own (``Repetition.phases_s``), in the order they happen:
 
-- ``load``: insmod with the case's parameters, and the module probes attached;
+- ``load``: insmod with the case's parameters (unless the last run's load is kept: see
+  ``ModuleSlot`` in nlperf/measure.py), and the module probes attached;
 - ``start``: the worker processes forked, their sockets made, until every one is ready;
 - ``warmup``: the senders' warm-up traffic, the counters reset, the probes told whom to watch;
 - ``measure``: the measured window (generator included), until every worker has reported;
 - ``read``: the probes' maps and the module's stats read, the repetition's blocks built;
-- ``unload``: workers reaped, module probes detached, rmmod.
+- ``unload``: workers reaped, module probes detached, rmmod (unless the module is kept).
 
-A group of cases adds what it spent once (``GroupResult.phases_s``): ``bpf_compile`` and
-``bpf_attach`` (one compile per probe set), and in the lab VM ``inner_run`` (the inner run's own
-wall time). The outer run adds ``module_build`` and ``vm`` (the whole VM, boot to power-off) and,
-once the report is written, ``report``. The summary's ``phases_s`` (:func:`of_run`) sums them
+A group of cases adds what it spent once (``GroupResult.phases_s``): ``bpf_compile`` (bcc's
+import included) and ``bpf_attach`` (one compile per probe set), ``teardown`` (the probes closed,
+the module unloaded after the last run), and in the lab VM ``setup`` (the inner run reading its
+hand-off until the first run) and ``inner_run`` (the inner run's own wall time). The outer
+run adds ``module_build`` and ``vm`` (the whole VM, boot to power-off) and, once the report is
+written, ``report``. The summary's ``phases_s`` (:func:`of_run`) sums them
 over the run; ``vm_boot`` is the VM's time outside the inner run (qemu start, guest boot,
 nlperf's start-up in the guest, power-off) and ``total`` the run's wall time. Whatever is not
-listed (scheduling, writing results, the progress bar) is ``total`` minus the rest.
+listed (scheduling, imports, writing results, the progress bar) is ``other``: ``total`` minus
+the rest.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import time
 from collections.abc import Iterable, Mapping
 
 REPETITION = ("load", "start", "warmup", "measure", "read", "unload")
-ONCE = ("module_build", "vm_boot", "bpf_compile", "bpf_attach")
-ORDER = (*ONCE, *REPETITION, "report", "total")
+ONCE = ("module_build", "vm_boot", "setup", "bpf_compile", "bpf_attach")
+ORDER = (*ONCE, *REPETITION, "teardown", "report", "other", "total")
 
 
 class Laps:
@@ -59,6 +63,8 @@ def of_run(outer: Mapping[str, float], groups: Iterable[Mapping[str, float]],
     if vm is not None:
         out["vm_boot"] = max(0.0, vm - (inner or 0.0))
     if total is not None:
+        # scheduling, imports, writing results, the progress bar: what no phase names
+        out["other"] = max(0.0, total - sum(out.values()))
         out["total"] = total
     known = [k for k in ORDER if k in out]
     return {k: round(out[k], 3) for k in known + sorted(set(out) - set(known))}

@@ -238,15 +238,17 @@ def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcom
     cases = [c for c in cases if c.id in wanted]
     if len(cases) != len(wanted):
         raise NlperfError(f"internal: cases {sorted(wanted)} not all in the scenario")
-    out = h.run_dir / h.result
+    samples.arrow_without_pandas()  # the guest never reads samples with pandas
+    out = handoff.ResultWriter(h.run_dir / h.result)
     result = GroupResult(status=Status.running, env=env_facts(h.target, h.accel, cases),
                          cases=[], probe_histograms={})
-    handoff.write_result(out, result)
+    out.write(result)
+    result.phases_s = {"setup": round(time.monotonic() - t0, 3)}
 
     def on_repetition(line: Progress, table: Any) -> None:
         # the samples, then the result naming their repetition, then the line the outer acts on
         samples.write_part(h.run_dir / h.samples, line.done - 1, table)
-        handoff.write_result(out, result)
+        out.write(result, changed=line.id)
         results.append_progress(h.run_dir, line)
 
     try:
@@ -254,7 +256,7 @@ def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcom
                          dt.datetime.fromisoformat(h.started))
     finally:
         result.phases_s = {**result.phases_s, "inner_run": round(time.monotonic() - t0, 3)}
-        handoff.write_result(out, result)
+        out.write(result)
     return RunOutcome(h.run_dir, state.status, _exit_for(state.status))
 
 
@@ -313,13 +315,18 @@ class _ProgressTail:
     """Follows progress.jsonl written by the inner run: feeds the bar, merges its result.
 
     Only whole lines count (one may be half-written when polled); lines already there when
-    the tail starts belong to earlier groups.
+    the tail starts belong to earlier groups. The result is merged at most every
+    ``MERGE_EVERY_S``: each merge validates and rewrites the run's files on the host, whose
+    two cores are the lab VM's two vCPUs (the caller merges once more when the VM stops).
     """
+
+    MERGE_EVERY_S = 5.0
 
     def __init__(self, path: Path, on_line: Callable[[Progress], None],
                  on_new: Callable[[], object]) -> None:
         self.path, self.on_line, self.on_new = path, on_line, on_new
         self.seen = len(self._lines())
+        self._merged = -self.MERGE_EVERY_S
 
     def _lines(self) -> list[str]:
         try:
@@ -339,4 +346,6 @@ class _ProgressTail:
                 self.on_line(Progress.model_validate_json(raw))
             except ValueError:  # not a line of ours: count nothing, keep going
                 continue
-        self.on_new()
+        if time.monotonic() - self._merged >= self.MERGE_EVERY_S:
+            self._merged = time.monotonic()
+            self.on_new()

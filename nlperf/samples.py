@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,31 @@ STAMP_COLUMNS = ("rtt_ns", "user_to_kernel_ns", "queue_ns", "processing_ns",
 SAMPLE_COLUMNS: dict[str, str] = {"case": "str", "repetition": "int64", "control": "bool",
                                   "source": "str", **dict.fromkeys(STAMP_COLUMNS, "Int64"),
                                   "latency_ns": "Int64"}
+
+
+def arrow_without_pandas() -> None:
+    """Tell pyarrow, once, that pandas is absent, in a process that never gives it pandas
+    objects (the lab VM's inner run writes its parts with pyarrow alone).
+
+    pyarrow imports pandas on its first array conversion, to recognise pandas types: ~10 s
+    of emulated CPU in the lab VM. Blocking the import for that one check makes pyarrow
+    remember that pandas is missing; ``import pandas`` itself works afterwards.
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    class _NoPandas:
+        @staticmethod
+        def find_spec(name: str, *_args: object) -> None:
+            if name == "pandas":
+                raise ImportError("pandas is not imported here (nlperf.samples)")
+
+    sys.meta_path.insert(0, _NoPandas)  # type: ignore[arg-type]
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(_NoPandas)  # type: ignore[arg-type]
 
 
 @cache

@@ -12,9 +12,11 @@ def test_the_run_sums_groups_and_repetitions_and_the_vm_boot_is_what_the_inner_r
                         [{"load": 0.5, "measure": 2.0}, {"load": 0.25, "measure": 1.5}],
                         total=60.0)
     assert got == {"module_build": 2.0, "vm_boot": 10.0, "bpf_compile": 9.0, "bpf_attach": 1.0,
-                   "load": 0.75, "measure": 3.5, "report": 3.0, "total": 60.0}
+                   "load": 0.75, "measure": 3.5, "report": 3.0, "other": 30.75, "total": 60.0}
     assert list(got) == ["module_build", "vm_boot", "bpf_compile", "bpf_attach", "load",
-                         "measure", "report", "total"]
+                         "measure", "report", "other", "total"]
+    # the phases add up to the total
+    assert sum(v for k, v in got.items() if k != "total") == got["total"]
 
 
 def test_a_native_run_has_no_vm_boot_and_two_vm_boots_add_up() -> None:

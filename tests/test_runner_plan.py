@@ -245,7 +245,9 @@ def test_cases_take_turns_and_each_control_follows_its_probed_repetition(
                                            for c in (CB, KT)}
     assert loop.group.env.probes.attach == {"netlink_unicast": "fentry/fexit"}
     # the one probe session's compile and attach, once for the group (not per repetition)
-    assert loop.group.document()["phases_s"] == {"bpf_compile": 9.5, "bpf_attach": 0.75}
+    spent = loop.group.document()["phases_s"]
+    assert spent.pop("teardown") >= 0  # the probes closed, the module unloaded
+    assert spent == {"bpf_compile": 9.5, "bpf_attach": 0.75}
     # progress lines carry the time and the seconds since the run started
     assert all(p.time.endswith("+00:00") and p.elapsed_s >= 0 for p in loop.lines)
     assert [p.elapsed_s for p in loop.lines] == sorted(p.elapsed_s for p in loop.lines)
@@ -437,7 +439,8 @@ def _vm_run(tmp_path: Path, more: str = "") -> runner.RunOutcome:
 
 
 def test_the_outer_hands_off_one_file_and_alone_writes_the_summary(
-        tmp_path: Path, lab: FakeLab) -> None:
+        tmp_path: Path, lab: FakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner._ProgressTail, "MERGE_EVERY_S", 0.0)  # merge on every line
     outcome = _vm_run(tmp_path)
     run_dir = lab.run_dir
     assert (outcome.status, outcome.exit_code) == (Status.complete, 0)
@@ -568,6 +571,7 @@ def test_the_bar_follows_whole_progress_lines_and_grows_with_added_rounds(tmp_pa
     merged: list[int] = []
     tail = runner._ProgressTail(path, lambda line: feed.line(1, line),
                                 lambda: merged.append(len(merged)))
+    tail.MERGE_EVERY_S = 0.0  # merge on every new line (the throttle: the next test)
     tail.poll()
     assert (bar.n, bar.total, merged) == (0, 10, [])
     half = _progress(2, 5)
@@ -580,3 +584,103 @@ def test_the_bar_follows_whole_progress_lines_and_grows_with_added_rounds(tmp_pa
     tail.poll()
     tail.poll()
     assert (bar.n, bar.total, merged) == (2, 11, [0, 1])
+
+
+def test_the_outer_merges_the_inner_result_at_most_every_few_seconds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each merge validates and rewrites the run's files on the host, whose cores run the VM."""
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "progress.jsonl"
+    path.write_text("")
+    lines: list[int] = []
+    merged: list[float] = []
+    tail = runner._ProgressTail(path, lambda line: lines.append(line.done),
+                                lambda: merged.append(clock[0]))
+    for done in range(1, 8):
+        with open(path, "a") as f:
+            f.write(_progress(done, 7))
+        tail.poll()
+        clock[0] += 2.0
+    assert lines == list(range(1, 8))  # the bar sees every line
+    assert merged == [1000.0, 1006.0, 1012.0]  # the result: the first, then every >= 5 s
+
+
+@pytest.mark.parametrize(("order", "loads"), [
+    # round r of each (mode, work) pair: probed + control of both traffics share one load
+    ("round-robin", 3 * 2 * 3),
+    # a case's probed repetitions, then its control ones, back to back: one load per run
+    ("sequential", 3 * 2 * 2 * 3 * 2),
+])
+def test_a_boot_keeps_the_module_loaded_only_within_a_repetition_of_equal_parameters(
+        monkeypatch: pytest.MonkeyPatch, order: str, loads: int) -> None:
+    """The headline's 72 runs take 18 loads; no two repetitions of a case share one."""
+    from nlperf import measure
+
+    loaded: list[tuple[dict[str, str], int]] = []  # (params, repetition) of every insmod
+    state = {"loaded": False}
+    monkeypatch.setattr(kmod, "is_loaded", lambda: state["loaded"])
+    monkeypatch.setattr(kmod, "unload", lambda: state.update(loaded=False))
+
+    def load(ko: Path, params: dict[str, str]) -> None:
+        assert not state["loaded"], "insmod over a loaded module"
+        state["loaded"] = True
+        loaded.append((params, len(loaded)))
+
+    monkeypatch.setattr(kmod, "load", load)
+    monkeypatch.setattr(measure, "_idle", lambda proto, wait_s: True)
+    shared: dict[tuple[str, int], set[int]] = {}  # (case, rep) -> the loads it ran on
+
+    def run_repetition(case: scenario.Case, index: int, slot: measure.ModuleSlot,
+                       timeout: float, probes: object = None) -> RepResult:
+        slot.take(measure.module_params(case.scenario), index)
+        shared.setdefault((case.id, index), set()).add(len(loaded))
+        return _rep(case, index, probes is not None, 10_000.0)
+
+    monkeypatch.setattr(cases_mod, "run_repetition", run_repetition)
+    monkeypatch.setattr(cases_mod, "pool_case", lambda case, reps: models.Blocks())
+    monkeypatch.setattr(cases_mod, "observer_effect", lambda entry, control: None)
+    monkeypatch.setattr(cases_mod, "_probe_session", lambda case, sessions: sessions.setdefault(
+        (31, (), True), FakeProbes()) if case.scenario.probes.enabled else None)  # type: ignore
+    raw = {"name": "p", "repetitions": 3, "order": order, "unicast": {"count": 4},
+           "multicast": {"receivers": [{"groups": [1]}], "count": 4},
+           "probes": {"enabled": True, "control": True},
+           "matrix": {"module.mode": ["callback", "kthread", "workqueue"],
+                      "module.work_ns": [0, 20000], "traffic": ["unicast", "multicast"]}}
+    cases = scenario.expand(raw)[1]
+    group = models.GroupResult(status=Status.running, env=_env(cases), cases=[],
+                               probe_histograms={})
+    cases_mod.run_cases(cases, Path("nlperf.ko"), group, lambda line, table: None)
+    assert len(loaded) == loads
+    assert not state["loaded"], "the boot ends with the module unloaded"
+    # round-robin: each repetition's probed and control runs share one load; any order: no
+    # load serves two repetitions of one case
+    assert all(len(v) == (1 if order == "round-robin" else 2) for v in shared.values())
+    by_case: dict[str, list[int]] = {}
+    for (cid, _), v in shared.items():
+        by_case.setdefault(cid, []).extend(v)
+    assert all(len(set(v)) == len(v) for v in by_case.values())
+
+
+def test_the_inner_result_writer_writes_the_whole_document_reserializing_only_what_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nlperf import handoff
+
+    group = _loop(monkeypatch).group
+    group.probe_histograms = {c.id: [{"rows": [1, 2]}] for c in group.cases}
+    path = tmp_path / "inner.json"
+    writer = handoff.ResultWriter(path)
+    writer.write(group)
+    assert json.loads(path.read_text()) == group.document()
+    first = group.cases[0]
+    first.error = "changed"
+    group.probe_histograms[first.id].append({"rows": [3]})
+    group.status = Status.failed
+    writer.write(group, changed=first.id)
+    assert json.loads(path.read_text()) == group.document()
+    # the cache is why it is cheap: a case not named as changed is not serialized again
+    group.cases[1].error = "not told"
+    writer.write(group, changed=first.id)
+    assert "not told" not in path.read_text()
+    writer.write(group)
+    assert json.loads(path.read_text()) == group.document()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import replace
+from pathlib import Path
 from threading import Event
 from types import SimpleNamespace
 from typing import Any
@@ -683,3 +684,25 @@ def test_the_senders_send_syscall_time_is_a_block_and_pools_into_the_case() -> N
     off = pb.probes_block(replace(_settings(1, timing=False), which=("send",)),
                           pb.MapSnapshot())
     assert "send_syscall_ns" not in off
+
+
+def test_the_inner_run_writes_sample_parts_without_importing_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas on its first conversion: ~10 s of emulated CPU in the lab VM."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import numpy as np
+from pathlib import Path
+from nlperf import samples
+samples.arrow_without_pandas()
+table = samples.sample_table("c", 0, False, None, True, {{"r0.0": np.arange(5)}})
+samples.write_part(Path({str(tmp_path)!r}), 3, table)
+assert "pandas" not in sys.modules, "pandas was imported"
+import pandas as pd  # still importable afterwards
+frame = pd.read_parquet(Path({str(tmp_path)!r}) / samples.part_name(3))
+assert frame["latency_ns"].tolist() == [0, 1, 2, 3, 4], frame
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
