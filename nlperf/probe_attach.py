@@ -18,7 +18,7 @@ from typing import Any
 
 from nlperf import kmod
 from nlperf.errors import RunFailed
-from nlperf.probe_kernel import bcc_kretprobe_event, kptr_restrict, ksym_addr
+from nlperf.probe_kernel import ModuleSymbol, bcc_kretprobe_event, kptr_restrict, ksym_addr
 
 SEND_SYSCALLS = ("sendto", "sendmsg")
 
@@ -58,6 +58,7 @@ class ProbeAttaching:
     _missed_base: dict[str, int]
     _workqueue_measured: bool
     _fentry_refused: bool
+    _work_fn: ModuleSymbol
     _work_fn_of: tuple[int | None, int | None]  # (module load, nlperf_work_fn's address)
 
     def _try_fentry(self, func: str, entry: bool, exit_too: bool) -> bool:
@@ -269,11 +270,11 @@ class ProbeAttaching:
         self._note(note)
 
     def _work_fn_addr(self) -> int | None:
-        """nlperf_work_fn's address, read from kallsyms once per module load (reading it costs
-        ~0.4 s under emulation, and a kept module is attached to once per probed run)."""
+        """nlperf_work_fn's address, looked up once per module load (a kept module is
+        attached to once per probed run; see ModuleSymbol for the lookup's cost)."""
         load = kmod.load_id()
         if load is None or self._work_fn_of[0] != load:
-            self._work_fn_of = (load, ksym_addr("nlperf_work_fn", "nlperf"))
+            self._work_fn_of = (load, self._work_fn.address())
         return self._work_fn_of[1]
 
     def detach_module(self) -> None:

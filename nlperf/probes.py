@@ -83,7 +83,7 @@ from nlperf.probe_blocks import (
     probes_block,
 )
 from nlperf.probe_build import LIN_STEP_NS, cflags, compile_bpf, import_bcc
-from nlperf.probe_kernel import read_kprobe_misses
+from nlperf.probe_kernel import ModuleSymbol, read_kprobe_misses
 from nlperf.probe_table import (
     DIRS,
     NCOUNTED,
@@ -133,6 +133,7 @@ class ProbeSession(ProbeAttaching):
         self._bpf: Any = None
         self._attached: list[Attached] = []
         self._module_attached: list[Attached] = []
+        self._work_fn = ModuleSymbol("nlperf_work_fn", "nlperf")
         self._work_fn_of = (None, None)
         self._pids: list[int] = []  # what watch() was given
         # kretprobe'd function -> its tracefs event (None: attached without one, misses unseen)

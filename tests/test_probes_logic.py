@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -425,22 +426,64 @@ def test_btf_member_offsets_real_vmlinux() -> None:
     assert got[("socket_alloc", "vfs_inode")] > 0
 
 
-def test_the_work_function_address_is_read_once_per_module_load(
+def test_the_work_function_address_is_looked_up_once_per_module_load(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """kallsyms costs ~0.4 s under emulation; a kept module is attached to once per run."""
+    """A kept module is attached to once per probed run; the lookup runs once per load."""
     from nlperf import kmod, probe_attach
 
-    reads: list[str] = []
+    lookups: list[int] = []
 
-    def ksym_addr(name: str, module: str | None = None) -> int:
-        reads.append(name)
-        return 0xC0DE0000 + len(reads)
+    class FakeSymbol:
+        def address(self) -> int:
+            lookups.append(1)
+            return 0xC0DE0000 + len(lookups)
 
-    monkeypatch.setattr(probe_attach, "ksym_addr", ksym_addr)
     loads = iter([1, 1, 2, 2, None, None])
     monkeypatch.setattr(kmod, "load_id", lambda: next(loads))
     pa = object.__new__(probe_attach.ProbeAttaching)
+    pa._work_fn = FakeSymbol()  # type: ignore[assignment]
     pa._work_fn_of = (None, None)
     got = [pa._work_fn_addr() for _ in range(6)]
-    # load 1 read once, load 2 once, a module this process did not load: every time
+    # load 1 looked up once, load 2 once, a module this process did not load: every time
     assert got == [0xC0DE0001, 0xC0DE0001, 0xC0DE0002, 0xC0DE0002, 0xC0DE0003, 0xC0DE0004]
+
+
+def test_a_module_symbol_is_read_from_kallsyms_once_then_from_its_sections_base(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kallsyms costs ~0.4 s under emulation; the symbol's offset in its section does not move
+    between loads of one .ko."""
+    kallsyms = tmp_path / "kallsyms"
+    sections = tmp_path / "sys" / "nlperf" / "sections"
+    sections.mkdir(parents=True)
+    monkeypatch.setattr(probe_kernel, "KALLSYMS", kallsyms)
+    monkeypatch.setattr(probe_kernel, "SYS_MODULE", tmp_path / "sys")
+    reads: list[int] = []
+    real_read = probe_kernel.ksym_addr
+
+    def counting(name: str, module: str | None = None, text: str | None = None) -> int | None:
+        reads.append(1)
+        return real_read(name, module, text)
+
+    monkeypatch.setattr(probe_kernel, "ksym_addr", counting)
+
+    def load(text_base: int, init_base: int) -> None:  # what a load shows
+        (sections / ".text").write_text(f"0x{text_base:x}\n")
+        (sections / ".init.text").write_text(f"0x{init_base:x}\n")
+        (sections / ".rodata").write_text(f"0x{text_base + 0x9000:x}\n")
+        kallsyms.write_text(f"ffffffff81000000 T netlink_unicast\n"
+                            f"{text_base + 0x1234:x} t nlperf_work_fn\t[nlperf]\n")
+
+    sym = probe_kernel.ModuleSymbol("nlperf_work_fn", "nlperf")
+    load(0xFFFFFFFFC0100000, 0xFFFFFFFFC0000000)
+    assert sym.address() == 0xFFFFFFFFC0101234 and len(reads) == 1
+    load(0xFFFFFFFFC0700000, 0xFFFFFFFFC0800000)  # reloaded elsewhere
+    assert sym.address() == 0xFFFFFFFFC0701234 and len(reads) == 1  # from .text's new base
+    # not root: sections read 0, and every lookup reads kallsyms again
+    for f in sections.iterdir():
+        f.write_text("0x0\n")
+    assert sym.address() == 0xFFFFFFFFC0701234 and len(reads) == 2
+    # a module not loaded: no sections, no symbol
+    for f in sections.iterdir():
+        f.unlink()
+    kallsyms.write_text("ffffffff81000000 T netlink_unicast\n")
+    assert sym.address() is None
