@@ -11,6 +11,8 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from nlperf import wire
@@ -98,3 +100,28 @@ class Datagram:
 
 def socket_wait(sock: socket.socket, timeout: float) -> None:
     select.select([sock], [], [], timeout)
+
+
+TIMEVAL = struct.Struct("@ll")  # struct timeval: SO_RCVTIMEO's argument (x86-64: two longs)
+
+
+@contextmanager
+def kernel_timeout(sock: socket.socket, timeout_ms: int) -> Iterator[None]:
+    """Make ``sock`` blocking, its receive timing out in the kernel (SO_RCVTIMEO), meanwhile.
+
+    A Python socket with a timeout polls before every send and receive and reads the clock
+    twice for the deadline: two syscalls and two clock reads per round trip more than the C
+    client makes (~half the Python driver's excess over C under TCG, docs/python-driver.md). A
+    blocking socket with SO_RCVTIMEO waits exactly as long in the kernel alone; an expired
+    wait raises BlockingIOError (EAGAIN), not TimeoutError. Sends to the kernel never block.
+    The socket's Python timeout is restored on the way out.
+    """
+    saved = sock.gettimeout()
+    sec, ms = divmod(max(timeout_ms, 1), 1000)  # 0 would mean "wait forever"
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(sec, ms * 1000))
+    try:
+        yield
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(0, 0))
+        sock.settimeout(saved)
