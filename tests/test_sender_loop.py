@@ -99,9 +99,9 @@ def test_past_its_capacity_the_log_keeps_a_reservoir_and_counts_every_reply(
 
 def test_a_duration_is_checked_every_burst(fake: FakeKernelSocket) -> None:
     """1 ms of fake time is less than one burst of round trips (~101 µs each): the deadline
-    is read before the first message and after every DEADLINE_EVERY messages."""
+    is read before the first message and after every BURST messages."""
     res = _run(SenderConfig(kind="timed", count=None, duration=0.001))
-    assert res.sent == res.received == unicast.DEADLINE_EVERY
+    assert res.sent == res.received == unicast.BURST
 
 
 def test_kernel_timeout_restores_the_python_timeout_even_on_error(fake: FakeKernelSocket) -> None:
