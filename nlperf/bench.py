@@ -1,9 +1,10 @@
 """``make bench``: the Python drivers against the C reference client, in one lab VM boot.
 
-Prints figures, asserts nothing: the targets (Python closed loop with per-message timestamps
-≤ 1.5× the C round trip; batched open-loop Python throughput ≥ the C client's single-message
-throughput) are read off the output. Also reports the peak RSS of a 1 M-message case, and
-the cost of one time.monotonic_ns() call on this clocksource.
+Prints figures, asserts nothing: the targets are Python closed loop with per-message
+timestamps ≤ 1.5× the C round trip (printed with its verdict per processing model;
+docs/python-driver.md) and batched open-loop Python throughput ≥ the C client's
+single-message throughput (read off the output). Also reports the peak RSS of a 1 M-message
+case, and the cost of one time.monotonic_ns() call on this clocksource.
 """
 
 from __future__ import annotations
