@@ -63,6 +63,19 @@ def test_stamplog_memory_bounded_and_count_exact() -> None:
     assert (arr == kept[:, None]).all()
 
 
+def test_stamplog_extend_leaves_what_a_slot_and_copy_per_record_would() -> None:
+    """Blocks of records (the ping-pong loop's bursts), past capacity too: the same records
+    in the same places, the same reservoir draws, the same count."""
+    rows = [(i, i + 1, i + 2, i + 3, i + 4) for i in range(0, 5000, 5)]
+    one_by_one, blocks = StampLog(capacity=64, seed=7), StampLog(capacity=64, seed=7)
+    fill(one_by_one, rows)
+    for at in range(0, len(rows), 48):
+        block = np.array(rows[at:at + 48], dtype=np.int64)
+        blocks.extend(block[:, :4], [int(t) for t in block[:, 4]])
+    assert blocks.count == one_by_one.count == len(rows)
+    assert (blocks.array() == one_by_one.array()).all()
+
+
 def test_stamplog_reservoir_is_uniform() -> None:
     cap, n = 2000, 200_000
     log = StampLog(capacity=cap, seed=12345)

@@ -11,7 +11,11 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import numpy as np
 
 from nlperf import wire
 from nlperf.samples import StampLog
@@ -37,6 +41,7 @@ STAMPED_MIN = wire.NLMSG_HDRLEN + wire.STAMP.size  # a message that carries a wh
 # as they are, then the user receive time (TS).
 STAMP_TIMES = wire.STAMP.span("user_send_ns", "kern_send_ns", base=STAMP_AT)
 TS = struct.Struct("=q")
+assert STAMP_TIMES.start % 8 == 0 and STAMP_TIMES.stop - STAMP_TIMES.start == 32  # 4 int64
 LOG_RECV_AT = STAMP_TIMES.stop - STAMP_TIMES.start  # in a record: after the four stamp times
 LOG_RECORD = StampLog.RECORD
 
@@ -96,5 +101,48 @@ class Datagram:
         return self._view[: n * self.stride]
 
 
+class ReplyRing:
+    """Receive slots for a burst of timed-echo replies, so the ping-pong loop receives each
+    reply where it stays until the burst is logged: no copy per message. ``stamps`` views the
+    four stamp times (user send to kernel send) of every slot as int64 rows, for
+    StampLog.extend. A slot holds one reply and 8 bytes more, so a longer datagram shows as
+    a length other than the reply's."""
+
+    def __init__(self, reply_len: int, slots: int) -> None:
+        self.reply_len = reply_len
+        self.stride = (reply_len + 8 + 7) & ~7
+        self.buf = bytearray(self.stride * slots)
+        whole = memoryview(self.buf)
+        self.views = [whole[i * self.stride:i * self.stride + reply_len + 8]
+                      for i in range(slots)]
+        rows = np.frombuffer(self.buf, dtype=np.int64).reshape(slots, self.stride // 8)
+        self.stamps = rows[:, STAMP_TIMES.start // 8:STAMP_TIMES.stop // 8]
+
+
 def socket_wait(sock: socket.socket, timeout: float) -> None:
     select.select([sock], [], [], timeout)
+
+
+TIMEVAL = struct.Struct("@ll")  # struct timeval: SO_RCVTIMEO's argument (x86-64: two longs)
+
+
+@contextmanager
+def kernel_timeout(sock: socket.socket, timeout_ms: int) -> Iterator[None]:
+    """Make ``sock`` blocking, its receive timing out in the kernel (SO_RCVTIMEO), meanwhile.
+
+    A Python socket with a timeout polls before every send and receive and reads the clock
+    twice for the deadline: two syscalls and two clock reads per round trip more than the C
+    client makes (~half the Python driver's excess over C under TCG, docs/python-driver.md). A
+    blocking socket with SO_RCVTIMEO waits exactly as long in the kernel alone; an expired
+    wait raises BlockingIOError (EAGAIN), not TimeoutError. Sends to the kernel never block.
+    The socket's Python timeout is restored on the way out.
+    """
+    saved = sock.gettimeout()
+    sec, ms = divmod(max(timeout_ms, 1), 1000)  # 0 would mean "wait forever"
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(sec, ms * 1000))
+    try:
+        yield
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(0, 0))
+        sock.settimeout(saved)
