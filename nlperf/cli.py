@@ -230,6 +230,7 @@ def report(run_dir: Path, along: str | None) -> None:
 def compare(run_dirs: tuple[Path, ...], fmt: str, threshold: float, along: str | None) -> None:
     """Verdicts: RUN_DIRs case by case against the first (cases matched by id), or one
     RUN_DIR's cases along a matrix key."""
+    from nlperf import boot_ratios
     from nlperf import compare as comparing
     from nlperf.analysis import analyze
     from nlperf.errors import BadInput
@@ -243,7 +244,10 @@ def compare(run_dirs: tuple[Path, ...], fmt: str, threshold: float, along: str |
         if by_key is None:
             raise BadInput(f"{run_dirs[0]}: no matrix key with several values to compare "
                            "along (give --along KEY, or a second run to compare with)")
-        result = comparing.along_as_runs(by_key, options)
+        # along a boot key (kernel, target): its within-boot ratios too, which the boot's
+        # speed does not confound
+        result = comparing.along_as_runs(by_key, options,
+                                         boot_ratios.across(runs[0], by_key.key, options))
     else:
         result = comparing.between_runs(runs, options)
     click.echo(comparing.render(result, fmt))
