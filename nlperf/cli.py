@@ -45,7 +45,9 @@ def cli() -> None:
 @click.argument("scenario", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(["auto", "host", "vm"]), default=None,
               help="where to run (overrides the scenario); auto picks host only if capable")
-@click.option("--kernel", default=None, help="lab VM kernel release (overrides the scenario)")
+@click.option("--kernel", default=None,
+              help="lab VM kernel: a release or a version prefix of one, e.g. 6.1 (overrides "
+              "the scenario)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="run directory to create (must not exist)")
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True,
@@ -132,7 +134,7 @@ def vm_group() -> None:
 
 
 @vm_group.command("exec", context_settings={"ignore_unknown_options": True})
-@click.option("--kernel", default=None, help="lab kernel release")
+@click.option("--kernel", default=None, help="lab kernel: a release or a version prefix of one")
 @click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True)
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def vm_exec(kernel: str | None, timeout: float, cmd: tuple[str, ...]) -> None:
