@@ -45,7 +45,9 @@ def cli() -> None:
 @click.argument("scenario", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(["auto", "host", "vm"]), default=None,
               help="where to run (overrides the scenario); auto picks host only if capable")
-@click.option("--kernel", default=None, help="lab VM kernel release (overrides the scenario)")
+@click.option("--kernel", default=None,
+              help="lab VM kernel: a release or a version prefix of one, e.g. 6.1 (overrides "
+              "the scenario)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="run directory to create (must not exist)")
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True,
@@ -132,7 +134,7 @@ def vm_group() -> None:
 
 
 @vm_group.command("exec", context_settings={"ignore_unknown_options": True})
-@click.option("--kernel", default=None, help="lab kernel release")
+@click.option("--kernel", default=None, help="lab kernel: a release or a version prefix of one")
 @click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True)
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def vm_exec(kernel: str | None, timeout: float, cmd: tuple[str, ...]) -> None:
@@ -230,6 +232,7 @@ def report(run_dir: Path, along: str | None) -> None:
 def compare(run_dirs: tuple[Path, ...], fmt: str, threshold: float, along: str | None) -> None:
     """Verdicts: RUN_DIRs case by case against the first (cases matched by id), or one
     RUN_DIR's cases along a matrix key."""
+    from nlperf import boot_ratios
     from nlperf import compare as comparing
     from nlperf.analysis import analyze
     from nlperf.errors import BadInput
@@ -243,7 +246,10 @@ def compare(run_dirs: tuple[Path, ...], fmt: str, threshold: float, along: str |
         if by_key is None:
             raise BadInput(f"{run_dirs[0]}: no matrix key with several values to compare "
                            "along (give --along KEY, or a second run to compare with)")
-        result = comparing.along_as_runs(by_key, options)
+        # along a boot key (kernel, target): its within-boot ratios too, which the boot's
+        # speed does not confound
+        result = comparing.along_as_runs(by_key, options,
+                                         boot_ratios.across(runs[0], by_key.key, options))
     else:
         result = comparing.between_runs(runs, options)
     click.echo(comparing.render(result, fmt))

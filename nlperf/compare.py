@@ -27,6 +27,12 @@ no test, "no change", paired as the design is).
 Between cases (``along``): cases that differ only in one matrix key; the key's first value
 (in plan order: callback for the processing models) is the baseline. Between runs
 (``between_runs``): cases matched by id; the first run is the baseline.
+
+Along a key that puts cases in different boots (``kernel``, ``target``: design.BOOT_KEYS) the
+absolute comparisons are unpaired and confounded by the boot (emulated timing moves from boot
+to boot); nlperf/boot_ratios.py adds what does not depend on the boot's speed: each boot's
+within-boot ratios (e.g. kthread ÷ callback, paired by rounds) compared across boots
+(``Across``, ``RatioShift``; rendered first by every format).
 """
 
 from __future__ import annotations
@@ -130,6 +136,34 @@ class Along:
     groups: list[AlongGroup]
 
 
+@dataclass(frozen=True)
+class RatioShift:
+    """Along a boot key: how one within-boot ratio moved from the first boot to a later one.
+
+    ``within[boot][metric]``: ``inner[1]`` ÷ ``inner[0]`` inside that boot (paired by rounds);
+    ``metrics``: the later boot's within-boot ratio ÷ the first boot's (Welch's t on the
+    per-round log ratios; estimate_a/estimate_b are the two within-boot ratios)."""
+
+    baseline: str  # the first boot's value, e.g. "6.1"
+    candidate: str  # a later boot's value, e.g. "6.12"
+    case: str  # "kthread ÷ callback", and the other varying values
+    inner: tuple[str, str]  # (baseline, candidate) of the key compared inside each boot
+    metrics: dict[str, verdict.Comparison]
+    info: dict[str, Metric]
+    within: dict[str, dict[str, verdict.Comparison]]
+
+
+@dataclass(frozen=True)
+class Across:
+    """Within-boot ratios compared across the values of a boot key (nlperf/boot_ratios.py)."""
+
+    key: str  # the boot key: kernel or target
+    inner: str | None  # the key compared inside each boot (None: nothing varies there)
+    values: list[str]  # the boot key's values, plan order; the first is the baseline
+    shifts: list[RatioShift]
+    why_none: str = ""  # when ``shifts`` is empty: why
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
@@ -190,6 +224,7 @@ class RunComparison:
     comparisons: list[CaseComparison]
     options: verdict.CompareOptions
     unmatched: dict[str, list[str]] = field(default_factory=dict)  # run → case ids
+    within_boot: Across | None = None  # along a boot key: the within-boot ratios across it
 
 
 def _names(runs: list[RunAnalysis]) -> list[str]:
@@ -226,17 +261,34 @@ def between_runs(runs: list[RunAnalysis], o: verdict.CompareOptions) -> RunCompa
 FIELDS = ("baseline", "candidate", "case", "metric", "unit", "n_a", "n_b", "estimate_a",
           "estimate_b", "ratio", "ci_low", "ci_high", "p_value", "p_holm", "significant",
           "verdict", "reason", "paired")
+RATIO_UNIT = "ratio"  # a within-boot ratio's unit: its estimates are ratios, not figures
 
 
-def _row(cc: CaseComparison, key: str) -> dict[str, Any]:
+def _row(cc: CaseComparison | RatioShift, key: str) -> dict[str, Any]:
     c = cc.metrics[key].as_dict()
     ci = c["ci"] or [None, None]
+    unit = RATIO_UNIT if isinstance(cc, RatioShift) else cc.info[key].unit
     return {"baseline": cc.baseline, "candidate": cc.candidate, "case": cc.case, "metric": key,
-            "unit": cc.info[key].unit, "n_a": c["n_a"], "n_b": c["n_b"],
+            "unit": unit, "n_a": c["n_a"], "n_b": c["n_b"],
             "estimate_a": c["estimate_a"], "estimate_b": c["estimate_b"], "ratio": c["ratio"],
             "ci_low": ci[0], "ci_high": ci[1], "p_value": c["p_value"], "p_holm": c["p_holm"],
             "significant": c["significant"], "verdict": c["verdict"], "reason": c["reason"],
             "paired": c["paired"]}
+
+
+def _within_json(ac: Across) -> dict[str, Any]:
+    def brief(c: verdict.Comparison) -> dict[str, Any]:
+        d = c.as_dict()
+        return {k: d[k] for k in ("ratio", "ci", "p_holm", "verdict", "paired")}
+
+    return {"along": ac.key, "inner": ac.inner, "values": ac.values,
+            "why_none": ac.why_none or None, "comparisons": [
+                {"baseline": rs.baseline, "candidate": rs.candidate, "case": rs.case,
+                 "inner": list(rs.inner), "metrics": [
+                     {"label": rs.info[k].label, "unit": RATIO_UNIT, **rs.metrics[k].as_dict(),
+                      "within": {boot: brief(by[k]) for boot, by in rs.within.items()}}
+                     for k in rs.metrics]}
+                for rs in ac.shifts]}
 
 
 def to_json(rc: RunComparison) -> str:
@@ -248,6 +300,8 @@ def to_json(rc: RunComparison) -> str:
                              **cc.metrics[k].as_dict()} for k in cc.metrics]}
                for cc in rc.comparisons],
            "unmatched": rc.unmatched}
+    if rc.within_boot is not None:
+        doc["within_boot"] = _within_json(rc.within_boot)
     return json.dumps(doc, indent=2)
 
 
@@ -255,7 +309,7 @@ def to_csv(rc: RunComparison) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     w.writeheader()
-    for cc in rc.comparisons:
+    for cc in [*(rc.within_boot.shifts if rc.within_boot else []), *rc.comparisons]:
         for key in cc.metrics:
             w.writerow(_row(cc, key))
     return buf.getvalue().rstrip("\n")
@@ -273,28 +327,77 @@ def short_reason(c: verdict.Comparison) -> str:
     return "not significant" if outside else f"not significant, CI wider than {band}"
 
 
+def ratio_text(c: verdict.Comparison) -> str:
+    """'1.25 [1.19, 1.31]', '1.25 (no CI)' or '–'."""
+    if c.ratio is None:
+        return "–"
+    ci = f" [{fmt_ratio(c.ci[0])}, {fmt_ratio(c.ci[1])}]" if c.ci else " (no CI)"
+    return fmt_ratio(c.ratio) + ci
+
+
 def cell(c: verdict.Comparison) -> str:
     """'1.25× [1.19, 1.31] slower' — a comparison in one table cell."""
-    if c.ratio is None:
-        return c.verdict
-    ci = f" [{fmt_ratio(c.ci[0])}, {fmt_ratio(c.ci[1])}]" if c.ci else " (no CI)"
-    return f"{fmt_ratio(c.ratio)}×{ci} {c.verdict}"
+    return c.verdict if c.ratio is None else f"{ratio_text(c).replace(' ', '× ', 1)} {c.verdict}"
+
+
+def _counted(every: list[verdict.Comparison], n: int, noun: str) -> tuple[str, bool]:
+    """'12 metrics in 2 case comparisons: 3 slower, …; 3 significant', and whether nothing
+    changed (no metric significant, every verdict "no change")."""
+    significant = sum(c.significant for c in every)
+    verdicts = Counter(c.verdict for c in every)
+    what = (f"{len(every)} metric{'s' if len(every) != 1 else ''} in {n} {noun}"
+            f"{'s' if n != 1 else ''}")
+    if every and not significant and verdicts["no change"] == len(every):
+        return f"{what}, every verdict “no change”, none significant.", True
+    counts = ", ".join(f"{verdicts[v]} {v}" for v in ("slower", "faster", "no change",
+                                                       "inconclusive") if verdicts[v])
+    return f"{what}: {counts or 'none'}; {significant} significant.", False
 
 
 def summary_line(rc: RunComparison) -> str:
     """The answer first: "Nothing changed" when no metric is significant and every verdict
     is "no change", else how many of each verdict."""
     every = [c for cc in rc.comparisons for c in cc.metrics.values()]
-    significant = sum(c.significant for c in every)
-    verdicts = Counter(c.verdict for c in every)
-    n = len(rc.comparisons)
-    what = (f"{len(every)} metric{'s' if len(every) != 1 else ''} in {n} case "
-            f"comparison{'s' if n != 1 else ''}")
-    if every and not significant and verdicts["no change"] == len(every):
-        return f"**Nothing changed**: {what}, every verdict “no change”, none significant."
-    counts = ", ".join(f"{verdicts[v]} {v}" for v in ("slower", "faster", "no change",
-                                                       "inconclusive") if verdicts[v])
-    return f"**Summary**: {what}: {counts or 'none'}; {significant} significant."
+    text, nothing = _counted(every, len(rc.comparisons), "case comparison")
+    return f"**Nothing changed**: {text}" if nothing else f"**Summary**: {text}"
+
+
+def _verdict_text(c: verdict.Comparison) -> str:
+    why = short_reason(c)
+    return c.verdict + (f" ({why})" if why else "")
+
+
+def _p_text(c: verdict.Comparison) -> str:
+    return "–" if c.p_holm is None else f"{c.p_holm:.2g}"
+
+
+def within_boot_markdown(ac: Across) -> list[str]:
+    """The within-boot ratios across a boot key: the comparison that the boot's own speed
+    does not confound."""
+    lines = [f"## Within-boot ratios across {ac.key}", ""]
+    if not ac.shifts:
+        return [*lines, f"No within-boot ratio to compare: {ac.why_none}"]
+    every = [c for rs in ac.shifts for c in rs.metrics.values()]
+    lines += [f"**Within-boot ratios**: {_counted(every, len(ac.shifts), 'ratio comparison')[0]}",
+              "", f"Each {ac.key} ran in its own boot, and emulated timing moves from boot to "
+              f"boot (up to 3× seen), so absolute figures across {ac.key} are confounded by "
+              f"the boot. Inside one boot the {ac.inner} values ran in the same rounds: their "
+              "ratio, paired round by round, does not depend on the boot's speed. Shift = a "
+              f"later {ac.key}'s within-boot ratio ÷ the first's ({ac.values[0]}): Welch's t "
+              "on the per-round log ratios, Holm over each table's metrics; “slower”: the "
+              "candidate lost ground against the baseline (or gained less) on the later "
+              f"{ac.key}, “faster” the reverse."]
+    for rs in ac.shifts:
+        a, b = rs.baseline, rs.candidate
+        lines += ["", f"### {rs.case}: {b} vs {a}", "",
+                  f"| metric | {a}: ratio [CI] | {b}: ratio [CI] | {b} ÷ {a} [CI] | p (Holm) "
+                  "| verdict |", "|---|---|---|---|---:|---|"]
+        for key, c in rs.metrics.items():
+            m = rs.info[key]
+            lines.append(f"| {m.label} | {ratio_text(rs.within[a][key])} | "
+                         f"{ratio_text(rs.within[b][key])} | {ratio_text(c)} | {_p_text(c)} | "
+                         f"{_verdict_text(c)} |")
+    return lines
 
 
 def to_markdown(rc: RunComparison) -> str:
@@ -303,28 +406,27 @@ def to_markdown(rc: RunComparison) -> str:
     paired = sum(c.paired for c in every)
     pairing = ("every metric paired" if every and paired == len(every) else
                "none paired" if not paired else f"{paired} of {len(every)} metrics paired")
-    lines = [summary_line(rc), "",
-             f"Ratio = candidate ÷ baseline (geometric means of repetitions), "
-             f"{100 * o.confidence:.0f} % t-interval; p of the t-test on logs, Holm-adjusted "
-             f"over each case's metrics, α = {o.alpha:g}; noise band ±{100 * o.threshold:g} %; "
-             "significant = p below α and the CI outside the band. Paired: both sides ran in "
-             "the same rounds of one boot, compared round by round (paired t on the log "
-             f"ratios); else unpaired (Welch's t on logs) — {pairing}."]
+    lines = []
+    if rc.within_boot is not None:
+        lines += [*within_boot_markdown(rc.within_boot), "",
+                  f"## Absolute figures across {rc.within_boot.key} (confounded by the boot)",
+                  ""]
+    lines += [summary_line(rc), "",
+              f"Ratio = candidate ÷ baseline (geometric means of repetitions), "
+              f"{100 * o.confidence:.0f} % t-interval; p of the t-test on logs, Holm-adjusted "
+              f"over each case's metrics, α = {o.alpha:g}; noise band ±{100 * o.threshold:g} %; "
+              "significant = p below α and the CI outside the band. Paired: both sides ran in "
+              "the same rounds of one boot, compared round by round (paired t on the log "
+              f"ratios); else unpaired (Welch's t on logs) — {pairing}."]
     for cc in rc.comparisons:
         lines += ["", f"## {cc.candidate} vs {cc.baseline}: {cc.case}", "",
                   "| metric | baseline | candidate | ratio [CI] | p (Holm) | verdict | paired |",
                   "|---|---:|---:|---|---:|---|---|"]
         for key, c in cc.metrics.items():
             m = cc.info[key]
-            p = "–" if c.p_holm is None else f"{c.p_holm:.2g}"
-            ratio = "–" if c.ratio is None else (
-                f"{fmt_ratio(c.ratio)}" + (f" [{fmt_ratio(c.ci[0])}, {fmt_ratio(c.ci[1])}]"
-                                           if c.ci else " (no CI)"))
-            why = short_reason(c)
-            verdict = c.verdict + (f" ({why})" if why else "")
             lines.append(f"| {m.label} ({m.unit}) | {fmt_metric(m, c.estimate_a)} | "
-                         f"{fmt_metric(m, c.estimate_b)} | {ratio} | {p} | {verdict} | "
-                         f"{'yes' if c.paired else 'no'} |")
+                         f"{fmt_metric(m, c.estimate_b)} | {ratio_text(c)} | {_p_text(c)} | "
+                         f"{_verdict_text(c)} | {'yes' if c.paired else 'no'} |")
     for run, ids in rc.unmatched.items():
         lines += ["", f"Not compared (in one run only, {run}): {', '.join(ids)}"]
     return "\n".join(lines)
@@ -334,8 +436,10 @@ def render(rc: RunComparison, fmt: str) -> str:
     return {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt](rc)
 
 
-def along_as_runs(a: Along, o: verdict.CompareOptions) -> RunComparison:
-    """The same outputs for a comparison inside one run (case ids in place of run names)."""
+def along_as_runs(a: Along, o: verdict.CompareOptions,
+                  within_boot: Across | None = None) -> RunComparison:
+    """The same outputs for a comparison inside one run (case ids in place of run names);
+    ``within_boot``: along a boot key, its within-boot ratios (nlperf/boot_ratios.py)."""
     comparisons = [CaseComparison(cc.a.id, cc.b.id, cc.case or a.key, cc.a, cc.b, cc.metrics,
                                   cc.info) for g in a.groups for cc in g.comparisons]
-    return RunComparison(comparisons, o)
+    return RunComparison(comparisons, o, within_boot=within_boot)

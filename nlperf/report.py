@@ -15,6 +15,7 @@ from nlperf import plots, stats, verdict
 from nlperf.analysis import RunAnalysis, ValueEstimate, analyze
 from nlperf.catalog import fmt, fmt_ratio
 from nlperf.compare import Along, along, cell, options
+from nlperf.report_kernels import kernels_section
 from nlperf.report_sections import (
     cases_section,
     details_section,
@@ -274,6 +275,7 @@ def build(run: RunAnalysis, along_key: str | None = None,
                 unicast_section(run), multicast_section(run), sched_section(run),
                 probes_section(run), environment_section(run), cases_section(run),
                 details_section(run)]
+    sections.insert(1, kernels_section(run, o))  # a kernel matrix's answer, after the verdict
     sections = [sec for sec in sections if sec.blocks]
     notes += [Note(n) for n in run.notes]  # after the sections: they add notes while reading
     return Document(f"nlperf report: {s.scenario}", facts, notes, sections)

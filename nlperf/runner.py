@@ -29,7 +29,7 @@ import yaml
 
 from nlperf import capabilities, handoff, kmod, results, samples, scenario, signals
 from nlperf.cases import OnRepetition, run_cases, runs_per_case
-from nlperf.errors import EXIT_INTERRUPTED, NlperfError
+from nlperf.errors import EXIT_INTERRUPTED, BadInput, NlperfError
 from nlperf.measure import clocksource, env_facts
 from nlperf.models import GroupResult, Progress, RunOrder, Status
 from nlperf.targets import vm
@@ -177,6 +177,7 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
     """
     groups: dict[tuple[str, str | None], Group] = {}
     said: set[str] = set()
+    named_by: dict[str, str | None] = {}  # release → the scenario's value that named it
     for case in cases:
         wanted = req.target or case.scenario.target
         target, why = capabilities.pick_target(wanted)
@@ -186,6 +187,12 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
         kernel = None
         if target == "vm":
             kernel = vm.pick_lab_kernel(req.kernel or case.scenario.kernel)
+            value = case.scenario.kernel
+            first = named_by.setdefault(kernel.release, value)
+            if req.kernel is None and first != value:
+                # one boot would hold both values' cases, each labelled as another kernel
+                raise BadInput(f"kernel values {first!r} and {value!r} name the same lab "
+                               f"kernel {kernel.release}")
         key = (target, kernel.release if kernel else None)
         groups.setdefault(key, Group(target, kernel, [])).cases.append(case)
     return list(groups.values())

@@ -172,11 +172,15 @@ def make_case(spec: Spec, samples: list[pd.DataFrame] | None = None,
 
 def write_run(parent: Path, name: str, specs: list[Spec], *, accel: str = "tcg",
               samples: bool = True, histograms: bool = True, order: str | None = None,
-              scenario: str | None = None, started: str | None = None) -> Path:
+              scenario: str | None = None, started: str | None = None,
+              releases: dict[str, str] | None = None) -> Path:
     """``order``: summary.json's order kind (None: a summary from before it was recorded);
-    ``scenario`` and ``started`` (default: ``name`` and now) tell runs apart."""
+    ``scenario`` and ``started`` (default: ``name`` and now) tell runs apart; ``releases``:
+    ``kernel`` matrix value → the release its boot ran, one env.json group per boot (as the
+    runner writes them: the first group, later ones under ``more``)."""
     run_dir = results.create_run_dir(name, out=parent / name)
-    summary = results.new_summary(scenario or name, "vm", accel, "6.1.0-56-amd64", "tsc")  # type: ignore[arg-type]
+    first_release = next(iter(releases.values())) if releases else "6.1.0-56-amd64"
+    summary = results.new_summary(scenario or name, "vm", accel, first_release, "tsc")  # type: ignore[arg-type]
     if order is not None:
         summary.order = RunOrder(kind=order)  # type: ignore[arg-type]
     if started is not None:
@@ -189,9 +193,15 @@ def write_run(parent: Path, name: str, specs: list[Spec], *, accel: str = "tcg",
     summary.status = Status.complete
     summary.finished = results.now_iso()
     results.write_summary(run_dir, summary)
-    env = Env(kernel="6.1.0-56-amd64", target="vm", accel=accel, clocksource="tsc",  # type: ignore[arg-type]
-              cpus=2, nlperf_version="0.1.0", python="3.11.2", module_params={},
-              probes=EnvProbes(attach=ATTACH))
+    boots = {value: [s.id for s in specs if s.params.get("kernel") == value]
+             for value in releases} if releases else {"6.1.0-56-amd64": []}
+    envs = [Env(kernel=releases[value] if releases else value, target="vm", accel=accel,  # type: ignore[arg-type]
+                clocksource="tsc", cpus=2, nlperf_version="0.1.0", python="3.11.2",
+                module_params={cid: {} for cid in ids}, probes=EnvProbes(attach=ATTACH))
+            for value, ids in boots.items()]
+    env = envs[0]
+    if len(envs) > 1:
+        env.more = envs[1:]
     results.write_json(run_dir / results.ENV, env)
     if frames:
         pd.concat(frames, ignore_index=True).to_parquet(run_dir / "samples.parquet")

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from nlperf import results
+from nlperf.targets import vm
 from tests.lab import require_lab_vm, sigint_restored
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,3 +255,39 @@ def test_ctrl_c_after_some_repetitions_keeps_them(tmp_path: Path) -> None:
     made = subprocess.run([NLPERF, "report", str(out)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     assert (out / "report.md").exists() and (out / "report.html").exists()
+
+
+def test_a_kernel_matrix_boots_each_kernel_and_judges_on_within_boot_ratios(
+        tmp_path: Path) -> None:
+    releases = {prefix: [k.release for k in vm.lab_kernels() if vm.names_release(prefix, k.release)]
+                for prefix in ("6.1", "6.12")}
+    if any(len(found) != 1 for found in releases.values()):
+        pytest.skip(f"needs one 6.1 and one 6.12 lab kernel, found {releases}")
+    out = tmp_path / "run"
+    proc = _run(str(ROOT / "tests/data/kernels-e2e.yaml"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert results.validation_errors(summary) == []
+    assert [c["id"] for c in summary["cases"]] == [
+        "kernel=6.1,mode=callback", "kernel=6.1,mode=kthread",
+        "kernel=6.12,mode=callback", "kernel=6.12,mode=kthread"]
+    assert all(len(c["repetitions"]) == 2 for c in summary["cases"])
+    env = json.loads((out / "env.json").read_text())
+    boots = [env, *env["more"]]  # one group per boot, each on the kernel its prefix names
+    assert [(g["kernel"], sorted(g["module_params"])) for g in boots] == [
+        (releases["6.1"][0], ["kernel=6.1,mode=callback", "kernel=6.1,mode=kthread"]),
+        (releases["6.12"][0], ["kernel=6.12,mode=callback", "kernel=6.12,mode=kthread"])]
+    report = (out / "report.md").read_text()
+    assert (f"Kernels compared: 6.1 = {releases['6.1'][0]}; 6.12 = {releases['6.12'][0]}"
+            in report)
+    assert "| kthread ÷ callback, 6.12 vs 6.1 | round trip p50 |" in report
+    compared = subprocess.run([NLPERF, "compare", str(out), "--along", "kernel", "--format",
+                               "json"], capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    within = json.loads(compared.stdout)["within_boot"]
+    (shift,) = within["comparisons"]
+    rtt = next(m for m in shift["metrics"] if m["metric"] == "rtt_p50_us")
+    assert rtt["unit"] == "ratio" and rtt["n_a"] == rtt["n_b"] == 2
+    assert all(w["paired"] for w in rtt["within"].values())  # inside each boot: by rounds
+    for side, kernel in (("estimate_a", "6.1"), ("estimate_b", "6.12")):  # the boots' ratios
+        assert rtt[side] == pytest.approx(rtt["within"][kernel]["ratio"])

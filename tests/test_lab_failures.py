@@ -59,6 +59,26 @@ def test_an_unknown_lab_kernel_is_bad_input_before_anything_exists(tmp_path: Pat
     assert not out.exists()
 
 
+def test_a_kernel_matrix_value_naming_several_lab_kernels_is_bad_input(tmp_path: Path) -> None:
+    require_lab_vm()
+    releases = [k.release for k in vm.lab_kernels()]
+    major = releases[0].split(".")[0]  # "6": a prefix of every 6.x lab kernel
+    named = [r for r in releases if vm.names_release(major, r)]
+    if len(named) < 2:
+        pytest.skip(f"one lab kernel starts with {major}.: no ambiguous prefix here")
+    scenario = tmp_path / "kernels.yaml"
+    text = (ROOT / "scenarios/kernels.yaml").read_text()
+    assert 'kernel: ["6.1", "6.12"]' in text  # else the run below would boot the VM
+    scenario.write_text(text.replace('kernel: ["6.1", "6.12"]', f'kernel: ["6.1", "{major}"]'))
+    out = tmp_path / "run"
+    proc = _nlperf("run", str(scenario), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert _error_line(proc.stderr) == (
+        f"nlperf: error: kernel '{major}' matches {len(named)} lab kernels "
+        f"({', '.join(named)}): give a longer prefix or the full release")
+    assert not out.exists()
+
+
 def _path_without(tmp_path: Path, tool: str) -> str:
     """This PATH with every executable but ``tool``, linked into one directory."""
     shadow = tmp_path / "bin"

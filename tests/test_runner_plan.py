@@ -85,6 +85,29 @@ def test_unknown_kernel_in_the_matrix_is_refused_before_anything_runs() -> None:
                     runner.RunRequest(Path("x.yaml")), lambda _m: None)
 
 
+def test_two_kernel_values_naming_one_lab_kernel_are_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def by_prefix(release: str | None = None) -> vm.LabKernel:
+        (named,) = [k for r, k in KERNELS.items() if vm.names_release(release or "6.12", r)]
+        return named
+
+    monkeypatch.setattr(vm, "pick_lab_kernel", by_prefix)
+    groups = runner.plan(_cases({"kernel": ["6.1", "6.12"]}), runner.RunRequest(Path("x.yaml")),
+                         lambda _m: None)
+    assert [(g.kernel.release if g.kernel else None, [c.id for c in g.cases])
+            for g in groups] == [("6.1.0-56-amd64", ["kernel=6.1"]),
+                                 ("6.12.9-amd64", ["kernel=6.12"])]
+    with pytest.raises(BadInput) as same:
+        runner.plan(_cases({"kernel": ["6.1", "6.12", "6.1.0-56-amd64"]}),
+                    runner.RunRequest(Path("x.yaml")), lambda _m: None)
+    assert same.value.message == ("kernel values '6.1' and '6.1.0-56-amd64' name the same lab "
+                                  "kernel 6.1.0-56-amd64")
+    # --kernel wins over the matrix: every case in its one boot, as asked
+    (one,) = runner.plan(_cases({"kernel": ["6.1", "6.1.0-56-amd64"]}),
+                         runner.RunRequest(Path("x.yaml"), kernel="6.12"), lambda _m: None)
+    assert one.kernel is not None and one.kernel.release == "6.12.9-amd64"
+
+
 # --- the run status: one context manager -------------------------------------------------------
 
 

@@ -54,6 +54,33 @@ def test_pick_lab_kernel(tmp_path: Path) -> None:
     assert headerless.value.hint == "install linux-headers-6.12.0-1-amd64"
 
 
+def test_a_version_prefix_names_one_lab_kernel(tmp_path: Path) -> None:
+    boot, modules = make_tree(tmp_path, ["6.1.0-56-amd64", "6.12.117+deb12-amd64",
+                                         "6.10.0-1-amd64"], ["6.9.0-1-amd64"])
+    def pick(wanted: str) -> str:
+        return vm.pick_lab_kernel(wanted, boot, modules).release
+    assert pick("6.1") == "6.1.0-56-amd64"  # never 6.12 or 6.10: the prefix ends at a "."
+    assert pick("6.12") == "6.12.117+deb12-amd64"
+    assert pick("6.12.117") == "6.12.117+deb12-amd64"
+    assert pick("6.1.0-56") == "6.1.0-56-amd64"
+    assert pick("6.12.117+deb12-amd64") == "6.12.117+deb12-amd64"
+    with pytest.raises(BadInput) as several:
+        pick("6")
+    assert several.value.message == (
+        "kernel '6' matches 3 lab kernels (6.12.117+deb12-amd64, 6.10.0-1-amd64, "
+        "6.1.0-56-amd64): give a longer prefix or the full release")
+    for wanted in ("6.1.0-5", "6.11", "6.1.0-56-amd", "5"):
+        with pytest.raises(BadInput, match=f"^unknown kernel '{wanted}'; available: "):
+            pick(wanted)
+    with pytest.raises(BadInput) as headerless:
+        pick("6.9")
+    assert headerless.value.hint == "install linux-headers-6.9.0-1-amd64"
+    # an exact release wins over a prefix that would name several
+    (tmp_path / "two").mkdir()
+    boot2, modules2 = make_tree(tmp_path / "two", ["6.1", "6.1.0-56-amd64"], [])
+    assert vm.pick_lab_kernel("6.1", boot2, modules2).release == "6.1"
+
+
 def test_pick_lab_kernel_none(tmp_path: Path) -> None:
     boot, modules = make_tree(tmp_path, [], ["6.1.0-56-amd64"])
     with pytest.raises(RunFailed) as exc:

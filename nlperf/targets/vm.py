@@ -75,22 +75,45 @@ def lab_kernels(boot: Path = Path("/boot"),
     return sorted(found, key=lambda k: version_key(k.release), reverse=True)
 
 
+RELEASE_SEPARATORS = ".-+~"
+
+
+def names_release(wanted: str, release: str) -> bool:
+    """Whether ``wanted`` names ``release``: the release itself, or a version prefix of it that
+    ends where the release has a separator (``.``, ``-``, ``+``, ``~``). So "6.1" names
+    6.1.0-56-amd64 and never 6.12.117+deb12-amd64: Debian updates move the rest of the string,
+    and a scenario that says "6.1" keeps meaning the 6.1 series."""
+    if release == wanted:
+        return True
+    return (bool(wanted) and release.startswith(wanted)
+            and release[len(wanted)] in RELEASE_SEPARATORS)
+
+
 def pick_lab_kernel(release: str | None = None, boot: Path = Path("/boot"),
                     modules: Path = Path("/lib/modules")) -> LabKernel:
-    """The newest lab kernel, or the one named by ``--kernel``."""
+    """The newest lab kernel, or the one ``release`` names (names_release): a full release or
+    a version prefix matching exactly one lab kernel; none or several is bad input."""
     kernels = lab_kernels(boot, modules)
     if not kernels:
         raise RunFailed(f"no lab kernel: no {boot}/vmlinuz-<release> with a matching "
                         f"{modules}/<release>/build", hint=SETUP_HINT)
     if release is None:
         return kernels[0]
-    for k in kernels:
-        if k.release == release:
-            return k
+    exact = [k for k in kernels if k.release == release]
+    named = exact or [k for k in kernels if names_release(release, k.release)]
+    if len(named) == 1:
+        return named[0]
     available = ", ".join(k.release for k in kernels)
-    if (boot / f"vmlinuz-{release}").is_file():
-        raise BadInput(f"kernel {release} has no {modules}/{release}/build; "
-                       f"available: {available}", hint=f"install linux-headers-{release}")
+    if named:
+        raise BadInput(f"kernel {release!r} matches {len(named)} lab kernels "
+                       f"({', '.join(k.release for k in named)}): give a longer prefix or "
+                       "the full release")
+    headerless = sorted(p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*")
+                        if names_release(release, p.name.removeprefix("vmlinuz-")))
+    if headerless:
+        missing = headerless[0]
+        raise BadInput(f"kernel {missing} has no {modules}/{missing}/build; "
+                       f"available: {available}", hint=f"install linux-headers-{missing}")
     raise BadInput(f"unknown kernel {release!r}; available: {available}")
 
 
