@@ -200,6 +200,10 @@ def test_record_parts_takes_every_timed_part_up_to_done() -> None:
     log = StampLog(8)
     assert common.record_parts(rbuf, len(data), 777, log, None) == 3
     assert log.array().tolist() == [[*st, 777] for st in stamps]
+    # past the log's capacity, parts are still counted and sampled by the reservoir
+    small = StampLog(2)
+    assert common.record_parts(rbuf, len(data), 777, small, None) == 3
+    assert small.count == 3 and len(small.array()) == 2
     # a datagram cut short of its NLMSG_DONE still yields the whole parts it holds
     log.reset()
     assert common.record_parts(rbuf, len(parts[0]) + 8, 5, log, None) == 1

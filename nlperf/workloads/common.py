@@ -114,12 +114,19 @@ def record_parts(rbuf: bytearray, n: int, t_recv: int, log: StampLog,
     at = parts = 0
     times_from, times_to, done = STAMP_TIMES.start, STAMP_TIMES.stop, wire.NLMSG_DONE
     unpack_head, pack_ts, buf = LEN_TYPE.unpack_from, TS.pack_into, log.buf
+    kept, capacity, record = log.count, log.capacity, LOG_RECORD
     while at + wire.NLMSG_HDRLEN <= n:
         length, rtype = unpack_head(rbuf, at)
         if rtype == done or length < wire.NLMSG_HDRLEN:
             break
         parts += 1
-        off = log.slot()
+        if kept < capacity:  # log.slot() inlined while the log has room
+            off: int | None = kept * record
+            kept += 1
+        else:
+            log.count = kept
+            off = log.slot()
+            kept = log.count
         if off is not None:
             if raw_sent is None:
                 buf[off:off + LOG_RECV_AT] = rbuf[at + times_from:at + times_to]
@@ -128,4 +135,5 @@ def record_parts(rbuf: bytearray, n: int, t_recv: int, log: StampLog,
                 pack_ts(buf, off, raw_sent[seq % len(raw_sent)])
             pack_ts(buf, off + LOG_RECV_AT, t_recv)
         at += (length + 3) & ~3
+    log.count = kept
     return parts
