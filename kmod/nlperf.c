@@ -23,6 +23,7 @@
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/netlink.h>
+#include <linux/refcount.h>
 #include <linux/sched.h>
 #include <linux/skbuff.h>
 #include <linux/slab.h>
@@ -60,6 +61,8 @@
  * the message alone.
  */
 #define NLPERF_HOLD_SLACK	4096U
+/* NLMSG_DONE at the end of a coalesced reply: a header and an int */
+#define NLPERF_DONE_LEN		NLMSG_SPACE(sizeof(int))
 #define NLPERF_WQ_NAME		"nlperf_wq"
 
 /*
@@ -110,12 +113,29 @@ MODULE_PARM_DESC(allow_unpriv, "serve workload and stats reads without CAP_NET_A
 
 /* ---- state ---- */
 
+/*
+ * The coalesced reply of one run (NLPERF_F_COALESCE, nlperf_uapi.h): the
+ * parts built so far. Only the thread processing the run's messages adds
+ * or sends parts; in the deferred models input()'s walk and each queued
+ * message of the run hold a reference, and whoever drops the last sends
+ * what is left. In callback mode it lives on the walk's stack.
+ */
+struct nlperf_batch {
+	refcount_t ref;
+	struct sk_buff *skb;		/* parts not yet sent, or NULL */
+	unsigned int parts;		/* in skb */
+	u32 seq;			/* of the last part: NLMSG_DONE's */
+	bool orphan;			/* its socket was released: not sent */
+};
+
 /* One netlink message to process; on the stack or queued. */
 struct nlperf_msg {
 	struct list_head node;
 	struct sk_buff *skb;		/* our reference (deferred), or NULL */
 	void *copy;			/* the message alone (deferred), or NULL */
 	const struct nlmsghdr *nlh;	/* inside skb's data or copy */
+	struct nlperf_batch *batch;	/* its run's coalesced reply, or NULL */
+	unsigned int rest;		/* bytes of the run's parts after it */
 	unsigned int charge;		/* bytes counted against queue_bytes */
 	struct sock *sk;		/* our kernel socket, skb->sk in input() */
 	u64 recv_ns;			/* input() entry */
@@ -199,6 +219,14 @@ static void nlperf_inc(const struct nlperf_msg *m, atomic64_t *c)
 {
 	if (!m || m->epoch == (u32)atomic_read(&nlperf_epoch))
 		atomic64_inc(c);
+}
+
+/* Counts @n events on behalf of @m, if @m belongs to the current period. */
+static void nlperf_add(const struct nlperf_msg *m, atomic64_t *c,
+		       unsigned int n)
+{
+	if (m->epoch == (u32)atomic_read(&nlperf_epoch))
+		atomic64_add(n, c);
 }
 
 static void nlperf_count_bcast(const struct nlperf_msg *m, unsigned int group,
@@ -393,6 +421,109 @@ static void nlperf_send_error(const struct nlperf_msg *m, int err)
 	nlperf_unicast(m, skb);
 }
 
+/* ---- coalesced replies ---- */
+
+/*
+ * Sends the parts of @b built so far, closed by NLMSG_DONE, to the sender
+ * of @m (a message of the run), and counts one reply per part on its
+ * behalf. A released socket's parts are not sent, as its single replies
+ * would not be.
+ */
+static void nlperf_batch_send(const struct nlperf_msg *m,
+			      struct nlperf_batch *b)
+{
+	struct sk_buff *skb = b->skb;
+	unsigned int parts = b->parts;
+	struct nlmsghdr *nlh;
+	u32 bytes;
+	int err;
+
+	if (!skb)
+		return;
+	b->skb = NULL;
+	b->parts = 0;
+	/* nlperf_batch_part() left room for it */
+	nlh = nlmsg_put(skb, m->portid, b->seq, NLMSG_DONE, sizeof(int),
+			NLM_F_MULTI);
+	if (WARN_ON_ONCE(!nlh)) {
+		nlmsg_free(skb);
+		nlperf_add(m, nlperf_ctr(err_reply), parts);
+		return;
+	}
+	memset(nlmsg_data(nlh), 0, sizeof(int));
+	bytes = skb->len;
+	if (READ_ONCE(b->orphan)) {
+		nlmsg_free(skb);
+		err = -ECONNREFUSED;
+	} else {
+		err = nlmsg_unicast(m->sk, skb, m->portid);
+	}
+	trace_nlperf_reply(bytes, err);
+	nlperf_add(m, err < 0 ? nlperf_ctr(err_reply) : nlperf_ctr(replied),
+		   parts);
+}
+
+/* Drops a reference to @b for @m; the last one sends what is left. */
+static void nlperf_batch_put(const struct nlperf_msg *m,
+			     struct nlperf_batch *b)
+{
+	if (!refcount_dec_and_test(&b->ref))
+		return;
+	nlperf_batch_send(m, b);
+	kfree(b);
+}
+
+/*
+ * Room for @m's reply of @len payload bytes as the next part of its run:
+ * the parts before it are sent first if it would not fit with them, and a
+ * new skb is sized for it and the rest of the run (at most
+ * NLPERF_COALESCE_MAX, NLMSG_DONE included). Returns the part's payload;
+ * NULL: no skb, the reply goes alone.
+ */
+static void *nlperf_batch_part(const struct nlperf_msg *m, size_t len)
+{
+	size_t need = nlmsg_total_size(len) + NLPERF_DONE_LEN;
+	struct nlperf_batch *b = m->batch;
+	struct nlmsghdr *nlh;
+
+	/* the walk lets no bigger reply into a run */
+	if (WARN_ON_ONCE(need > NLPERF_COALESCE_MAX))
+		return NULL;
+	if (b->skb && (b->skb->len + need > NLPERF_COALESCE_MAX ||
+		       skb_tailroom(b->skb) < need))
+		nlperf_batch_send(m, b);
+	if (!b->skb) {
+		b->skb = alloc_skb(min_t(size_t, need + m->rest,
+					 NLPERF_COALESCE_MAX), GFP_KERNEL);
+		if (!b->skb)
+			return NULL;
+	}
+	nlh = nlmsg_put(b->skb, m->portid, m->nlh->nlmsg_seq,
+			m->nlh->nlmsg_type, len, NLM_F_MULTI);
+	b->parts++;
+	b->seq = m->nlh->nlmsg_seq;
+	return nlmsg_data(nlh);
+}
+
+/*
+ * Room for @m's echo reply of @len payload bytes: a part of its run's
+ * coalesced reply, else a reply of its own in *@skb. NULL: no memory.
+ */
+static void *nlperf_echo_start(const struct nlperf_msg *m, size_t len,
+			       struct sk_buff **skb)
+{
+	void *data;
+
+	*skb = NULL;
+	if (m->batch) {
+		data = nlperf_batch_part(m, len);
+		if (data)
+			return data;
+	}
+	*skb = nlperf_reply_new(m, m->nlh->nlmsg_type, len, 0, &data);
+	return *skb ? data : NULL;
+}
+
 /* ---- message handlers ---- */
 
 static bool nlperf_stamp_ok(const struct nlperf_stamp *st)
@@ -406,11 +537,12 @@ static int nlperf_do_echo(const struct nlperf_msg *m)
 	struct sk_buff *skb;
 	void *data;
 
-	skb = nlperf_reply_new(m, m->nlh->nlmsg_type, len, 0, &data);
-	if (!skb)
+	data = nlperf_echo_start(m, len, &skb);
+	if (!data)
 		return -ENOMEM;
 	memcpy(data, nlmsg_data(m->nlh), len);
-	nlperf_unicast(m, skb);
+	if (skb)	/* else a part: sent with its run */
+		nlperf_unicast(m, skb);
 	return NLPERF_REPLIED;
 }
 
@@ -427,15 +559,16 @@ static int nlperf_do_timed_echo(const struct nlperf_msg *m)
 	if (!nlperf_stamp_ok(&st))
 		return -EINVAL;
 
-	skb = nlperf_reply_new(m, m->nlh->nlmsg_type, len, 0, &data);
-	if (!skb)
+	data = nlperf_echo_start(m, len, &skb);
+	if (!data)
 		return -ENOMEM;
 	memcpy(data, nlmsg_data(m->nlh), len);
 	st.kern_recv_ns = m->recv_ns;
 	st.proc_start_ns = m->proc_ns;
 	st.kern_send_ns = ktime_get_ns();
 	memcpy(data, &st, sizeof(st));
-	nlperf_unicast(m, skb);
+	if (skb)	/* else a part: sent with its run */
+		nlperf_unicast(m, skb);
 	return NLPERF_REPLIED;
 }
 
@@ -764,6 +897,8 @@ static int nlperf_serve(struct nlperf_msg *m)
 	int ret = nlperf_dispatch(m);
 
 	if (ret < 0) {
+		if (m->batch)	/* after the run's replies before it */
+			nlperf_batch_send(m, m->batch);
 		nlperf_count_error(m, ret);
 		nlperf_send_error(m, ret);
 	} else if (ret == NLPERF_ACK || (m->nlh->nlmsg_flags & NLM_F_ACK)) {
@@ -832,9 +967,15 @@ static void nlperf_release(struct nlperf_msg *m, bool processed)
 	kvfree(m->copy);
 }
 
-/* Drops a held entry: uncharges it from the queue and frees it. */
+/*
+ * Drops a held entry: its run's coalesced reply goes out if it was the last
+ * of the run, so a queue_depth of 0 means every reply sent; then uncharges
+ * it from the queue and frees it.
+ */
 static void nlperf_msg_free(struct nlperf_msg *m, bool processed)
 {
+	if (m->batch)
+		nlperf_batch_put(m, m->batch);
 	spin_lock_bh(&nlperf_q.lock);
 	nlperf_q.depth--;
 	nlperf_q.bytes -= m->charge;
@@ -867,9 +1008,13 @@ static void nlperf_orphan_port(u32 portid)
 	struct nlperf_msg *m;
 
 	spin_lock_bh(&nlperf_q.lock);
-	list_for_each_entry(m, &nlperf_q.list, node)
-		if (m->portid == portid)
-			m->orphan = true;
+	list_for_each_entry(m, &nlperf_q.list, node) {
+		if (m->portid != portid)
+			continue;
+		m->orphan = true;
+		if (m->batch)
+			WRITE_ONCE(m->batch->orphan, true);
+	}
 	spin_unlock_bh(&nlperf_q.lock);
 }
 
@@ -945,6 +1090,8 @@ static void nlperf_enqueue(const struct nlperf_msg *tmpl, struct sk_buff *skb)
 	full = nlperf_q.depth >= queue_len ||
 	       (nlperf_q.depth && nlperf_q.bytes + m->charge > queue_bytes);
 	if (!full) {
+		if (m->batch)	/* before the worker can see it */
+			refcount_inc(&m->batch->ref);
 		list_add_tail(&m->node, &nlperf_q.list);
 		nlperf_q.bytes += m->charge;
 		if (++nlperf_q.depth > nlperf_q.hwm)
@@ -1033,6 +1180,68 @@ static void nlperf_refuse(const struct nlperf_msg *m)
 	trace_nlperf_reply(bytes, err);
 }
 
+/* Whether @nlh may be part of a run (nlperf_uapi.h, NLPERF_F_COALESCE). */
+static bool nlperf_coalescable(const struct nlmsghdr *nlh)
+{
+	return (nlh->nlmsg_type == NLPERF_MSG_ECHO ||
+		nlh->nlmsg_type == NLPERF_MSG_TIMED_ECHO) &&
+	       (nlh->nlmsg_flags & (NLPERF_F_COALESCE | NLM_F_ACK)) ==
+			NLPERF_F_COALESCE &&
+	       NLMSG_ALIGN(nlh->nlmsg_len) + NLPERF_DONE_LEN <=
+			NLPERF_COALESCE_MAX;
+}
+
+/*
+ * Bytes of the replies to the run that starts at @pos (@rem bytes left in
+ * the datagram), found as nlperf_walk() will walk it, to size its skb.
+ */
+static unsigned int nlperf_run_bytes(const u8 *pos, unsigned int rem)
+{
+	unsigned int bytes = 0;
+
+	while (rem >= NLMSG_HDRLEN) {
+		const struct nlmsghdr *nlh = (const struct nlmsghdr *)pos;
+		unsigned int adv;
+
+		if (nlh->nlmsg_len < NLMSG_HDRLEN || nlh->nlmsg_len > rem ||
+		    !nlperf_coalescable(nlh))
+			break;
+		adv = NLMSG_ALIGN(nlh->nlmsg_len);
+		bytes += adv;	/* an echo reply is as long as its request */
+		if (adv >= rem)
+			break;
+		pos += adv;
+		rem -= adv;
+	}
+	return bytes;
+}
+
+/*
+ * A new run's coalesced reply: @local in callback mode, else allocated,
+ * with the walk's reference. NULL: no memory, the run's replies go alone.
+ */
+static struct nlperf_batch *nlperf_run_begin(struct nlperf_batch *local)
+{
+	struct nlperf_batch *b = local;
+
+	if (nlperf_mode == NLPERF_MODE_CALLBACK)
+		memset(b, 0, sizeof(*b));
+	else
+		b = kzalloc(sizeof(*b), GFP_KERNEL);
+	if (b)
+		refcount_set(&b->ref, 1);
+	return b;
+}
+
+/* Ends the walk's part in run @b: sends its parts, or drops its reference. */
+static void nlperf_run_end(const struct nlperf_msg *m, struct nlperf_batch *b)
+{
+	if (nlperf_mode == NLPERF_MODE_CALLBACK)
+		nlperf_batch_send(m, b);
+	else
+		nlperf_batch_put(m, b);
+}
+
 /* Walks one datagram that arrived at @recv_ns. */
 static void nlperf_walk(struct sk_buff *skb, u64 recv_ns)
 {
@@ -1042,9 +1251,11 @@ static void nlperf_walk(struct sk_buff *skb, u64 recv_ns)
 		.portid = NETLINK_CB(skb).portid,
 		.epoch = atomic_read(&nlperf_epoch),
 	};
+	struct nlperf_batch local, *run = NULL;
 	const u8 *pos = skb->data;
 	unsigned int rem = skb->len;
-	bool admin, capable;
+	unsigned int run_left = 0;	/* bytes of the run's parts to come */
+	bool admin, capable, member;
 
 	/* decided here, before anything is queued or worked on */
 	admin = netlink_capable(skb, CAP_NET_ADMIN);
@@ -1066,6 +1277,22 @@ static void nlperf_walk(struct sk_buff *skb, u64 recv_ns)
 				     nlh->nlmsg_type == NLPERF_MSG_STATS_GET));
 		trace_nlperf_input(nlh->nlmsg_type, nlh->nlmsg_len, m.portid,
 				   capable);
+		/* a run's replies go before any other reply that follows it */
+		member = capable && nlperf_coalescable(nlh);
+		if (!member)
+			run_left = 0;
+		if (run && !run_left) {
+			nlperf_run_end(&m, run);
+			run = NULL;
+		}
+		if (member && !run_left) {
+			run_left = nlperf_run_bytes(pos, rem);
+			run = nlperf_run_begin(&local);
+		}
+		if (member)
+			run_left -= min(run_left, NLMSG_ALIGN(nlh->nlmsg_len));
+		m.batch = member ? run : NULL;
+		m.rest = run_left;
 		if (nlh->nlmsg_type < NLMSG_MIN_TYPE) {
 			/* netlink's own types (noop, error, done): skipped */
 		} else if (!capable) {
@@ -1092,6 +1319,8 @@ static void nlperf_walk(struct sk_buff *skb, u64 recv_ns)
 		 */
 		cond_resched();
 	}
+	if (run)
+		nlperf_run_end(&m, run);
 }
 
 /* Serves one datagram; runs in the sender's sendmsg() context. */
@@ -1190,6 +1419,8 @@ static int __init nlperf_init(void)
 	};
 	int err;
 
+	/* a datagram of coalesced parts is one page's skb head */
+	BUILD_BUG_ON(NLPERF_COALESCE_MAX > NLMSG_GOODSIZE);
 	err = nlperf_parse_params();
 	if (err)
 		return err;

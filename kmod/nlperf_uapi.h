@@ -16,7 +16,7 @@
 
 #include <linux/types.h>
 
-#define NLPERF_WIRE_VERSION	2
+#define NLPERF_WIRE_VERSION	3
 #define NLPERF_PROTO_DEFAULT	31	/* 23..31 are unused by mainline */
 #define NLPERF_MAX_GROUPS	32
 
@@ -33,6 +33,40 @@ enum nlperf_msg_type {
 	NLPERF_MSG_MCAST_DATA	= 0x18,	/* kernel->user: stamp [+ pad] */
 	NLPERF_MSG_MAX		= NLPERF_MSG_MCAST_DATA,
 };
+
+/*
+ * Coalesced replies (opt-in). NLPERF_F_COALESCE in nlmsg_flags of an echo
+ * or timed echo request (bit 8, which netlink leaves to each kind of
+ * request, like NLM_F_ROOT for a get) asks for its reply to travel with
+ * those of its neighbours. A run is a longest sequence of consecutive
+ * messages of one datagram that each are an echo or timed echo with
+ * NLPERF_F_COALESCE, without NLM_F_ACK, and whose reply fits a datagram of
+ * parts: NLMSG_ALIGN(nlmsg_len) + NLMSG_SPACE(4) <= NLPERF_COALESCE_MAX.
+ *
+ * The replies to a run come back in request order as parts: each part is
+ * the reply it would have been (type, seq, payload, a timed echo's own
+ * stamps) with NLM_F_MULTI set, and a datagram of parts always ends with
+ * one NLMSG_DONE (NLM_F_MULTI, a 4-byte 0, the seq of the last part), as
+ * a dump does, so a receiver that reads NLM_F_MULTI messages until
+ * NLMSG_DONE (libnl) stops at the end of each datagram. NLMSG_DONE
+ * answers no request. A receiver can rely on: a datagram holds either one
+ * reply without NLM_F_MULTI (as without the flag) or one or more parts and
+ * then NLMSG_DONE, in at most NLPERF_COALESCE_MAX bytes (a receive buffer
+ * that large never truncates one).
+ *
+ * A run whose parts do not fit one datagram continues in the next one,
+ * each with its own NLMSG_DONE. An error found while processing a run's
+ * message goes alone, after the parts before it; the run goes on after
+ * it. A refusal in input() (queue full, no memory) goes at once, as it
+ * always did: in the deferred models it can overtake the parts of messages
+ * queued before it. The parts go out when the run's last message has been
+ * processed or refused, or when the next part would not fit. A part's
+ * kern_send_ns is taken when the part is written: the wait for the rest of
+ * its datagram counts in the user receive time, not in the kernel stamps.
+ * Each part counts as one reply.
+ */
+#define NLPERF_F_COALESCE	0x100
+#define NLPERF_COALESCE_MAX	3072	/* bytes in one datagram of parts */
 
 /* nlperf_stamp.flags */
 #define NLPERF_STAMP_F_END	0x0001	/* last message of a stream */

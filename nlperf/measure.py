@@ -246,7 +246,7 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
     if u:
         cfg = SenderConfig(proto=proto, kind=u.kind, message_size=u.message_size,
                            pattern=u.pattern, window=u.window, rate=u.rate, batch=u.batch,
-                           count=u.count, duration=u.duration,
+                           coalesce=u.coalesce, count=u.count, duration=u.duration,
                            reply_timeout_ms=u.reply_timeout_ms)
         warmup = (s.warmup.messages, s.warmup.seconds)
         procs += [_ctx.Process(target=_sender_main, args=(cfg, u, warmup, i, ready, warm, go, q))

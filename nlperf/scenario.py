@@ -74,6 +74,8 @@ class Unicast(Strict):
     window: int = Field(1, ge=1, le=65536, description="closed loop: messages in flight")
     rate: float | None = Field(None, gt=0, description="open loop: messages/s per sender")
     batch: int = Field(1, ge=1, le=1024, description="messages per datagram")
+    coalesce: bool = Field(False, description=(
+        "open loop: ask for each datagram's echo replies in one datagram (NLPERF_F_COALESCE)"))
     count: int | None = Field(None, ge=1, le=100_000_000)
     duration: float | None = Field(None, gt=0, le=86400, description="seconds")
     reply_timeout_ms: int = Field(1000, ge=1, le=600_000)
@@ -87,6 +89,9 @@ class Unicast(Strict):
             raise ValueError("pattern open needs rate (messages/s)")
         if self.pattern == "closed" and self.rate is not None:
             raise ValueError("rate applies to pattern open only")
+        if self.coalesce and (self.pattern != "open" or self.kind == "sink"):
+            raise ValueError("coalesce applies to pattern open with echo replies only "
+                             "(the closed loops read one reply per recv)")
         return self
 
 

@@ -1,4 +1,4 @@
-"""Python mirror of kmod/nlperf_uapi.h, wire format v2.
+"""Python mirror of kmod/nlperf_uapi.h, wire format v3.
 
 The C header is the definition; this module repeats each struct once, as a table of
 (field name, struct format) pairs in declaration order, and derives sizes, offsets and packers
@@ -14,14 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 PROTO_DEFAULT = 31
 MAX_GROUPS = 32
 
 # linux/netlink.h
 NLMSG_HDRLEN = 16
 NLMSG_ERROR = 0x2
+NLMSG_DONE = 0x3
 NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -40,6 +42,12 @@ MSG_STATS_RESET = 0x17
 MSG_MCAST_DATA = 0x18
 
 STAMP_F_END = 0x0001
+
+# Coalesced replies (kmod/nlperf_uapi.h): an echo or timed echo request with F_COALESCE (and
+# without NLM_F_ACK) gets its reply as a part (NLM_F_MULTI) of a datagram of at most
+# COALESCE_MAX bytes that ends with one NLMSG_DONE, when the reply fits one (coalescable()).
+F_COALESCE = 0x100
+COALESCE_MAX = 3072
 
 MODE_CALLBACK = 0
 MODE_KTHREAD = 1
@@ -217,6 +225,15 @@ GROUP_STATS_FIELDS = GROUP_STATS.names
 def pad4(n: int) -> int:
     """NLMSG_ALIGN."""
     return (n + 3) & ~3
+
+
+DONE_LEN = pad4(NLMSG_HDRLEN + 4)  # the NLMSG_DONE closing a datagram of parts: header + int
+
+
+def coalescable(nlmsg_len: int) -> bool:
+    """Whether the reply to a flagged echo of this length can be a part of a coalesced reply
+    (else it comes alone, as without the flag)."""
+    return pad4(nlmsg_len) + DONE_LEN <= COALESCE_MAX
 
 
 def nlmsg(msg_type: int, payload: bytes = b"", *, flags: int = NLM_F_REQUEST, seq: int = 0,

@@ -247,6 +247,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
                            ["unicast.windw", "unknown key"]),
     "wrong-type": ("name: s\nunicast: {count: many}\n", ["unicast.count", "integer", "many"]),
     "section-not-mapping": ("name: s\nunicast: 5\n", ["unicast", "5"]),
+    "coalesce-closed-loop": ("name: s\nunicast: {count: 10, batch: 8, coalesce: true}\n",
+                             ["unicast", "coalesce applies to pattern open"]),
     "message-size-too-small": ("name: s\nunicast: {count: 1, message_size: 10}\n",
                                ["unicast.message_size", "48", "10"]),
     "module-mode": (OK_UNICAST + "module: {mode: foo}\n",

@@ -7,6 +7,7 @@ import re
 import shutil
 import struct
 import subprocess
+from array import array
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,12 @@ CONSTANTS = {
     "NLPERF_MODE_CALLBACK": wire.MODE_CALLBACK, "NLPERF_MODE_KTHREAD": wire.MODE_KTHREAD,
     "NLPERF_MODE_WORKQUEUE": wire.MODE_WORKQUEUE,
     "NLPERF_ALLOC_KERNEL": wire.ALLOC_KERNEL, "NLPERF_ALLOC_ATOMIC": wire.ALLOC_ATOMIC,
+    "NLPERF_F_COALESCE": wire.F_COALESCE, "NLPERF_COALESCE_MAX": wire.COALESCE_MAX,
     # linux/netlink.h and sys/socket.h
     "NLMSG_HDRLEN": wire.NLMSG_HDRLEN, "NLMSG_ERROR": wire.NLMSG_ERROR,
+    "NLMSG_DONE": wire.NLMSG_DONE, "NLMSG_SPACE(sizeof(int))": wire.DONE_LEN,
     "NLM_F_REQUEST": wire.NLM_F_REQUEST, "NLM_F_ACK": wire.NLM_F_ACK,
+    "NLM_F_MULTI": wire.NLM_F_MULTI,
     "SOL_NETLINK": wire.SOL_NETLINK, "NETLINK_ADD_MEMBERSHIP": wire.NETLINK_ADD_MEMBERSHIP,
     "NETLINK_DROP_MEMBERSHIP": wire.NETLINK_DROP_MEMBERSHIP,
     "NETLINK_BROADCAST_ERROR": wire.NETLINK_BROADCAST_ERROR,
@@ -165,6 +169,61 @@ def test_nlmsg_pads_to_four_bytes_and_groups_mask() -> None:
     assert wire.groups_mask([1, 3, 32]) == 0x80000005
     with pytest.raises(ValueError):
         wire.groups_mask([0])
+
+
+def test_coalesce_flag_and_bound() -> None:
+    """NLPERF_F_COALESCE sits in the request-kind bits (0x100..0x800), clear of netlink's own
+    flags; a reply is a part only when it fits a datagram with NLMSG_DONE."""
+    assert wire.F_COALESCE & 0xF00 and not wire.F_COALESCE & 0xFF
+    assert wire.DONE_LEN == 20
+    largest = wire.COALESCE_MAX - wire.DONE_LEN  # 3052: a 3036-byte payload
+    assert wire.coalescable(largest) and wire.coalescable(largest - 3)
+    assert not wire.coalescable(largest + 1)  # padded to 3056
+    assert not wire.coalescable(wire.NLMSG_HDRLEN + 4096)
+
+
+def coalesced(parts: list[bytes], *, done_seq: int = 9) -> bytes:
+    """A datagram of parts as the module sends it: each with NLM_F_MULTI, then NLMSG_DONE."""
+    return b"".join(parts) + wire.nlmsg(wire.NLMSG_DONE, b"\0" * 4, flags=wire.NLM_F_MULTI,
+                                         seq=done_seq)
+
+
+def test_record_parts_takes_every_timed_part_up_to_done() -> None:
+    stamps = [(10 * i + 1, 10 * i + 2, 10 * i + 3, 10 * i + 4) for i in range(3)]
+    parts = [wire.nlmsg(wire.MSG_TIMED_ECHO,
+                        wire.STAMP.pack(wire.WIRE_VERSION, wire.STAMP.size, 0, 0, i, *st)
+                        + b"pad" * i, flags=wire.NLM_F_MULTI, seq=i)
+             for i, st in enumerate(stamps)]
+    rbuf = bytearray(1 << 12)
+    data = coalesced(parts) + wire.nlmsg(wire.MSG_TIMED_ECHO, bytes(48))  # past DONE: ignored
+    rbuf[:len(data)] = data
+    log = StampLog(8)
+    assert common.record_parts(rbuf, len(data), 777, log, None) == 3
+    assert log.array().tolist() == [[*st, 777] for st in stamps]
+    # past the log's capacity, parts are still counted and sampled by the reservoir
+    small = StampLog(2)
+    assert common.record_parts(rbuf, len(data), 777, small, None) == 3
+    assert small.count == 3 and len(small.array()) == 2
+    # a datagram cut short of its NLMSG_DONE still yields the whole parts it holds
+    log.reset()
+    assert common.record_parts(rbuf, len(parts[0]) + 8, 5, log, None) == 1
+
+
+def test_record_parts_finds_a_raw_part_send_time_by_seq() -> None:
+    raw_sent = array("q", [0] * 16)
+    raw_sent[3], raw_sent[4] = 1000, 2000
+    parts = [wire.nlmsg(wire.MSG_ECHO, b"x" * 5, flags=wire.NLM_F_MULTI, seq=s) for s in (19, 20)]
+    data = coalesced(parts)
+    log = StampLog(2)
+    assert common.record_parts(bytearray(data), len(data), 3000, log, raw_sent) == 2
+    assert log.array()[:, [0, 4]].tolist() == [[1000, 3000], [2000, 3000]]
+
+
+def test_a_datagram_carries_the_flags_asked_for() -> None:
+    d = common.Datagram(wire.MSG_TIMED_ECHO, 64, 3, wire.NLM_F_REQUEST | wire.F_COALESCE)
+    heads = [wire.NLMSGHDR.unpack_from(d.buf, off) for off in d.offsets]
+    assert heads == [(80, wire.MSG_TIMED_ECHO, 0x101, 0, 0)] * 3
+    assert wire.NLMSGHDR.unpack_from(common.Datagram(wire.MSG_ECHO, 8, 1).buf)[2] == 1
 
 
 # --- module parameters: kmod.PARAMS against the module_param declarations of nlperf.c ----------

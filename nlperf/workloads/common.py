@@ -11,6 +11,7 @@ import select
 import socket
 import struct
 import time
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from nlperf.samples import StampLog
 
 # --- a message as it sits in a buffer: struct nlmsghdr, then the payload ----------------------
 TYPE_AT = wire.NLMSGHDR.offset("nlmsg_type")  # buf[TYPE_AT]: the type's low byte (x86)
+FLAGS_AT = wire.NLMSGHDR.offset("nlmsg_flags")  # buf[FLAGS_AT]: the flags' low byte (x86)
+LEN_TYPE = wire.NLMSGHDR.struct_of("nlmsg_len", "nlmsg_type")
 SEQ_AT = wire.NLMSGHDR.offset("nlmsg_seq")
 SEQ = wire.NLMSGHDR.struct_of("nlmsg_seq")
 PAYLOAD_AT = wire.NLMSG_HDRLEN
@@ -83,7 +86,8 @@ class Budget:
 class Datagram:
     """``batch`` copies of one message, laid out once; only seq and send time change."""
 
-    def __init__(self, msg_type: int, size: int, batch: int) -> None:
+    def __init__(self, msg_type: int, size: int, batch: int,
+                 flags: int = wire.NLM_F_REQUEST) -> None:
         self.length = wire.NLMSG_HDRLEN + size
         self.stride = wire.pad4(self.length)
         self.batch = batch
@@ -91,7 +95,7 @@ class Datagram:
         self.offsets = [i * self.stride for i in range(batch)]
         self._view = memoryview(self.buf)
         for off in self.offsets:
-            wire.NLMSGHDR.pack_into(self.buf, off, self.length, msg_type, wire.NLM_F_REQUEST, 0, 0)
+            wire.NLMSGHDR.pack_into(self.buf, off, self.length, msg_type, flags, 0, 0)
             if size >= wire.STAMP.size:
                 wire.STAMP.pack_into(self.buf, off + STAMP_AT, wire.WIRE_VERSION,
                                      wire.STAMP.size, 0, 0, 0, 0, 0, 0, 0)
@@ -146,3 +150,36 @@ def kernel_timeout(sock: socket.socket, timeout_ms: int) -> Iterator[None]:
     finally:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(0, 0))
         sock.settimeout(saved)
+def record_parts(rbuf: bytearray, n: int, t_recv: int, log: StampLog,
+                 raw_sent: array[int] | None) -> int:
+    """Records the parts of one received coalesced reply (wire.F_COALESCE), up to its
+    NLMSG_DONE, in ``log`` as single replies are recorded, each with the datagram's receive
+    time; returns how many parts the ``n`` bytes held. Parts are echo replies only (an error
+    always comes alone): a timed part's stamp times are copied, a raw part's send time is found
+    by its seq in ``raw_sent``."""
+    at = parts = 0
+    times_from, times_to, done = STAMP_TIMES.start, STAMP_TIMES.stop, wire.NLMSG_DONE
+    unpack_head, pack_ts, buf = LEN_TYPE.unpack_from, TS.pack_into, log.buf
+    kept, capacity, record = log.count, log.capacity, LOG_RECORD
+    while at + wire.NLMSG_HDRLEN <= n:
+        length, rtype = unpack_head(rbuf, at)
+        if rtype == done or length < wire.NLMSG_HDRLEN:
+            break
+        parts += 1
+        if kept < capacity:  # log.slot() inlined while the log has room
+            off: int | None = kept * record
+            kept += 1
+        else:
+            log.count = kept
+            off = log.slot()
+            kept = log.count
+        if off is not None:
+            if raw_sent is None:
+                buf[off:off + LOG_RECV_AT] = rbuf[at + times_from:at + times_to]
+            else:
+                seq = SEQ.unpack_from(rbuf, at + SEQ_AT)[0]
+                pack_ts(buf, off, raw_sent[seq % len(raw_sent)])
+            pack_ts(buf, off + LOG_RECV_AT, t_recv)
+        at += (length + 3) & ~3
+    log.count = kept
+    return parts

@@ -25,6 +25,7 @@ from nlperf.samples import StampLog
 from nlperf.workloads.common import (
     ERRNO,
     ERRNO_AT,
+    FLAGS_AT,
     LOG_RECORD,
     LOG_RECV_AT,
     SEQ,
@@ -39,6 +40,7 @@ from nlperf.workloads.common import (
     Datagram,
     ReplyRing,
     kernel_timeout,
+    record_parts,
     socket_wait,
 )
 from nlperf.workloads.procstat import ctx_switches, delta
@@ -62,6 +64,7 @@ class SenderConfig:
     window: int = 1
     rate: float | None = None
     batch: int = 1
+    coalesce: bool = False  # ask for the batch's replies in one datagram (open loop only)
     count: int | None = None
     duration: float | None = None
     reply_timeout_ms: int = 1000
@@ -99,9 +102,12 @@ class Sender:
         self.cfg = cfg
         if cfg.kind == "timed" and cfg.message_size < wire.STAMP.size:
             raise ValueError(f"timed echoes need message_size >= {wire.STAMP.size}")
+        if cfg.coalesce and cfg.pattern != "open":  # the closed loops read one reply a recv
+            raise ValueError("coalesced replies are read by the open loop only")
         self.sock = open_socket(cfg.proto)
         self.sock.settimeout(cfg.reply_timeout_ms / 1000)
-        self.dgram = Datagram(KIND_TYPES[cfg.kind], cfg.message_size, cfg.batch)
+        flags = wire.NLM_F_REQUEST | (wire.F_COALESCE if cfg.coalesce else 0)
+        self.dgram = Datagram(KIND_TYPES[cfg.kind], cfg.message_size, cfg.batch, flags)
         self.rbuf = bytearray(max(1 << 16, self.dgram.stride + 64))
         self.seq = 0
         self.log = StampLog(cfg.capacity)
@@ -383,7 +389,8 @@ class Sender:
         """Send on a fixed schedule; between sends, take every reply already queued.
 
         Replies are drained after each send, so a sender running behind its schedule does not
-        starve its own receive queue into overrunning.
+        starve its own receive queue into overrunning. With ``coalesce`` one receive takes a
+        datagram's replies at once.
         """
         cfg, res = self.cfg, SenderResult()
         sock, dgram, rbuf = self.sock, self.dgram, self.rbuf
@@ -430,6 +437,11 @@ class Sender:
                         res.foreign += 1
                         continue
                     got += 1
+                    if n > FLAGS_AT and rbuf[FLAGS_AT] & wire.NLM_F_MULTI:  # coalesced replies
+                        parts = record_parts(rbuf, n, mono(), log, raw_sent)
+                        res.received += parts
+                        in_flight -= parts
+                        continue
                     self._on_reply(n, mono(), log, res, raw_sent)
                     in_flight -= 1
                 if got:
