@@ -11,6 +11,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/atomic.h>
+#include <linux/build_bug.h>
 #include <linux/capability.h>
 #include <linux/delay.h>
 #include <linux/errno.h>
@@ -838,6 +839,117 @@ static int nlperf_do_gen_stop(const struct nlperf_msg *m)
 	return NLPERF_ACK;
 }
 
+/* ---- dumps ---- */
+
+/*
+ * A dump's state between its passes, in cb->ctx (there on 6.1 and 6.12).
+ * The generation plays the part of rtnetlink's genid: cb->seq is set to
+ * it at the start of every pass, and nl_dump_check_consistent() flags the
+ * first message written after it changed.
+ */
+struct nlperf_dump_ctx {
+	u32 objects;
+	u32 size;
+	u32 interrupt_after;
+	u32 next;		/* next object to write */
+	u32 generation;
+};
+
+static_assert(sizeof(struct nlperf_dump_ctx) <=
+	      sizeof_field(struct netlink_callback, ctx));
+
+static int nlperf_dump_check(const struct nlperf_dump_req *req)
+{
+	if (req->objects > NLPERF_DUMP_OBJECTS_MAX || req->reserved)
+		return -EINVAL;
+	if (req->size < sizeof(struct nlperf_dump_obj) ||
+	    req->size > NLPERF_DUMP_SIZE_MAX)
+		return -EINVAL;
+	if (req->interrupt_after > req->objects)
+		return -EINVAL;
+	return 0;
+}
+
+/* The request was checked in input(); cb->nlh points into its held skb. */
+static int nlperf_dump_start(struct netlink_callback *cb)
+{
+	struct nlperf_dump_ctx *c = (struct nlperf_dump_ctx *)cb->ctx;
+	struct nlperf_dump_req req;
+
+	memcpy(&req, nlmsg_data(cb->nlh), sizeof(req));
+	c->objects = req.objects;
+	c->size = req.size;
+	c->interrupt_after = req.interrupt_after;
+	c->next = 0;
+	c->generation = 1;	/* nonzero: prev_seq 0 means "no pass yet" */
+	return 0;
+}
+
+/*
+ * One pass: as many object messages as fit in @skb. Returns skb->len
+ * while objects remain, 0 when all are written (netlink_dump() then adds
+ * NLMSG_DONE). The pass that writes object interrupt_after - 1 ends there
+ * and changes the generation, so the change is seen by the next pass.
+ */
+static int nlperf_dump_fill(struct sk_buff *skb, struct netlink_callback *cb)
+{
+	struct nlperf_dump_ctx *c = (struct nlperf_dump_ctx *)cb->ctx;
+	u32 portid = NETLINK_CB(cb->skb).portid;
+	struct nlperf_dump_obj *obj;
+	struct nlmsghdr *nlh;
+
+	cb->seq = c->generation;
+	while (c->next < c->objects) {
+		nlh = nlmsg_put(skb, portid, cb->nlh->nlmsg_seq,
+				NLPERF_MSG_DUMP_GET, c->size, NLM_F_MULTI);
+		if (!nlh)
+			return skb->len;	/* full: the next pass goes on */
+		nl_dump_check_consistent(cb, nlh);
+		obj = nlmsg_data(nlh);
+		obj->index = c->next;
+		obj->generation = c->generation;
+		memset(obj + 1, 0, c->size - sizeof(*obj));
+		if (++c->next == c->interrupt_after) {
+			c->generation++;
+			return skb->len;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Starts a dump for @m from input(), whatever the processing model: the
+ * dump needs the request skb and the requester's socket, and its later
+ * passes run in the requester's recvmsg(). Counted as received,
+ * processed and, once started, replied; a refused request is answered
+ * with its error like any other.
+ */
+static void nlperf_dump(struct nlperf_msg *m, struct sk_buff *skb)
+{
+	struct netlink_dump_control control = {
+		.start = nlperf_dump_start,
+		.dump = nlperf_dump_fill,
+		.module = THIS_MODULE,	/* pinned while the dump runs */
+	};
+	struct nlperf_dump_req req;
+	int err = -EINVAL;
+
+	m->proc_ns = ktime_get_ns();
+	nlperf_inc(m, nlperf_ctr(processed));
+	if (nlmsg_len(m->nlh) >= sizeof(req)) {
+		memcpy(&req, nlmsg_data(m->nlh), sizeof(req));
+		err = nlperf_dump_check(&req);
+	}
+	if (!err)
+		err = netlink_dump_start(m->sk, skb, m->nlh, &control);
+	if (err == -EINTR) {	/* started: the dump is the reply */
+		nlperf_inc(m, nlperf_ctr(replied));
+		return;
+	}
+	nlperf_count_error(m, err);
+	nlperf_send_error(m, err);
+}
+
 /* ---- processing ---- */
 
 static void nlperf_simulate_work(void)
@@ -1299,6 +1411,9 @@ static void nlperf_walk(struct sk_buff *skb, u64 recv_ns)
 			nlperf_refuse(&m);
 		} else if (m.control) {
 			nlperf_control(&m);
+		} else if (nlh->nlmsg_type == NLPERF_MSG_DUMP_GET) {
+			nlperf_inc(&m, nlperf_ctr(received));
+			nlperf_dump(&m, skb);
 		} else {
 			nlperf_inc(&m, nlperf_ctr(received));
 			if (nlperf_mode == NLPERF_MODE_CALLBACK)

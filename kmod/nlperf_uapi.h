@@ -68,6 +68,36 @@ enum nlperf_msg_type {
 #define NLPERF_F_COALESCE	0x100
 #define NLPERF_COALESCE_MAX	3072	/* bytes in one datagram of parts */
 
+/*
+ * A dump, served the way rtnetlink serves RTM_GET* with NLM_F_DUMP. Kept
+ * apart from the enum above so other new types do not collide with it.
+ * The request carries struct nlperf_dump_req; the answer is one message of
+ * this type per object (NLM_F_MULTI, struct nlperf_dump_obj + zero
+ * padding to size bytes), as many per datagram as fit, then NLMSG_DONE.
+ */
+#define NLPERF_MSG_DUMP_GET	0x20
+
+#define NLPERF_DUMP_OBJECTS_MAX	1048576U
+#define NLPERF_DUMP_SIZE_MAX	2048U	/* one object fits any dump skb */
+
+/* NLPERF_MSG_DUMP_GET request payload. */
+struct nlperf_dump_req {
+	__u32	objects;	/* objects to dump, 0..NLPERF_DUMP_OBJECTS_MAX */
+	__u32	size;		/* payload bytes per object, >= dump_obj */
+	__u32	interrupt_after; /* 0: never, else 1..objects (below) */
+	__u32	reserved;	/* must be 0 */
+};
+
+/*
+ * NLPERF_MSG_DUMP_GET object payload. When the generation changes (after
+ * interrupt_after objects) the datagram ends there, and the next message
+ * (object interrupt_after, or NLMSG_DONE) carries NLM_F_DUMP_INTR.
+ */
+struct nlperf_dump_obj {
+	__u32	index;		/* 0..objects - 1, in order */
+	__u32	generation;	/* 1, then 2 after the change */
+};
+
 /* nlperf_stamp.flags */
 #define NLPERF_STAMP_F_END	0x0001	/* last message of a stream */
 

@@ -24,7 +24,9 @@ import numpy as np
 from nlperf import __version__, kmod, models, phases, wire
 from nlperf.errors import RunFailed
 from nlperf.metrics import (
+    dump_block,
     multicast_block,
+    pool_dump,
     pool_multicast,
     pool_unicast,
     send_spacing_of,
@@ -33,6 +35,7 @@ from nlperf.metrics import (
 from nlperf.nlsock import Control
 from nlperf.probes import ProbeSession
 from nlperf.scenario import Case, Multicast, Scenario, Unicast
+from nlperf.workloads.dump import DumpConfig, dump_main
 from nlperf.workloads.multicast import Receiver, ReceiverConfig, RelaySender
 from nlperf.workloads.procstat import ctx_switches, delta
 from nlperf.workloads.unicast import Sender, SenderConfig
@@ -134,6 +137,7 @@ class RepResult:
     receiver_latency: dict[str, np.ndarray] = field(default_factory=dict)
     send_spacing: dict[int, np.ndarray] = field(default_factory=dict)  # per group, ns
     probe_histograms: dict[str, Any] | None = None
+    dump: Any = None  # the dump reader's DumpResult, pooled by pool_case
 
 
 def _proc_ctx(pid: int) -> dict[str, int] | None:
@@ -238,7 +242,8 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
                  for gi, spec in enumerate(m.receivers) for k in range(spec.count)] if m else []
     n_senders = u.senders if u else 0
     relay = m is not None and m.source == "relay"
-    parties = n_senders + len(receivers) + int(relay) + 1
+    d = s.active_dump
+    parties = n_senders + len(receivers) + int(relay) + int(d is not None) + 1
     # ready: every worker's sockets made (start-up ends); warm: warm-up done; go: measure
     ready, warm, go = (_ctx.Barrier(parties) for _ in range(3))
     done = _ctx.Event()
@@ -257,6 +262,12 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
     if relay:
         assert m is not None
         procs.append(_ctx.Process(target=_relay_main, args=(proto, m, ready, warm, go, done, q)))
+    if d is not None:
+        dcfg = DumpConfig(proto=proto, objects=d.objects, object_size=d.object_size,
+                          rcvbuf=d.rcvbuf, recv_size=d.recv_size, dumps=d.dumps,
+                          interrupt_after=d.interrupt_after, timeout_s=case_timeout)
+        procs.append(_ctx.Process(target=dump_main,
+                                  args=(dcfg, (ready, warm, go), BARRIER_TIMEOUT, q)))
     for p in procs:
         p.start()
     with Control(proto) as ctl:
@@ -303,6 +314,9 @@ def _measure(case: Case, index: int, proto: int, procs: list[Any],
         block.multicast = multicast_block(m.source, sent_by_group, recvs, rep.send_spacing)
         rep.receiver_latency = {r.id: r.records[:, 4] - r.records[:, 3] for r in recvs
                                 if r.records is not None}
+    rep.dump = next((r for kind, _, r in got if kind == "dump"), None)
+    if rep.dump is not None:
+        block.dump = dump_block(rep.dump)
     block.module = models.Module.model_validate(stats.as_dict())
     sched = models.Sched()
     if senders:
@@ -383,6 +397,9 @@ def pool_case(case: Case, reps: list[RepResult]) -> models.Blocks:
                 lat.setdefault(rid, []).append(arr)
         out.multicast = pool_multicast([b.multicast for b in blocks if b.multicast is not None],
                                        lat, [r.send_spacing for r in reps])
+    dumps = [r.dump for r in reps if r.dump is not None]
+    if dumps:
+        out.dump = pool_dump(dumps)
     # the module's keys are the wire format's (nlperf/wire.py): pooled by name
     mods = [b.module.document() for b in blocks if b.module is not None]
     module = {k: v for k, v in mods[0].items() if k not in MODULE_COUNTERS}

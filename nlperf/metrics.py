@@ -12,6 +12,7 @@ import numpy as np
 
 from nlperf.models import (
     Blocks,
+    Dump,
     Latency,
     McSource,
     Multicast,
@@ -228,3 +229,30 @@ def observer_effect(probed: Blocks, control: Blocks) -> Overhead:
     if pm and cm:
         out.multicast_latency_p50_pct = _pct(_mc_p50(pm), _mc_p50(cm))
     return out
+
+
+def dump_block(res: Any) -> Dump:
+    """One repetition's dump reader (a DumpResult) as the contract's block."""
+    return _dump(res.dumps, res.attempts, res.interrupted, res.retries, res.objects, res.recvs,
+                 res.messages, res.bytes, res.elapsed_ns, res.durations_ns)
+
+
+def pool_dump(reps: list[Any]) -> Dump:
+    """Dump readers of several repetitions (DumpResults): counts and time summed, so the rates
+    are over all of them, and the durations of every dump in one distribution."""
+    def total(key: str) -> int:
+        return sum(getattr(r, key) for r in reps)
+    return _dump(total("dumps"), total("attempts"), total("interrupted"), total("retries"),
+                 total("objects"), total("recvs"), total("messages"), total("bytes"),
+                 total("elapsed_ns"), [d for r in reps for d in r.durations_ns])
+
+
+def _dump(dumps: int, attempts: int, interrupted: int, retries: int, objects: int, recvs: int,
+          messages: int, nbytes: int, elapsed_ns: int, durations_ns: list[int]) -> Dump:
+    secs = elapsed_ns / 1e9
+    return Dump(dumps=dumps, attempts=attempts, interrupted=interrupted, retries=retries,
+                objects_read=objects, recvs=recvs, bytes=nbytes, elapsed_s=round(secs, 6),
+                objects_per_s=round(objects / secs, 1) if secs else 0.0,
+                bytes_per_s=round(nbytes / secs, 1) if secs else 0.0,
+                msgs_per_recv=round(messages / recvs, 3) if recvs else 0.0,
+                duration_ns=latency_block(durations_ns))

@@ -162,6 +162,24 @@ class Multicast(Model):
     send_spacing_by_group: Opt[dict[str, SendSpacing]] = None
 
 
+class Dump(Model):
+    """Dumps read to NLMSG_DONE (nlperf/workloads/dump.py); counts include the retries that
+    NLM_F_DUMP_INTR asked for, ``duration_ns`` is per dump with its retries."""
+
+    dumps: Count
+    attempts: Count
+    interrupted: Count
+    retries: Count
+    objects_read: Count
+    recvs: Count
+    bytes: Count
+    elapsed_s: Seconds
+    objects_per_s: Annotated[float, Field(ge=0)]
+    bytes_per_s: Annotated[float, Field(ge=0)]
+    msgs_per_recv: Annotated[float, Field(ge=0)]
+    duration_ns: Latency
+
+
 class CtxSwitches(Model):
     """Context switches (deltas over the measured window)."""
 
@@ -284,6 +302,7 @@ class Blocks(Model):
 
     unicast: Opt[Unicast] = None
     multicast: Opt[Multicast] = None
+    dump: Opt[Dump] = None
     module: Opt[Module] = None
     sched: Opt[Sched] = None
     probes: Opt[Probes] = None

@@ -19,6 +19,7 @@ from nlperf.report_kernels import kernels_section
 from nlperf.report_sections import (
     cases_section,
     details_section,
+    dump_section,
     environment_section,
     estimate,
     estimate_cell,
@@ -272,7 +273,8 @@ def build(run: RunAnalysis, along_key: str | None = None,
                           "emulated and move by tens of percent from boot to boot. Compare "
                           "ratios within this run, not absolute times.", "warn"))
     sections = [verdict_section(run, al, o), breakdown_section(run), trust_section(run),
-                unicast_section(run), multicast_section(run), sched_section(run),
+                unicast_section(run), multicast_section(run), dump_section(run),
+                sched_section(run),
                 probes_section(run), environment_section(run), cases_section(run),
                 details_section(run)]
     sections.insert(1, kernels_section(run, o))  # a kernel matrix's answer, after the verdict

@@ -345,3 +345,25 @@ def details_section(run: RunAnalysis) -> Section:
                 ["metric", "estimate [95 % CI]", "min–max over repetitions", "CV", "n", "notes"],
                 rows, numeric=[1, 2, 3, 4])]))
     return s
+
+
+def dump_section(run: RunAnalysis) -> Section:
+    """Dumps read to NLMSG_DONE: the pooled block of each case that ran them."""
+    s = Section("Dumps")
+    rows: list[list[Cell]] = []
+    for c in run.cases:
+        d = c.case.dump
+        if d is None:
+            continue
+        rows.append([c.label, str(len(c.workload_reps)), fmt(d.objects_per_s),
+                     fmt(d.bytes_per_s / 1e6), fmt(d.msgs_per_recv),
+                     fmt(d.duration_ns.p50 / 1e6) if d.duration_ns.p50 is not None else "–",
+                     fmt(d.duration_ns.p99 / 1e6) if d.duration_ns.p99 is not None else "–",
+                     str(d.dumps), str(d.interrupted), str(d.retries)])
+    if rows:
+        header = ["case", "reps", "objects/s", "MB/s", "messages per recv", "dump p50 (ms)",
+                  "dump p99 (ms)", "dumps", "interrupted", "retries"]
+        s.blocks.append(Table(header, rows, numeric=range(1, len(header)), caption=(
+            "pooled over the measured repetitions: counts and time summed, durations per dump "
+            "with its retries")))
+    return s

@@ -135,6 +135,28 @@ class Multicast(Strict):
         return self
 
 
+class Dump(Strict):
+    """Dumps of ``objects`` synthetic objects (NLPERF_MSG_DUMP_GET), read to NLMSG_DONE."""
+
+    objects: int = Field(1000, ge=0, le=wire.DUMP_OBJECTS_MAX)
+    object_size: int = Field(64, ge=wire.DUMP_OBJ.size, le=wire.DUMP_SIZE_MAX,
+                             description="payload bytes per object message")
+    rcvbuf: int | None = Field(None, ge=1024, le=1 << 30, description="bytes (SO_RCVBUF)")
+    # the kernel fills a dump datagram up to the reader's largest recv (at least one page's
+    # worth): a smaller buffer would cut datagrams short
+    recv_size: int = Field(32768, ge=4096, le=1 << 20, description="bytes per recv")
+    dumps: int = Field(10, ge=1, le=1_000_000, description="dumps per repetition")
+    interrupt_after: int = Field(0, ge=0, description=(
+        "0: never; k: the table changes after object k of each dump (NLM_F_DUMP_INTR)"))
+
+    @model_validator(mode="after")
+    def _check(self) -> Dump:
+        if self.interrupt_after > self.objects:
+            raise ValueError(f"interrupt_after ({self.interrupt_after}) is beyond objects "
+                             f"({self.objects})")
+        return self
+
+
 class Probes(Strict):
     enabled: bool = True
     timing: bool = Field(True, description="per-call durations; false: counters only (cheap)")
@@ -186,12 +208,14 @@ class Scenario(Strict):
         "round-robin", description="how the case x repetition runs of one boot are ordered")
     seed: int | None = Field(None, ge=0, le=2**63 - 1,
                              description="order random: the shuffle's seed (default: drawn)")
-    traffic: Literal["both", "unicast", "multicast"] = Field(
-        "both", description="which of the unicast and multicast sections a case drives")
+    traffic: Literal["both", "unicast", "multicast", "dump"] = Field(
+        "both", description="which of the unicast, multicast (both: the two) and dump "
+                            "sections a case drives")
     warmup: Warmup = Warmup()
     module: Module = Module()
     unicast: Unicast | None = None
     multicast: Multicast | None = None
+    dump: Dump | None = None
     probes: Probes = Probes()
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -209,9 +233,13 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
+        if self.traffic == "dump":
+            if self.dump is None:
+                raise ValueError("traffic dump needs a dump section")
+            return self
         if self.unicast is None and self.multicast is None and not any(
                 k.startswith(("unicast", "multicast")) for k in self.matrix):
-            raise ValueError("needs a unicast or a multicast section")
+            raise ValueError("needs a unicast or a multicast section (or traffic dump)")
         if self.traffic == "unicast" and self.unicast is None:
             raise ValueError("traffic unicast needs a unicast section")
         if self.traffic == "multicast" and self.multicast is None:
@@ -236,6 +264,10 @@ class Scenario(Strict):
     @property
     def active_multicast(self) -> Multicast | None:
         return self.multicast if self.traffic in ("both", "multicast") else None
+
+    @property
+    def active_dump(self) -> Dump | None:
+        return self.dump if self.traffic == "dump" else None
 
 
 class Case(BaseModel):

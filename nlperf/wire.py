@@ -40,6 +40,14 @@ MSG_GEN_STOP = 0x15
 MSG_STATS_GET = 0x16
 MSG_STATS_RESET = 0x17
 MSG_MCAST_DATA = 0x18
+# dumps (rtnetlink style): request and object messages share the type
+MSG_DUMP_GET = 0x20
+NLMSG_DONE = 0x3
+NLM_F_MULTI = 0x2
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP = 0x300
+DUMP_OBJECTS_MAX = 1048576
+DUMP_SIZE_MAX = 2048
 
 STAMP_F_END = 0x0001
 
@@ -171,6 +179,16 @@ GEN_REQ = Layout("nlperf_gen_req", (
     ("rate", "I"),
     ("alloc", "I"),
 ))
+DUMP_REQ = Layout("nlperf_dump_req", (
+    ("objects", "I"),
+    ("size", "I"),
+    ("interrupt_after", "I"),
+    ("reserved", "I"),
+))
+DUMP_OBJ = Layout("nlperf_dump_obj", (
+    ("index", "I"),
+    ("generation", "I"),
+))
 # Counters: "Q" counts events since load or reset, "q" is a level a reset leaves alone. A new
 # module counter is one line here (and one field in the C struct of the same name).
 GROUP_STATS = Layout("nlperf_group_stats", (
@@ -257,6 +275,10 @@ def relay_payload(groups_mask: int, seq: int, user_send_ns: int, pad: int = 0,
 def gen_request(groups_mask: int, size: int, count: int = 0, duration_ns: int = 0,
                 rate: int = 0, alloc: str = "kernel") -> bytes:
     return GEN_REQ.pack(groups_mask, size, count, duration_ns, rate, ALLOCS[alloc])
+
+
+def dump_request(objects: int, size: int, interrupt_after: int = 0) -> bytes:
+    return DUMP_REQ.pack(objects, size, interrupt_after, 0)
 
 
 def groups_mask(groups: list[int] | tuple[int, ...]) -> int:

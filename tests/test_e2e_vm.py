@@ -291,3 +291,40 @@ def test_a_kernel_matrix_boots_each_kernel_and_judges_on_within_boot_ratios(
     assert all(w["paired"] for w in rtt["within"].values())  # inside each boot: by rounds
     for side, kernel in (("estimate_a", "6.1"), ("estimate_b", "6.12")):  # the boots' ratios
         assert rtt[side] == pytest.approx(rtt["within"][kernel]["ratio"])
+# --- a dump scenario (#11) ---
+
+DUMP_SCENARIO = ROOT / "tests/data/dump-e2e.yaml"
+DUMP_REPS, DUMPS, DUMP_RECV_SIZE = 2, 3, 4096  # as tests/data/dump-e2e.yaml says
+
+
+def check_dump_run(run_dir: Path) -> None:
+    """What the tiny dump scenario must give: every dump interrupted once and retried once."""
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert [c["id"] for c in summary["cases"]] == ["objects=300", "objects=1000"]
+    for case, n in zip(summary["cases"], (300, 1000), strict=True):
+        dumps = DUMP_REPS * DUMPS
+        attempts = dumps * 2
+        for block in (case["dump"], case["control"]["dump"]):
+            assert (block["dumps"], block["attempts"], block["interrupted"],
+                    block["retries"]) == (dumps, attempts, dumps, dumps)
+            assert block["objects_read"] == attempts * n
+            assert block["bytes"] == attempts * (n * 80 + 20)  # objects, then NLMSG_DONE
+            # no datagram is longer than the 4096-byte recv; the kernel fills them to about
+            # a page (47 to 51 messages here: its first one before any recv is smaller)
+            assert block["bytes"] <= block["recvs"] * DUMP_RECV_SIZE
+            assert block["recvs"] >= attempts * -(-(n + 1) // (DUMP_RECV_SIZE // 80))
+            assert block["duration_ns"]["count"] == dumps
+            assert block["objects_per_s"] > 0
+        module = case["module"]
+        assert (module["received"], module["processed"], module["replied"]) == (
+            attempts, attempts, attempts)
+    assert "## Dumps" in (run_dir / "report.md").read_text()
+
+
+def test_a_tiny_dump_run_through_the_vm(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(str(DUMP_SCENARIO), "--target", "vm", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_dump_run(out)
+

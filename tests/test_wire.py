@@ -32,6 +32,9 @@ CONSTANTS = {
     "NLPERF_MSG_STATS_GET": wire.MSG_STATS_GET,
     "NLPERF_MSG_STATS_RESET": wire.MSG_STATS_RESET,
     "NLPERF_MSG_MCAST_DATA": wire.MSG_MCAST_DATA,
+    "NLPERF_MSG_DUMP_GET": wire.MSG_DUMP_GET,
+    "NLPERF_DUMP_OBJECTS_MAX": wire.DUMP_OBJECTS_MAX,
+    "NLPERF_DUMP_SIZE_MAX": wire.DUMP_SIZE_MAX,
     "NLPERF_MODE_CALLBACK": wire.MODE_CALLBACK, "NLPERF_MODE_KTHREAD": wire.MODE_KTHREAD,
     "NLPERF_MODE_WORKQUEUE": wire.MODE_WORKQUEUE,
     "NLPERF_ALLOC_KERNEL": wire.ALLOC_KERNEL, "NLPERF_ALLOC_ATOMIC": wire.ALLOC_ATOMIC,
@@ -41,6 +44,7 @@ CONSTANTS = {
     "NLMSG_DONE": wire.NLMSG_DONE, "NLMSG_SPACE(sizeof(int))": wire.DONE_LEN,
     "NLM_F_REQUEST": wire.NLM_F_REQUEST, "NLM_F_ACK": wire.NLM_F_ACK,
     "NLM_F_MULTI": wire.NLM_F_MULTI,
+    "NLM_F_DUMP_INTR": wire.NLM_F_DUMP_INTR, "NLM_F_DUMP": wire.NLM_F_DUMP,
     "SOL_NETLINK": wire.SOL_NETLINK, "NETLINK_ADD_MEMBERSHIP": wire.NETLINK_ADD_MEMBERSHIP,
     "NETLINK_DROP_MEMBERSHIP": wire.NETLINK_DROP_MEMBERSHIP,
     "NETLINK_BROADCAST_ERROR": wire.NETLINK_BROADCAST_ERROR,
@@ -93,7 +97,8 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
 
 def test_every_wire_struct_is_checked() -> None:
     assert {"nlmsghdr", "nlmsgerr", "nlperf_stamp", "nlperf_relay_req", "nlperf_gen_req",
-            "nlperf_group_stats", "nlperf_stats_counters", "nlperf_stats"} <= set(LAYOUTS)
+            "nlperf_group_stats", "nlperf_stats_counters", "nlperf_stats", "nlperf_dump_req",
+            "nlperf_dump_obj"} <= set(LAYOUTS)
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
