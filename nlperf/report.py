@@ -16,6 +16,7 @@ from nlperf.analysis import RunAnalysis, ValueEstimate, analyze
 from nlperf.catalog import fmt, fmt_ratio
 from nlperf.compare import Along, along, cell, options
 from nlperf.report_sections import (
+    capacity_section,
     cases_section,
     details_section,
     environment_section,
@@ -271,7 +272,8 @@ def build(run: RunAnalysis, along_key: str | None = None,
                           "emulated and move by tens of percent from boot to boot. Compare "
                           "ratios within this run, not absolute times.", "warn"))
     sections = [verdict_section(run, al, o), breakdown_section(run), trust_section(run),
-                unicast_section(run), multicast_section(run), sched_section(run),
+                unicast_section(run), multicast_section(run), capacity_section(run),
+                sched_section(run),
                 probes_section(run), environment_section(run), cases_section(run),
                 details_section(run)]
     sections = [sec for sec in sections if sec.blocks]
