@@ -124,6 +124,7 @@ def measure_truesize(case: Case, ko: Path, size: int, queued: int) -> models.Tru
     m = s.active_multicast
     assert m is not None
     group = m.groups[0]
+    kmod.unload()  # a module left loaded by the case's repetitions (no-op when none is)
     kmod.load(ko, module_params(s))
     try:
         sock = open_socket(s.module.proto, rcvbuf=TRUESIZE_RCVBUF, groups=(group,))
@@ -168,10 +169,9 @@ def rules(cap: Capacity, size: int, series: list[models.CapacitySeries],
     return out
 
 
-def sweep(case: Case, ko: Path, case_timeout: float,
-          on_point: Callable[[models.Capacity], None] | None = None) -> models.Capacity:
+def sweep(case: Case, ko: Path, case_timeout: float) -> models.Capacity:
     """The case's whole capacity section: truesize per size, then one knee search per
-    (delay_us, rcvbuf, no_enobufs). ``on_point`` sees the block after every probe."""
+    (delay_us, rcvbuf, no_enobufs)."""
     cap = case.scenario.capacity
     m = case.scenario.active_multicast
     assert cap is not None and m is not None
@@ -193,8 +193,6 @@ def sweep(case: Case, ko: Path, case_timeout: float,
             rep = run_repetition(derived, len(series.points), ko, case_timeout)
             p = point_of(rate, rep.block, confirm)
             series.points = [*series.points, p]
-            if on_point is not None:
-                on_point(block)
             return p
 
         knee = find_knee(probe, cap.rates[0], cap.rates[1], cap.resolution, cap.max_steps,
