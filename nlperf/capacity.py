@@ -23,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from nlperf import kmod, models
 from nlperf.errors import RunFailed
-from nlperf.measure import module_params, run_repetition
+from nlperf.measure import RepResult, module_params, run_repetition
 from nlperf.nlsock import Control, netlink_drops, open_socket, rmem_alloc, socket_inode
 from nlperf.scenario import Capacity, Case
 
@@ -84,20 +86,25 @@ def find_knee(probe: Probe, lo: float, hi: float, resolution: float, max_steps: 
         good = max(lower)
 
 
-def point_of(rate: float, rep: models.Repetition, confirm: bool) -> models.CapacityPoint:
-    """A probe's accounting, summed over its receivers."""
-    m = rep.multicast
+def point_of(rate: float, rep: RepResult, confirm: bool) -> models.CapacityPoint:
+    """A probe's accounting, summed over its receivers, and the rate the generator achieved."""
+    m = rep.block.multicast
     if m is None or not m.receivers:
         raise RunFailed("a capacity probe ran without a multicast receiver")
     rs = m.receivers
     drops = [r.sk_drops for r in rs]
     sent = sum(r.sent for r in rs)
     lost = sum(r.lost for r in rs)
-    return models.CapacityPoint(
+    spacings = [a for a in rep.send_spacing.values() if a.size]
+    mean_ns = float(np.concatenate(spacings).mean()) if spacings else 0.0
+    point = models.CapacityPoint(
         rate_per_s=round(rate, 3), sent=sent, received=sum(r.received for r in rs), lost=lost,
         sk_drops=None if None in drops else sum(d for d in drops if d is not None),
         enobufs=sum(r.enobufs for r in rs), loss_fraction=lost / sent if sent else 0.0,
         confirm=confirm)
+    if mean_ns > 0:  # absent, not null, when no consecutive pair arrived
+        point.achieved_per_s = round(1e9 / mean_ns, 1)
+    return point
 
 
 def derived_case(case: Case, cap: Capacity, rate: float, delay_us: int, rcvbuf: int,
@@ -191,7 +198,7 @@ def sweep(case: Case, ko: Path, case_timeout: float) -> models.Capacity:
                   ) -> models.CapacityPoint:
             derived = derived_case(case, cap, rate, d, b, ne)
             rep = run_repetition(derived, len(series.points), ko, case_timeout)
-            p = point_of(rate, rep.block, confirm)
+            p = point_of(rate, rep, confirm)
             series.points = [*series.points, p]
             return p
 
@@ -210,5 +217,14 @@ def summary_lines(case_id: str, block: models.Capacity) -> list[str]:
            f"{block.size} B)"
     rows = [f"  delay_us={s.delay_us:<6} rcvbuf={s.rcvbuf:<9} no_enobufs={s.no_enobufs!s:<5} "
             f"knee={'none' if s.knee_per_s is None else f'{s.knee_per_s:.0f}/s'}"
-            for s in block.series]
+            + _achieved(s) for s in block.series]
     return [head, *rows, *(f"  {r}" for r in block.rules[:len(block.truesize)])]
+
+
+def _achieved(series: models.CapacitySeries) -> str:
+    """', achieved N/s' at the knee when the generator fell short of it by over 10 %."""
+    got = [p.achieved_per_s for p in series.points
+           if p.rate_per_s == series.knee_per_s and p.achieved_per_s is not None]
+    if series.knee_per_s is None or not got or min(got) > 0.9 * series.knee_per_s:
+        return ""
+    return f" (achieved {min(got):.0f}/s)"

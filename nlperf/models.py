@@ -345,7 +345,10 @@ class CapacityPoint(Model):
     """One probe run of a knee search: the generator's rate and what the receivers saw, summed
     over them (``lost = sent − received``; ``sk_drops`` null when unknown)."""
 
-    rate_per_s: Annotated[float, Field(gt=0)]
+    rate_per_s: Annotated[float, Field(gt=0, description="the generator's rate asked for")]
+    achieved_per_s: Opt[float] = Field(None, description=(
+        "1e9 / the mean kernel send spacing of consecutive messages a receiver got (an "
+        "emulated generator may fall short of the rate asked); null: no such pair"))
     sent: Count
     received: Count
     lost: int

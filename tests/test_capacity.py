@@ -174,3 +174,28 @@ def test_the_report_has_the_knee_table_the_rule_the_plot_and_every_probe(tmp_pat
     assert (run / "fig-capacity-1.png").exists()
     probes = sum(len(s.points) for s in series)
     assert len(re.findall(r"^\| \d+ \| \d+ \| no \| [\d,]+/s", md, re.M)) == probes
+
+
+def test_a_probe_point_sums_its_receivers_and_says_what_rate_was_achieved() -> None:
+    import numpy as np
+
+    from nlperf.measure import RepResult
+
+    def receiver(rid: str, received: int, drops: int | None, enobufs: int) -> models.Receiver:
+        return models.Receiver(id=rid, groups=[1], sent=101, received=received,
+                               lost=101 - received, enobufs=enobufs, sk_drops=drops,
+                               latency_us=models.Latency(count=0, mean=None, p50=None, p90=None,
+                                                         p99=None, p999=None, max=None))
+    rep = RepResult(models.Repetition(index=0, multicast=models.Multicast(
+        sent_by_group={"1": 101}, receivers=[receiver("r0.0", 101, 0, 0),
+                                             receiver("r0.1", 61, 40, 2)])),
+        send_spacing={1: np.array([100_000, 300_000]), 2: np.array([200_000])})
+    p = capacity.point_of(5000.0, rep, confirm=True)
+    assert p.document() == {"rate_per_s": 5000.0, "sent": 202, "received": 162, "lost": 40,
+                            "sk_drops": 40, "enobufs": 2, "loss_fraction": 40 / 202,
+                            "confirm": True, "achieved_per_s": 5000.0}
+    assert rep.block.multicast is not None
+    rep.block.multicast.receivers[0].sk_drops = None
+    rep.send_spacing = {}
+    p = capacity.point_of(5000.0, rep, confirm=False)
+    assert p.sk_drops is None and "achieved_per_s" not in p.document()
