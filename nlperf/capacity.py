@@ -157,16 +157,22 @@ def measure_truesize(case: Case, ko: Path, size: int, queued: int) -> models.Tru
                            ratio=round(per / size, 3))
 
 
+GENERAL_RULE = (
+    "a burst of B events of S bytes needs sk_rcvbuf >= B × truesize(S) bytes (SO_RCVBUF of "
+    "half that: the kernel doubles it); a consumer needing C µs per event keeps up with R "
+    "events/s only while R < 1e6/C, and above that a burst of B grows its queue by "
+    "B × (1 − 1e6/(R·C)) messages")
+
+
 def rules(cap: Capacity, size: int, series: list[models.CapacitySeries],
           truesize: list[models.Truesize]) -> list[str]:
-    """The planning rule, in words, from the measured charge and the knees."""
-    out = []
+    """The planning rule in words: the general rule, one line per measured size (the charge),
+    then one per series (its knee). ``summary_lines`` prints all but the series."""
+    out = [GENERAL_RULE]
     for t in truesize:
         out.append(f"{t.size}-byte events are charged {t.truesize:.0f} bytes each "
-                   f"({t.ratio:.2f}× the payload): a burst of B events needs an sk_rcvbuf "
-                   f">= B × {t.truesize:.0f} bytes (SO_RCVBUF of half that: the kernel "
-                   f"doubles it), e.g. B=1000: {1000 * t.truesize:.0f} bytes; a consumer "
-                   "needing C µs per event keeps up with R events/s only while R < 1e6/C")
+                   f"({t.ratio:.2f}× the payload): a burst of 1000 needs sk_rcvbuf >= "
+                   f"{1000 * t.truesize:.0f} bytes")
     for sr in series:
         knee = "none (the lowest rate lost)" if sr.knee_per_s is None \
             else f"{sr.knee_per_s:.0f}/s" + ("" if sr.confirmed else " (unconfirmed)")
@@ -218,7 +224,7 @@ def summary_lines(case_id: str, block: models.Capacity) -> list[str]:
     rows = [f"  delay_us={s.delay_us:<6} rcvbuf={s.rcvbuf:<9} no_enobufs={s.no_enobufs!s:<5} "
             f"knee={'none' if s.knee_per_s is None else f'{s.knee_per_s:.0f}/s'}"
             + _achieved(s) for s in block.series]
-    return [head, *rows, *(f"  {r}" for r in block.rules[:len(block.truesize)])]
+    return [head, *rows, *(f"  {r}" for r in block.rules[:1 + len(block.truesize)])]
 
 
 def _achieved(series: models.CapacitySeries) -> str:

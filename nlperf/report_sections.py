@@ -383,7 +383,7 @@ def capacity_section(run: RunAnalysis) -> Section:
                                   numeric=range(0, 4), caption=(
                 "what the receive queue is charged per queued message (sk_rmem_alloc / "
                 "messages queued: skb truesize), against the payload")))
-        s.blocks += [Para([r]) for r in cap.rules[:len(cap.truesize)]]
+        s.blocks += [Para([r]) for r in cap.rules[:1 + len(cap.truesize)]]
         fig = plots.loss_curves(
             f"fig-capacity-{n}", f"{case.id}: loss fraction per probe run against "
             "the generator's rate, one line per receiver cost × rcvbuf (dots: every run)",

@@ -127,11 +127,10 @@ def test_a_summary_with_a_capacity_block_is_valid_and_prints_its_knees() -> None
     assert cap is not None
     block = models.Capacity(messages=500, size=64, series=[series], truesize=ts,
                             rules=capacity.rules(cap, 64, [series], ts))
-    assert block.rules[0].startswith("64-byte events are charged 768 bytes each (12.00× the "
-                                     "payload): a burst of B events needs an sk_rcvbuf >= B × "
-                                     "768 bytes")
-    assert "e.g. B=1000: 768000 bytes" in block.rules[0]
-    assert block.rules[1] == (f"delay_us=50 rcvbuf=65536 no_enobufs=False: zero loss for "
+    assert block.rules[0] == capacity.GENERAL_RULE
+    assert block.rules[1] == ("64-byte events are charged 768 bytes each (12.00× the payload): "
+                              "a burst of 1000 needs sk_rcvbuf >= 768000 bytes")
+    assert block.rules[2] == (f"delay_us=50 rcvbuf=65536 no_enobufs=False: zero loss for "
                               f"bursts of 500 × 64 B up to {knee.knee:.0f}/s, loss from "
                               f"{knee.failed_at:.0f}/s")
     summary = results.new_summary("cap", "vm", "tcg", "6.1", None)
@@ -139,6 +138,7 @@ def test_a_summary_with_a_capacity_block_is_valid_and_prints_its_knees() -> None
     assert results.validation_errors(summary) == []
     lines = capacity.summary_lines("default", block)
     assert lines[1] == f"  delay_us=50     rcvbuf=65536     no_enobufs=False knee={knee.knee:.0f}/s"
+    assert lines[2:] == [f"  {block.rules[0]}", f"  {block.rules[1]}"]
     doc = summary.document()
     doc["cases"][0]["capacity"]["series"][0]["points"][0]["extra"] = 1
     assert results.validation_errors(doc)  # closed: unknown keys refused
@@ -170,7 +170,8 @@ def test_the_report_has_the_knee_table_the_rule_the_plot_and_every_probe(tmp_pat
     assert f"| 0 | no | {knee0} | 200,000/s |" in md
     assert f"| 50 | no | {series[2].knee_per_s:,.0f}/s | – |" in md
     assert "| 64 | 65 | 768 | 12.00× |" in md
-    assert "a burst of B events needs an sk_rcvbuf >= B × 768 bytes" in md
+    assert "a burst of 1000 needs sk_rcvbuf >= 768000 bytes" in md
+    assert capacity.GENERAL_RULE in md
     assert (run / "fig-capacity-1.png").exists()
     probes = sum(len(s.points) for s in series)
     assert len(re.findall(r"^\| \d+ \| \d+ \| no \| [\d,]+/s", md, re.M)) == probes
