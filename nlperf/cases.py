@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nlperf import design, models, samples
+from nlperf import capacity, design, models, samples
 from nlperf.errors import RunFailed
 from nlperf.measure import ModuleSlot, RepResult, pool_case, run_repetition
 from nlperf.metrics import observer_effect
@@ -166,6 +166,12 @@ class _Boot:
                 current = self.runs[planned.case]
                 self._one(current, planned.control)
                 if current.finished():
+                    current.entry.status = models.Status.complete
+            for current in self.runs:  # a capacity section: its sweep, after the case's runs
+                if current.case.scenario.capacity is not None:
+                    current.entry.status = models.Status.failed  # until the sweep is done
+                    current.entry.capacity = capacity.sweep(current.case, self.module,
+                                                            self.case_timeout)
                     current.entry.status = models.Status.complete
         except KeyboardInterrupt:
             for r in self.runs:

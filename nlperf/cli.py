@@ -89,10 +89,22 @@ def run(scenario: Path, target: str | None, kernel: str | None, out: Path | None
              f"`nlperf report {outcome.run_dir}` reports the repetitions that finished")
     else:
         _say(f"{outcome.status}: results {outcome.run_dir}")
+    _say_capacity(outcome.run_dir)
     if verbose:
         _say_phases(outcome.run_dir)
     click.echo(str(outcome.run_dir))
     sys.exit(outcome.exit_code)
+
+
+def _say_capacity(run_dir: Path) -> None:
+    """The knees and the planning rule of every case with a capacity sweep (issue #11)."""
+    from nlperf.capacity import summary_lines
+    from nlperf.results import read_summary
+
+    for case in read_summary(run_dir).cases:
+        if case.capacity is not None:
+            for line in summary_lines(case.id, case.capacity):
+                _say(line)
 
 
 def _say_phases(run_dir: Path) -> None:

@@ -229,3 +229,32 @@ def histograms(name: str, caption: str, title: str,
         fig.suptitle(title, x=0.01, ha="left", fontweight="bold", fontsize=10.5)
     fig.tight_layout(rect=(0, 0, 0.77, 0.97 if rows > 1 else 1.0))
     return render(fig, name, caption)
+
+
+def loss_curves(name: str, caption: str, title: str,
+                lines: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> Figure | None:
+    """Loss fraction against rate (log x), one line per series of (rate, fraction) points;
+    repeated rates (confirmation runs) are drawn as their mean, every run as a dot."""
+    lines = [(label, pts) for label, pts in lines if pts]
+    if not lines:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.9))
+    for i, (label, pts) in enumerate(lines):
+        color = PALETTE[i % len(PALETTE)]
+        by_rate: dict[float, list[float]] = {}
+        for rate, frac in pts:
+            by_rate.setdefault(rate, []).append(frac)
+        xs = sorted(by_rate)
+        ax.plot(xs, [float(np.mean(by_rate[x])) for x in xs], color=color, linewidth=1.4,
+                label=label)
+        ax.scatter([r for r, _ in pts], [f for _, f in pts], color=color, s=12, zorder=3)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("generator rate (messages/s, log)")
+    ax.set_ylabel("loss fraction (lost / sent)")
+    ax.set_title(title, loc="left")
+    ax.legend(loc="upper left", fontsize=8.5)
+    ax.grid(color="#eee")
+    fig.tight_layout()
+    return render(fig, name, caption)

@@ -17,6 +17,7 @@ from nlperf.catalog import fmt, fmt_ratio
 from nlperf.compare import Along, along, cell, options
 from nlperf.report_kernels import kernels_section
 from nlperf.report_sections import (
+    capacity_section,
     cases_section,
     details_section,
     dump_section,
@@ -274,6 +275,7 @@ def build(run: RunAnalysis, along_key: str | None = None,
                           "ratios within this run, not absolute times.", "warn"))
     sections = [verdict_section(run, al, o), breakdown_section(run), trust_section(run),
                 unicast_section(run), multicast_section(run), dump_section(run),
+                capacity_section(run),
                 sched_section(run),
                 probes_section(run), environment_section(run), cases_section(run),
                 details_section(run)]

@@ -367,3 +367,63 @@ def dump_section(run: RunAnalysis) -> Section:
             "pooled over the measured repetitions: counts and time summed, durations per dump "
             "with its retries")))
     return s
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}/s"
+
+
+def capacity_section(run: RunAnalysis) -> Section:
+    """Issue #11: the knees of every case with a capacity sweep, the charge per queued
+    message, the planning rule, and every probe point (drops against ENOBUFS)."""
+    s = Section("Multicast capacity")
+    swept = [c for c in run.summary.cases if c.capacity is not None and c.capacity.series]
+    for n, case in enumerate(swept, 1):
+        cap = case.capacity
+        assert cap is not None
+        rcvbufs = sorted({sr.rcvbuf for sr in cap.series})
+        rows_of: dict[tuple[int, bool], dict[int, Any]] = {}
+        for sr in cap.series:
+            rows_of.setdefault((sr.delay_us, sr.no_enobufs), {})[sr.rcvbuf] = sr
+        rows: list[list[Cell]] = []
+        for (delay, ne), by_buf in sorted(rows_of.items()):
+            cells: list[Cell] = [str(delay), "yes" if ne else "no"]
+            for b in rcvbufs:
+                sr = by_buf.get(b)
+                cell = "–" if sr is None else _rate(sr.knee_per_s) + (
+                    "" if sr.confirmed else " (unconfirmed)")
+                cells.append(cell)
+            rows.append(cells)
+        s.blocks.append(Table(["delay_us", "NO_ENOBUFS", *[f"rcvbuf {b}" for b in rcvbufs]],
+                              rows, numeric=range(2, 2 + len(rcvbufs)), caption=(
+            f"{case.id}: highest generator rate with zero loss (the knee) for bursts of "
+            f"{cap.messages} messages of {cap.size} bytes; –: not measured")))
+        if cap.truesize:
+            s.blocks.append(Table(["payload (B)", "queued", "charged per message (B)", "ratio"],
+                                  [[str(t.size), str(t.queued), f"{t.truesize:.0f}",
+                                    f"{t.ratio:.2f}×"] for t in cap.truesize],
+                                  numeric=range(0, 4), caption=(
+                "what the receive queue is charged per queued message (sk_rmem_alloc / "
+                "messages queued: skb truesize), against the payload")))
+        s.blocks += [Para([r]) for r in cap.rules[:1 + len(cap.truesize)]]
+        fig = plots.loss_curves(
+            f"fig-capacity-{n}", f"{case.id}: loss fraction per probe run against "
+            "the generator's rate, one line per receiver cost × rcvbuf (dots: every run)",
+            "Multicast loss against rate", [
+                (f"delay {sr.delay_us} µs, rcvbuf {sr.rcvbuf}"
+                 + (", NO_ENOBUFS" if sr.no_enobufs else ""),
+                 [(p.rate_per_s, p.loss_fraction) for p in sr.points]) for sr in cap.series])
+        s.blocks += [fig] if fig else []
+        points: list[list[Cell]] = [
+            [str(sr.delay_us), str(sr.rcvbuf), "yes" if sr.no_enobufs else "no",
+             _rate(p.rate_per_s) + (" (confirm)" if p.confirm else ""),
+             _rate(p.achieved_per_s), str(p.sent),
+             str(p.lost), "–" if p.sk_drops is None else str(p.sk_drops), str(p.enobufs)]
+            for sr in cap.series for p in sr.points]
+        s.blocks.append(Details(f"{case.id}: every probe run", [Table(
+            ["delay_us", "rcvbuf", "NO_ENOBUFS", "rate", "achieved", "sent", "lost",
+             "sk_drops", "ENOBUFS seen"], points, numeric=range(3, 9), caption=(
+                "achieved: 1e9 / the mean kernel send spacing (the generator may fall short "
+                "of the rate asked); sk_drops counts every message the socket dropped; ENOBUFS "
+                "is reported once per congestion episode, and never with NETLINK_NO_ENOBUFS"))]))
+    return s

@@ -157,6 +157,35 @@ class Dump(Strict):
         return self
 
 
+class Capacity(Strict):
+    """A knee search (nlperf/capacity.py): per receiver cost × rcvbuf × no_enobufs, the highest
+    generator rate at which a probe burst of ``messages`` loses nothing."""
+
+    delay_us: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="receiver cost: sleep/message")
+    rcvbuf: list[Annotated[int, Field(ge=1024, le=1 << 30)]] = Field(
+        default_factory=lambda: [212992], min_length=1, description="bytes (SO_RCVBUFFORCE)")
+    no_enobufs: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    rates: Annotated[list[Annotated[float, Field(gt=0, le=10_000_000)]],
+                     Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [1000.0, 200000.0], description="[lo, hi] messages/s")
+    resolution: float = Field(1.1, gt=1, le=10, description="stop when hi/lo < this")
+    max_steps: int = Field(8, ge=1, le=64, description="bisection probes per series at most")
+    messages: int = Field(2000, ge=1, le=10_000_000, description="messages per probe run")
+    confirm: int = Field(2, ge=0, le=100, description="extra zero-loss runs at the knee")
+    sizes: list[Annotated[int, Field(ge=wire.STAMP.size, le=65536)]] = Field(
+        default_factory=lambda: [64, 256, 1024], min_length=1,
+        description="payload sizes whose queued charge (truesize) is measured")
+    truesize_messages: int = Field(64, ge=1, le=4096, description="queued per truesize reading")
+
+    @model_validator(mode="after")
+    def _check(self) -> Capacity:
+        if self.rates[0] >= self.rates[1]:
+            raise ValueError(f"rates: lo ({self.rates[0]:g}) must be below hi "
+                             f"({self.rates[1]:g})")
+        return self
+
+
 class Probes(Strict):
     enabled: bool = True
     timing: bool = Field(True, description="per-call durations; false: counters only (cheap)")
@@ -195,7 +224,7 @@ Repetitions = Annotated[
     | Annotated[AutoRepetitions, Tag("auto")],
     Discriminator(_repetitions_kind)]
 # keys that hold for the whole run: a matrix cannot vary them
-RUN_WIDE_KEYS = ("matrix", "name", "order", "seed")
+RUN_WIDE_KEYS = ("matrix", "name", "order", "seed", "capacity")
 
 
 class Scenario(Strict):
@@ -217,6 +246,7 @@ class Scenario(Strict):
     multicast: Multicast | None = None
     dump: Dump | None = None
     probes: Probes = Probes()
+    capacity: Capacity | None = None
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
 
     @field_validator("repetitions", mode="before")
@@ -244,6 +274,11 @@ class Scenario(Strict):
             raise ValueError("traffic unicast needs a unicast section")
         if self.traffic == "multicast" and self.multicast is None:
             raise ValueError("traffic multicast needs a multicast section")
+        if self.capacity is not None:
+            m = self.active_multicast
+            if m is None or m.source != "generator":
+                raise ValueError("capacity needs a multicast section with source generator "
+                                 "(kernel → user: the sender is not the bottleneck)")
         return self
 
     @property
