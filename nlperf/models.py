@@ -11,68 +11,28 @@ key; a plain ``T | None`` field is one whose value may be null (``finished``, ``
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import core_schema as cs
+from pydantic import Field
 
 from nlperf import wire
-
-
-class Status(StrEnum):
-    """Where a run stands; a case is one of the last three."""
-
-    running = "running"
-    complete = "complete"
-    interrupted = "interrupted"
-    failed = "failed"
-
-
-CaseStatus = Literal[Status.complete, Status.failed, Status.interrupted]
-Target = Literal["host", "vm"]
-Accel = Literal["kvm", "tcg", "none"]
-McSource = Literal["relay", "generator"]
-OrderKind = Literal["round-robin", "random", "sequential"]
-
-
-class _AbsentNotNull:
-    """Schema of an ``Opt[T]`` key: T when present, and absent (not null) when it does not apply."""
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, schema: cs.CoreSchema, handler: Any
-                                     ) -> JsonSchemaValue:
-        out = handler(schema)
-        alternatives = [a for a in out.get("anyOf", []) if a != {"type": "null"}]
-        if len(alternatives) == 1:
-            out = {k: v for k, v in out.items() if k != "anyOf"} | alternatives[0]
-        return out
-
-
-T = TypeVar("T")
-Opt = Annotated[T | None, _AbsentNotNull]
-Count = Annotated[int, Field(ge=0)]
-Seconds = Annotated[float, Field(ge=0)]
-Phases = dict[str, Seconds]  # phase name -> wall-clock seconds (nlperf/phases.py)
-
-
-class Model(BaseModel):
-    """Typed, closed (unknown keys refused), validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    def document(self) -> dict[str, Any]:
-        """The JSON document: the keys that were set (read, constructed or assigned)."""
-        return self.model_dump(mode="json", exclude_unset=True)
-
-
-class OpenModel(Model):
-    """Typed known keys; other keys are kept as they came (their producer owns them)."""
-
-    model_config = ConfigDict(extra="allow")
-
+from nlperf.model_base import Accel as Accel
+from nlperf.model_base import CaseStatus as CaseStatus
+from nlperf.model_base import Count as Count
+from nlperf.model_base import McSource as McSource
+from nlperf.model_base import Model as Model
+from nlperf.model_base import OpenModel as OpenModel
+from nlperf.model_base import Opt as Opt
+from nlperf.model_base import OrderKind as OrderKind
+from nlperf.model_base import Phases as Phases
+from nlperf.model_base import Seconds as Seconds
+from nlperf.model_base import Status as Status
+from nlperf.model_base import Target as Target
+from nlperf.models_capacity import Capacity as Capacity
+from nlperf.models_capacity import CapacityPoint as CapacityPoint
+from nlperf.models_capacity import CapacitySeries as CapacitySeries
+from nlperf.models_capacity import Truesize as Truesize
 
 # --- metric blocks ------------------------------------------------------------------------------
 
@@ -358,59 +318,6 @@ class _CaseHead(Model):
     error: Opt[str] = None
     repetitions: list[Repetition]
     repetitions_auto: Opt[RepetitionsAuto] = None
-
-
-class CapacityPoint(Model):
-    """One probe run of a knee search: the generator's rate and what the receivers saw, summed
-    over them (``lost = sent − received``; ``sk_drops`` null when unknown)."""
-
-    rate_per_s: Annotated[float, Field(gt=0, description="the generator's rate asked for")]
-    achieved_per_s: Opt[float] = Field(None, description=(
-        "1e9 / the mean kernel send spacing of consecutive messages a receiver got (an "
-        "emulated generator may fall short of the rate asked); null: no such pair"))
-    sent: Count
-    received: Count
-    lost: int
-    sk_drops: int | None
-    enobufs: Count
-    loss_fraction: Annotated[float, Field(ge=0)]
-    confirm: bool = Field(False, description="a confirmation run at the knee")
-
-
-class CapacitySeries(Model):
-    """One (delay_us, rcvbuf, no_enobufs) of the sweep: its probe points in run order and the
-    knee, the highest rate probed with zero loss (null: the lowest rate lost messages), with
-    ``failed_at_per_s`` the lowest rate that lost (null: none did); ``confirmed``: the knee
-    held zero loss in every confirmation run."""
-
-    delay_us: Count
-    rcvbuf: Count
-    no_enobufs: bool
-    knee_per_s: float | None
-    failed_at_per_s: float | None
-    confirmed: bool
-    points: list[CapacityPoint]
-
-
-class Truesize(Model):
-    """What the kernel charges a receive queue for one queued multicast message of
-    ``size`` payload bytes (sk_rmem_alloc with ``queued`` messages, divided by them)."""
-
-    size: Annotated[int, Field(ge=1)]
-    queued: Annotated[int, Field(ge=1)]
-    truesize: Annotated[float, Field(ge=0)]
-    ratio: Annotated[float, Field(ge=0, description="truesize / payload size")]
-
-
-class Capacity(Model):
-    """The ``capacity`` sweep of a case (nlperf/capacity.py): knees per receiver cost, rcvbuf
-    and NETLINK_NO_ENOBUFS, the measured charge per queued message, and the planning rule."""
-
-    messages: Annotated[int, Field(ge=1, description="messages per probe run (the burst)")]
-    size: Annotated[int, Field(ge=1, description="payload bytes per message in the probes")]
-    series: list[CapacitySeries]
-    truesize: list[Truesize]
-    rules: list[str]
 
 
 class Case(Blocks, _CaseHead):
