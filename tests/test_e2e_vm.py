@@ -173,8 +173,12 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
 def _check_phases(summary: dict[str, Any], stderr: str) -> None:
     """Where the time went: every phase recorded, the repetitions' summed into the run's."""
     spent = summary["phases_s"]
-    assert list(spent) == ["module_build", "vm_boot", "bpf_compile", "bpf_attach", "load",
-                           "start", "warmup", "measure", "read", "unload", "report", "total"]
+    assert list(spent) == ["module_build", "vm_boot", "setup", "bpf_compile", "bpf_attach",
+                           "load", "start", "warmup", "measure", "read", "unload", "teardown",
+                           "report", "other", "total"]
+    # they add up: other is what no phase names
+    assert sum(v for k, v in spent.items() if k != "total") == pytest.approx(spent["total"],
+                                                                             abs=0.01)
     reps = [r for c in summary["cases"]
             for r in c["repetitions"] + c["control"]["repetitions"]]
     for name in ("load", "start", "warmup", "measure", "read", "unload"):
