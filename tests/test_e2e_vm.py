@@ -187,8 +187,7 @@ def _check_phases(summary: dict[str, Any], stderr: str) -> None:
         assert list(r["phases_s"]) == ["load", "start", "warmup", "measure", "read", "unload"]
         # the measure phase is the measured window and the collection after it
         assert r["phases_s"]["measure"] >= r["duration_s"] - 0.001
-    assert all(v > 0 for v in spent.values())
-    assert sum(v for k, v in spent.items() if k != "total") <= spent["total"]
+    assert all(v > 0 for k, v in spent.items() if k != "other") and spent["other"] >= 0
     said = stderr[stderr.index("where the time went:"):].splitlines()[1:]
     assert [line.split()[1] for line in said] == list(spent)
 
