@@ -88,12 +88,12 @@ def test_a_guest_command_that_never_ends_times_out_and_leaves_nothing(tmp_path: 
                     "probes: {enabled: false}\n")
     out = tmp_path / "run"
     proc = subprocess.run([NLPERF, "run", str(scen), "--target", "vm", "--out", str(out),
-                           "--timeout", "90"], cwd=ROOT, capture_output=True, text=True,
+                           "--timeout", "60"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("nlperf: error: ")]
-    assert line == ("nlperf: error: the lab VM did not finish within 90 s (raise --timeout; "
+    assert line == ("nlperf: error: the lab VM did not finish within 60 s (raise --timeout; "
                     f"the VM runs emulated); results {out}")
     summary = json.loads((out / "summary.json").read_text())
     assert results.validation_errors(summary) == []
