@@ -167,15 +167,14 @@ class ModuleSlot:
         self.ko = ko
         self.key: tuple[dict[str, str], int] | None = None
 
-    def take(self, params: dict[str, str], index: int) -> bool:
-        """The module loaded with ``params`` for repetition ``index``; True if it was kept."""
+    def take(self, params: dict[str, str], index: int) -> None:
+        """The module loaded with ``params`` for repetition ``index``, kept if it can be."""
         if self.key == (params, index) and kmod.is_loaded() and _idle(int(params["proto"]),
                                                                         self.IDLE_WAIT_S):
-            return True
+            return
         self.release()  # ours only: a module someone else loaded makes load() refuse
         kmod.load(self.ko, params)
         self.key = (params, index)
-        return False
 
     def release(self) -> None:
         """Unload the module this slot loaded, if any."""
@@ -185,17 +184,13 @@ class ModuleSlot:
 
 
 def _idle(proto: int, wait_s: float) -> bool:
-    """Whether the module has finished the last run's work: a deferred model may still be
-    processing what a sink or open-loop sender left queued."""
-    deadline = time.monotonic() + wait_s
+    """Whether the module has finished the last run's work (a deferred model may still be
+    processing what a sink or open-loop sender left queued) and no generator runs."""
     with Control(proto) as ctl:
-        while True:
-            f = ctl.stats().fields
-            if not (f["queue_depth"] or f["skbs_held"] or f["gen_pid"]):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+        try:
+            return not ctl.wait_idle(wait_s).fields["gen_pid"]
+        except RunFailed:  # still busy: the caller loads afresh, which drops what is left
+            return False
 
 
 def run_repetition(case: Case, index: int, module: ModuleSlot | Path, case_timeout: float,
