@@ -149,16 +149,7 @@ def loaded_params() -> dict[str, str]:
     return {p.name: p.read_text().strip() for p in sorted(params.iterdir())}
 
 
-_load_id = 0  # counts this process's loads: facts about a load (addresses) are cached by it
-
-
-def load_id() -> int | None:
-    """Which of this process's loads is the loaded module (None: not loaded by this process)."""
-    return _load_id if _load_id > 0 and is_loaded() else None
-
-
 def load(ko: Path, params: dict[str, str]) -> None:
-    global _load_id
     if is_loaded():
         raise RunFailed("the nlperf module is already loaded", hint="nlperf kmod unload")
     if not ko.exists():
@@ -168,13 +159,10 @@ def load(ko: Path, params: dict[str, str]) -> None:
     if proc.returncode != 0:
         why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "insmod failed"
         raise RunFailed(f"loading the module failed: {why}", hint="dmesg names the parameter")
-    _load_id = abs(_load_id) + 1
 
 
 def unload(timeout: float = 10.0) -> None:
     """rmmod, retrying while the last lab sockets close (they pin the module). Never -f."""
-    global _load_id
-    _load_id = -abs(_load_id)  # whatever is loaded next is not that load
     if not is_loaded():
         return
     deadline = time.monotonic() + timeout

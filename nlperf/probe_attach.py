@@ -16,7 +16,6 @@ import os
 import sys
 from typing import Any
 
-from nlperf import kmod
 from nlperf.errors import RunFailed
 from nlperf.probe_kernel import ModuleSymbol, bcc_kretprobe_event, kptr_restrict, ksym_addr
 
@@ -59,7 +58,6 @@ class ProbeAttaching:
     _workqueue_measured: bool
     _fentry_refused: bool
     _work_fn: ModuleSymbol
-    _work_fn_of: tuple[int | None, int | None]  # (module load, nlperf_work_fn's address)
 
     def _try_fentry(self, func: str, entry: bool, exit_too: bool) -> bool:
         if self._fentry_refused or not self.fentry:
@@ -250,7 +248,7 @@ class ProbeAttaching:
                     self.attach_kinds[func] = KIND_UNAVAILABLE
         if "sched" in self.which:
             # the workqueue tracepoint names the work function by address only
-            addr = self._work_fn_addr()
+            addr = self._work_fn.address()  # one sysfs read after the first lookup
             t = self._bpf[b"work_fn"]
             t[t.Key(0)] = t.Leaf(addr or 0)
             self._workqueue_measured = bool(addr)
@@ -268,14 +266,6 @@ class ProbeAttaching:
         if note not in self.notes:
             print(f"nlperf: warning: probes: {note}", file=sys.stderr)
         self._note(note)
-
-    def _work_fn_addr(self) -> int | None:
-        """nlperf_work_fn's address, looked up once per module load (a kept module is
-        attached to once per probed run; see ModuleSymbol for the lookup's cost)."""
-        load = kmod.load_id()
-        if load is None or self._work_fn_of[0] != load:
-            self._work_fn_of = (load, self._work_fn.address())
-        return self._work_fn_of[1]
 
     def detach_module(self) -> None:
         """Detach the module-function probes (before rmmod); safe to call twice."""

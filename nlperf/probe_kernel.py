@@ -59,29 +59,34 @@ class ModuleSymbol:
         self._where: tuple[str, int] | None = None  # (section, offset in it)
 
     def address(self) -> int | None:
-        bases = module_sections(self.module)
-        if self._where is not None and bases.get(self._where[0]):
-            return bases[self._where[0]] + self._where[1]
+        if self._where is not None:  # one sysfs read: the section's base in this load
+            base = section_base(self.module, self._where[0])
+            if base:
+                return base + self._where[1]
         addr = ksym_addr(self.name, self.module)
-        below = [(base, sec) for sec, base in bases.items() if addr and 0 < base <= addr]
+        below = [(base, sec) for sec, base in module_sections(self.module).items()
+                 if addr and 0 < base <= addr]
         if below:
             base, sec = max(below)
-            self._where = (sec, addr - base) if addr else None
+            self._where = (sec, addr - base)
         return addr
+
+
+def section_base(module: str, section: str) -> int | None:
+    """A loaded module's section address (None if unreadable or not loaded; 0 if hidden)."""
+    try:
+        return int((SYS_MODULE / module / "sections" / section).read_text().strip(), 16)
+    except (OSError, ValueError):
+        return None
 
 
 def module_sections(module: str) -> dict[str, int]:
     """Section name -> load address of a loaded module ({} if unreadable or not loaded)."""
-    out: dict[str, int] = {}
     try:
-        for f in (SYS_MODULE / module / "sections").iterdir():
-            try:
-                out[f.name] = int(f.read_text().strip(), 16)
-            except (OSError, ValueError):
-                continue
+        names = [f.name for f in (SYS_MODULE / module / "sections").iterdir()]
     except OSError:
         return {}
-    return out
+    return {n: b for n in names if (b := section_base(module, n)) is not None}
 
 
 def kptr_restrict() -> str:

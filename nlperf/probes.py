@@ -134,7 +134,6 @@ class ProbeSession(ProbeAttaching):
         self._attached: list[Attached] = []
         self._module_attached: list[Attached] = []
         self._work_fn = ModuleSymbol("nlperf_work_fn", "nlperf")
-        self._work_fn_of = (None, None)
         self._pids: list[int] = []  # what watch() was given
         # kretprobe'd function -> its tracefs event (None: attached without one, misses unseen)
         self._kret_events: dict[str, str | None] = {}

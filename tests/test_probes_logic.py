@@ -426,28 +426,6 @@ def test_btf_member_offsets_real_vmlinux() -> None:
     assert got[("socket_alloc", "vfs_inode")] > 0
 
 
-def test_the_work_function_address_is_looked_up_once_per_module_load(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kept module is attached to once per probed run; the lookup runs once per load."""
-    from nlperf import kmod, probe_attach
-
-    lookups: list[int] = []
-
-    class FakeSymbol:
-        def address(self) -> int:
-            lookups.append(1)
-            return 0xC0DE0000 + len(lookups)
-
-    loads = iter([1, 1, 2, 2, None, None])
-    monkeypatch.setattr(kmod, "load_id", lambda: next(loads))
-    pa = object.__new__(probe_attach.ProbeAttaching)
-    pa._work_fn = FakeSymbol()  # type: ignore[assignment]
-    pa._work_fn_of = (None, None)
-    got = [pa._work_fn_addr() for _ in range(6)]
-    # load 1 looked up once, load 2 once, a module this process did not load: every time
-    assert got == [0xC0DE0001, 0xC0DE0001, 0xC0DE0002, 0xC0DE0002, 0xC0DE0003, 0xC0DE0004]
-
-
 def test_a_module_symbol_is_read_from_kallsyms_once_then_from_its_sections_base(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kallsyms costs ~0.4 s under emulation; the symbol's offset in its section does not move
