@@ -70,22 +70,25 @@ class StampLog:
         j = self._rng.randrange(n + 1)
         return j * self.RECORD if j < self.capacity else None
 
-    def extend(self, stamps: np.ndarray, user_recv: list[int]) -> None:
+    def extend(self, stamps: np.ndarray, user_recv: list[int] | int) -> None:
         """Records for a block of messages at once: ``stamps`` their four stamp times (user
-        send to kernel send, one row each), ``user_recv`` their receive times. Exactly what
-        ``slot()`` and a copy per message would leave, reservoir draws included, for a few
-        numpy calls per block instead of several Python calls per message."""
-        k, n = len(user_recv), self.count
+        send to kernel send, one row each), ``user_recv`` their receive times (one per row of
+        ``stamps`` it covers, or one time for every row: the parts of one datagram). Exactly
+        what ``slot()`` and a copy per message would leave, reservoir draws included, for a
+        few numpy calls per block instead of several Python calls per message."""
+        same = isinstance(user_recv, int)
+        k, n = len(stamps) if same else len(user_recv), self.count  # type: ignore[arg-type]
         fit = max(0, min(k, self.capacity - n))
         if fit:
-            self._rows[n:n + fit, :4] = stamps[:fit]
-            self._rows[n:n + fit, 4] = user_recv[:fit]
+            self._rows[n:n + fit, :4] = stamps if fit == len(stamps) else stamps[:fit]
+            self._rows[n:n + fit, 4] = user_recv if same else user_recv[:fit]  # type: ignore[index]
             self.count = n + fit
         for i in range(fit, k):
             off = self.slot()
             if off is not None:
-                self._rows[off // self.RECORD, :4] = stamps[i]
-                self._rows[off // self.RECORD, 4] = user_recv[i]
+                row = self._rows[off // self.RECORD]
+                row[:4] = stamps[i]
+                row[4] = user_recv if same else user_recv[i]  # type: ignore[index]
 
     def array(self) -> np.ndarray:
         kept = min(self.count, self.capacity)

@@ -203,15 +203,15 @@ def test_record_parts_takes_every_timed_part_up_to_done() -> None:
     data = coalesced(parts) + wire.nlmsg(wire.MSG_TIMED_ECHO, bytes(48))  # past DONE: ignored
     rbuf[:len(data)] = data
     log = StampLog(8)
-    assert common.record_parts(rbuf, len(data), 777, log, None) == 3
+    assert common.PartsReader(rbuf).record(len(data), 777, log, None) == 3
     assert log.array().tolist() == [[*st, 777] for st in stamps]
     # past the log's capacity, parts are still counted and sampled by the reservoir
     small = StampLog(2)
-    assert common.record_parts(rbuf, len(data), 777, small, None) == 3
+    assert common.PartsReader(rbuf).record(len(data), 777, small, None) == 3
     assert small.count == 3 and len(small.array()) == 2
     # a datagram cut short of its NLMSG_DONE still yields the whole parts it holds
     log.reset()
-    assert common.record_parts(rbuf, len(parts[0]) + 8, 5, log, None) == 1
+    assert common.PartsReader(rbuf).record(len(parts[0]) + 8, 5, log, None) == 1
 
 
 def test_record_parts_finds_a_raw_part_send_time_by_seq() -> None:
@@ -220,8 +220,73 @@ def test_record_parts_finds_a_raw_part_send_time_by_seq() -> None:
     parts = [wire.nlmsg(wire.MSG_ECHO, b"x" * 5, flags=wire.NLM_F_MULTI, seq=s) for s in (19, 20)]
     data = coalesced(parts)
     log = StampLog(2)
-    assert common.record_parts(bytearray(data), len(data), 3000, log, raw_sent) == 2
+    assert common.PartsReader(bytearray(data)).record(len(data), 3000, log, raw_sent) == 2
     assert log.array()[:, [0, 4]].tolist() == [[1000, 3000], [2000, 3000]]
+
+
+def _timed_parts(count: int, extra: int = 0) -> list[bytes]:
+    return [wire.nlmsg(wire.MSG_TIMED_ECHO,
+                       wire.STAMP.pack(wire.WIRE_VERSION, wire.STAMP.size, 0, 0, i,
+                                       100 * i + 1, 100 * i + 2, 100 * i + 3, 100 * i + 4)
+                       + bytes(extra), flags=wire.NLM_F_MULTI, seq=i)
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("capacity", [64, 7])
+def test_record_parts_of_a_batch_as_one_by_one(capacity: int) -> None:
+    """A batch of equal parts (the vectorized path) leaves exactly what reading them one by
+    one leaves, the reservoir's draws past the log's capacity included."""
+    data = coalesced(_timed_parts(32, extra=40))
+    fast, slow = StampLog(capacity, seed=3), StampLog(capacity, seed=3)
+    reader = common.PartsReader(bytearray(data))
+    for t in (777, 778):  # twice: the second datagram meets a full log when capacity is 7
+        assert reader.record(len(data), t, fast, None) == 32
+        assert common.record_parts_one_by_one(bytearray(data), len(data), t, slow, None) == 32
+    assert fast.count == slow.count == 64
+    assert fast.array().tolist() == slow.array().tolist()
+    if capacity == 64:
+        assert fast.array()[[0, 1, 32]].tolist() == [[1, 2, 3, 4, 777], [101, 102, 103, 104, 777],
+                                                     [1, 2, 3, 4, 778]]
+
+
+def test_record_parts_reads_an_unusual_batch_one_by_one() -> None:
+    """Cut short of its NLMSG_DONE, or with a part of another length, a datagram still yields
+    the whole parts it holds, read one by one."""
+    parts = _timed_parts(8)
+    data = coalesced(parts)
+    log = StampLog(16)
+    cut = len(parts[0]) * 6 + 8
+    assert common.PartsReader(bytearray(data)).record(cut, 5, log, None) == 6
+    odd = coalesced(parts[:3] + _timed_parts(1, extra=4) + parts[4:])
+    assert common.PartsReader(bytearray(odd)).record(len(odd), 5, log, None) == 8
+    # one part 4 bytes short and the next 4 long: the same total, read by the same reader
+    rbuf = bytearray(data)
+    reader = common.PartsReader(rbuf)
+    assert reader.record(len(data), 6, log, None) == 8
+    short = wire.nlmsg(wire.MSG_TIMED_ECHO, bytes(len(parts[0]) - 4 - wire.NLMSG_HDRLEN))
+    evened = coalesced([*parts[:3], short, *_timed_parts(1, extra=4), *parts[5:]])
+    assert len(evened) == len(data)
+    rbuf[:] = evened
+    got, want = StampLog(8), StampLog(8)
+    assert reader.record(len(evened), 7, got, None) == 8
+    assert common.record_parts_one_by_one(bytearray(evened), len(evened), 7, want, None) == 8
+    assert got.array().tolist() == want.array().tolist()
+
+
+@pytest.mark.parametrize("batch", [2, 32])
+def test_a_datagram_is_stamped_with_consecutive_seqs_and_one_time(batch: int) -> None:
+    """The vectorized stamping (batch 32) writes exactly what one struct call per message
+    writes (batch 2): nlmsg_seq the low 32 bits of stamp.seq, across the 32-bit wrap."""
+    d = common.Datagram(wire.MSG_TIMED_ECHO, 64, batch)
+    seq = (1 << 32) - 1
+    d.stamp(seq, 123_456_789, batch)
+    for i, off in enumerate(d.offsets):
+        head = wire.NLMSGHDR.unpack_from(d.buf, off)
+        stamp = wire.STAMP.unpack_from(d.buf, off + common.STAMP_AT)
+        assert (head[0], head[3], stamp[4], stamp[5]) == (80, (seq + i) & 0xFFFFFFFF, seq + i,
+                                                          123_456_789)
+    d.stamp(7, 9, 1)  # a last, shorter datagram: only its messages change
+    assert [wire.NLMSGHDR.unpack_from(d.buf, off)[3] for off in d.offsets[:2]] == [7, 0]
 
 
 def test_a_datagram_carries_the_flags_asked_for() -> None:

@@ -30,7 +30,7 @@ from nlperf.workloads.common import (
     LOG_RECV_AT,
     SEQ,
     SEQ_AT,
-    STAMP_AT,
+    SEQ_TS_AT,
     STAMP_SEQ_TS,
     STAMP_TIMES,
     STAMPED_MIN,
@@ -38,15 +38,12 @@ from nlperf.workloads.common import (
     TYPE_AT,
     Budget,
     Datagram,
+    PartsReader,
     ReplyRing,
     kernel_timeout,
-    record_parts,
     socket_wait,
 )
 from nlperf.workloads.procstat import ctx_switches, delta
-
-# where a sender writes stamp.seq and stamp.user_send_ns, from a message's start
-_SEQ_TS_AT = STAMP_AT + wire.STAMP.offset("seq")
 
 # ping-pong messages between two loggings of their replies and reads of the deadline
 BURST = 256
@@ -177,12 +174,8 @@ class Sender:
         return res
 
     def _stamp_batch(self, t: int, nb: int) -> None:
-        buf, seq = self.dgram.buf, self.seq
-        for off in self.dgram.offsets[:nb]:
-            SEQ.pack_into(buf, off + SEQ_AT, seq & 0xFFFFFFFF)
-            STAMP_SEQ_TS.pack_into(buf, off + _SEQ_TS_AT, seq, t)
-            seq += 1
-        self.seq = seq
+        self.dgram.stamp(self.seq, t, nb)
+        self.seq += nb
 
     def _note_raw_send(self, raw_sent: array[int], t: int, nb: int) -> None:
         # raw echoes carry no stamp: the reply's nlmsg_seq finds the send time
@@ -231,7 +224,7 @@ class Sender:
         sock, buf = self.sock, self.dgram.buf
         send, recvfrom_into = sock.send, sock.recvfrom_into
         mono = time.monotonic_ns
-        pack_stamp, stamp_off = STAMP_SEQ_TS.pack_into, _SEQ_TS_AT
+        pack_stamp, stamp_off = STAMP_SEQ_TS.pack_into, SEQ_TS_AT
         ring = ReplyRing(self.dgram.length, BURST)
         views, reply_len = ring.views, ring.reply_len
         recv_times: list[int] = []  # per slot of the burst: the reply's receive time, or LOST
@@ -311,7 +304,7 @@ class Sender:
         mono = time.monotonic_ns
         send, recvfrom_into = sock.send, sock.recvfrom_into
         pack_seq, pack_stamp, pack_ts = SEQ.pack_into, STAMP_SEQ_TS.pack_into, TS.pack_into
-        seq_at, stamp_off, type_at, err_lo = SEQ_AT, _SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
+        seq_at, stamp_off, type_at, err_lo = SEQ_AT, SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
         reply_min, record, recv_at = STAMPED_MIN, LOG_RECORD, LOG_RECV_AT
         times = STAMP_TIMES
         log_buf, capacity, kept = log.buf, log.capacity, log.count
@@ -398,29 +391,32 @@ class Sender:
         interval = int(cfg.batch * 1e9 / cfg.rate)
         expect_reply = cfg.kind != "sink"
         raw_sent = array("q", bytes(8 << 16)) if cfg.kind == "raw" else None
-        mono = time.monotonic_ns
+        # bound once: under emulation each attribute read and call per datagram shows
+        mono, stamp, record = time.monotonic_ns, dgram.stamp, PartsReader(rbuf).record
+        send, recvfrom_into, batch, full = sock.send, sock.recvfrom_into, cfg.batch, dgram.buf
         budget = Budget.begin(count, duration)
-        start = next_send = budget.start
-        in_flight = 0
-        last_reply = start
+        limit, deadline = budget.limit, budget.deadline
+        start = next_send = last_reply = budget.start
+        sent = in_flight = max_backlog = 0
         timeout_ns = cfg.reply_timeout_ms * 1_000_000
-        recvfrom_into = sock.recvfrom_into
         sock.setblocking(False)
         try:
             while True:
                 now = mono()
-                sending = budget.more(res.sent, now)
+                sending = sent < limit and (deadline is None or now < deadline)
                 if sending and now >= next_send:
-                    nb = min(cfg.batch, budget.limit - res.sent)
-                    self._stamp_batch(now, nb)
+                    nb = min(batch, limit - sent)
+                    stamp(self.seq, now, nb)
+                    self.seq += nb
                     if raw_sent is not None:
                         self._note_raw_send(raw_sent, now, nb)
                     try:
-                        sock.send(dgram.buf if nb == cfg.batch else dgram.head(nb))
-                        res.sent += nb
+                        send(full if nb == batch else dgram.head(nb))
+                        sent += nb
                         if expect_reply:
                             in_flight += nb
-                            res.max_backlog = max(res.max_backlog, in_flight)
+                            if in_flight > max_backlog:
+                                max_backlog = in_flight
                     except BlockingIOError:
                         pass  # the send slot is lost: the achieved rate shows it
                     next_send += interval
@@ -437,19 +433,17 @@ class Sender:
                         res.foreign += 1
                         continue
                     got += 1
+                    last_reply = mono()
                     if n > FLAGS_AT and rbuf[FLAGS_AT] & wire.NLM_F_MULTI:  # coalesced replies
-                        parts = record_parts(rbuf, n, mono(), log, raw_sent)
+                        parts = record(n, last_reply, log, raw_sent)
                         res.received += parts
                         in_flight -= parts
                         continue
-                    self._on_reply(n, mono(), log, res, raw_sent)
+                    self._on_reply(n, last_reply, log, res, raw_sent)
                     in_flight -= 1
-                if got:
-                    last_reply = mono()
                 if sending:
-                    wait = next_send - mono()
-                    if wait > 200_000 and not got:
-                        socket_wait(sock, wait / 1e9)
+                    if not got and next_send - mono() > 200_000:
+                        socket_wait(sock, (next_send - mono()) / 1e9)
                     continue
                 if in_flight == 0 or mono() - last_reply > timeout_ns:
                     res.timeouts += in_flight
@@ -457,6 +451,7 @@ class Sender:
                 socket_wait(sock, 0.001)
         finally:
             sock.settimeout(cfg.reply_timeout_ms / 1000)
+            res.sent, res.max_backlog = sent, max_backlog
         res.elapsed_ns = mono() - start
         res.achieved_rate = res.sent / (res.elapsed_ns / 1e9) if res.elapsed_ns else 0.0
         return res
