@@ -58,6 +58,17 @@ def test_each_record_holds_its_own_send_and_reply_stamps(fake: FakeKernelSocket)
     assert res.elapsed_ns == int(ur[-1] - us[0]) + 2 * CLOCK_READ_NS
 
 
+def test_a_raw_ping_pong_times_each_round_trip_as_a_timed_one(fake: FakeKernelSocket) -> None:
+    """A raw echo carries back the send time the sender wrote: the same lean loop, the same
+    round trips; no kernel stamps (zeros)."""
+    res = _run(SenderConfig(kind="raw", count=100))
+    assert (res.sent, res.received, res.timeouts) == (100, 100, 0)
+    assert res.records is not None and res.records.shape == (100, 5)
+    assert (res.records[:, 1:4] == 0).all()
+    assert (res.records[:, 4] - res.records[:, 0] == SEND_NS + RECV_NS + CLOCK_READ_NS).all()
+    assert fake.clock.reads == 2 * 100 + 2
+
+
 @pytest.mark.parametrize("cfg", [SenderConfig(kind="timed", count=50),
                                  SenderConfig(kind="timed", count=48, batch=4),
                                  SenderConfig(kind="raw", count=30)],

@@ -160,7 +160,7 @@ class Sender:
             res = self._open_loop(count, duration, log)
         else:
             with kernel_timeout(self.sock, self.cfg.reply_timeout_ms):
-                if self.cfg.kind == "timed" and self.cfg.batch == 1 and self.cfg.window == 1:
+                if self.cfg.kind != "sink" and self.cfg.batch == 1 and self.cfg.window == 1:
                     res = self._ping_pong(count, duration, log)
                 else:
                     res = self._closed_loop(count, duration, log)
@@ -208,7 +208,7 @@ class Sender:
 
     def _ping_pong(self, count: int | None, duration: float | None,
                    log: StampLog) -> SenderResult:
-        """One timed echo in flight: the headline latency loop, as lean as CPython allows.
+        """One echo in flight: the headline latency loop, as lean as CPython allows.
 
         Under emulation every bytecode and call counts (docs/python-driver.md has the
         profile). Per message: two clock reads (just before the send, just after the reply),
@@ -219,6 +219,8 @@ class Sender:
         Python timeout would poll before every call). The nlmsg_seq field is left alone (the
         stamp carries the sequence). A reply of another length than the echo's (an error
         reply: the module's are capped at 36 bytes) takes the general path at once.
+        A raw echo comes back as it was sent: its stamp holds the send time and zeros where a
+        timed echo's kernel stamps are (a raw record's round trip is all that is read).
         """
         res = SenderResult()
         sock, buf = self.sock, self.dgram.buf
@@ -295,7 +297,6 @@ class Sender:
         """
         cfg, res = self.cfg, SenderResult()
         sock, buf, rbuf = self.sock, self.dgram.buf, self.rbuf
-        offsets = self.dgram.offsets
         batch = cfg.batch
         window = max(cfg.window, batch)
         expect_reply = cfg.kind != "sink"
@@ -303,8 +304,8 @@ class Sender:
         raw_sent = array("q", bytes(8 * (window * 2 + batch))) if cfg.kind == "raw" else None
         mono = time.monotonic_ns
         send, recvfrom_into = sock.send, sock.recvfrom_into
-        pack_seq, pack_stamp, pack_ts = SEQ.pack_into, STAMP_SEQ_TS.pack_into, TS.pack_into
-        seq_at, stamp_off, type_at, err_lo = SEQ_AT, SEQ_TS_AT, TYPE_AT, wire.NLMSG_ERROR
+        stamp, pack_ts = self.dgram.stamp, TS.pack_into
+        type_at, err_lo = TYPE_AT, wire.NLMSG_ERROR
         reply_min, record, recv_at = STAMPED_MIN, LOG_RECORD, LOG_RECV_AT
         times = STAMP_TIMES
         log_buf, capacity, kept = log.buf, log.capacity, log.count
@@ -318,10 +319,8 @@ class Sender:
             if (nb > 0 and (in_flight + nb <= window or not expect_reply)
                     and (deadline is None or mono() < deadline)):
                 t = mono()
-                for off in offsets[:nb]:
-                    pack_seq(buf, off + seq_at, seq & 0xFFFFFFFF)
-                    pack_stamp(buf, off + stamp_off, seq, t)
-                    seq += 1
+                stamp(seq, t, nb)
+                seq += nb
                 self.seq = seq
                 if raw_sent is not None:
                     self._note_raw_send(raw_sent, t, nb)
