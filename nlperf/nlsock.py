@@ -34,11 +34,7 @@ def open_socket(proto: int, *, rcvbuf: int | None = None, groups: tuple[int, ...
         raise RunFailed(f"cannot open a netlink socket: {e.strerror}") from None
     sock.bind((0, 0))
     if rcvbuf is not None:
-        # FORCE lets root exceed net.core.rmem_max, so scenarios mean what they say.
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        set_rcvbuf(sock, rcvbuf)
     for g in groups:
         sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_ADD_MEMBERSHIP, g)
     if no_enobufs:
@@ -46,6 +42,17 @@ def open_socket(proto: int, *, rcvbuf: int | None = None, groups: tuple[int, ...
     if broadcast_error:
         sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_BROADCAST_ERROR, 1)
     return sock
+
+
+def set_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Asks for a receive queue of ``size`` bytes; returns what the kernel set (it doubles
+    what it is given: headroom). SO_RCVBUFFORCE lets root exceed net.core.rmem_max, so
+    scenarios mean what they say; without root rmem_max caps it (sk_drops will tell)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 def rmem_alloc(sock: socket.socket) -> int:

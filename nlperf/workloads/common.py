@@ -146,6 +146,9 @@ class Datagram:
             seq += 1
 
 
+LOST = -1  # the receive time of a ring slot that holds no reply to log
+
+
 class ReplyRing:
     """Receive slots for a burst of timed-echo replies, so the ping-pong loop receives each
     reply where it stays until the burst is logged: no copy per message. ``stamps`` views the
@@ -162,6 +165,16 @@ class ReplyRing:
                       for i in range(slots)]
         rows = np.frombuffer(self.buf, dtype=np.int64).reshape(slots, self.stride // 8)
         self.stamps = rows[:, STAMP_TIMES.start // 8:STAMP_TIMES.stop // 8]
+
+    def log_burst(self, recv_times: list[int], log: StampLog) -> None:
+        """The burst's replies into the log, slot i with receive time ``recv_times[i]``, slots
+        without a reply (LOST) left out; empties ``recv_times`` for the next burst."""
+        if LOST in recv_times:
+            keep = [i for i, t in enumerate(recv_times) if t != LOST]
+            log.extend(self.stamps[keep], [recv_times[i] for i in keep])
+        else:
+            log.extend(self.stamps[:len(recv_times)], recv_times)
+        recv_times.clear()
 
 
 def socket_wait(sock: socket.socket, timeout: float) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nlperf import wire
-from nlperf.nlsock import SO_RCVBUFFORCE, netlink_drops, open_socket, rmem_alloc, socket_inode
+from nlperf.nlsock import netlink_drops, open_socket, rmem_alloc, set_rcvbuf, socket_inode
 from nlperf.samples import StampLog
 from nlperf.workloads.common import (
     ERRNO,
@@ -28,6 +28,7 @@ from nlperf.workloads.common import (
     FLAGS_AT,
     LOG_RECORD,
     LOG_RECV_AT,
+    LOST,
     SEQ,
     SEQ_AT,
     SEQ_TS_AT,
@@ -47,7 +48,6 @@ from nlperf.workloads.procstat import ctx_switches, delta
 
 # ping-pong messages between two loggings of their replies and reads of the deadline
 BURST = 256
-LOST = -1  # the receive time of a ring slot that holds no reply to log
 
 KIND_TYPES = {"timed": wire.MSG_TIMED_ECHO, "raw": wire.MSG_ECHO, "sink": wire.MSG_SINK}
 
@@ -128,13 +128,10 @@ class Sender:
         if truesize is None:
             return
         need = cfg.window * truesize
-        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < need:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, need)
-            except PermissionError:  # not root: rmem_max caps it; sk_drops will tell
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, need)
-        self.reply_truesize = truesize
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if self.rcvbuf < need:
+            self.rcvbuf = set_rcvbuf(self.sock, need)
+        self.reply_truesize = truesize
 
     def _one_reply_truesize(self) -> int | None:
         """Send one message, and read what its queued reply costs before taking it."""
@@ -258,7 +255,7 @@ class Sender:
                 append(mono())
                 if n != reply_len:
                     self._odd_reply(view, n, recv_times, log, res)
-            self._log_burst(ring, recv_times, log)
+            ring.log_burst(recv_times, log)
         self.seq = seq
         res.sent = seq - first
         res.timeouts = timeouts
@@ -275,17 +272,6 @@ class Sender:
         self.rbuf[:n] = view[:n]
         self._on_reply(n, recv_times[-1], log, res, None)
         recv_times[-1] = LOST
-
-    @staticmethod
-    def _log_burst(ring: ReplyRing, recv_times: list[int], log: StampLog) -> None:
-        """The burst's replies into the log, slots without a reply left out; empties
-        ``recv_times`` for the next burst."""
-        if LOST in recv_times:
-            keep = [i for i, t in enumerate(recv_times) if t != LOST]
-            log.extend(ring.stamps[keep], [recv_times[i] for i in keep])
-        else:
-            log.extend(ring.stamps[:len(recv_times)], recv_times)
-        recv_times.clear()
 
     def _closed_loop(self, count: int | None, duration: float | None,
                      log: StampLog) -> SenderResult:
