@@ -287,6 +287,11 @@ def test_a_datagram_is_stamped_with_consecutive_seqs_and_one_time(batch: int) ->
                                                           123_456_789)
     d.stamp(7, 9, 1)  # a last, shorter datagram: only its messages change
     assert [wire.NLMSGHDR.unpack_from(d.buf, off)[3] for off in d.offsets[:2]] == [7, 0]
+    if batch >= common.STAMP_VECTOR_MIN:  # a shorter datagram that still takes the numpy path
+        d.stamp(100, 5, 20)
+        seqs = [wire.STAMP.unpack_from(d.buf, off + common.STAMP_AT)[4:6] for off in d.offsets]
+        assert seqs[:20] == [(100 + i, 5) for i in range(20)]
+        assert seqs[20] == (seq + 20, 123_456_789)
 
 
 def test_a_datagram_carries_the_flags_asked_for() -> None:

@@ -87,11 +87,13 @@ class Budget:
 SEQ_TS_AT = STAMP_AT + wire.STAMP.offset("seq")
 assert wire.STAMP.offset("user_send_ns") == wire.STAMP.offset("seq") + 8  # STAMP_SEQ_TS
 
-# From this many messages on, a datagram is stamped and a coalesced reply recorded by a few
-# numpy calls on strided views rather than struct calls per message (under emulation a call
-# costs ~1 µs: stamping took ~4.6 µs and recording ~6.3 µs per message at batch 32 on 6.12,
-# docs/python-driver.md "Batched throughput").
-VECTOR_MIN = 4
+# From this many messages on, a datagram is stamped, and from this many parts a coalesced
+# reply recorded, by a few numpy calls on strided views rather than struct calls per message.
+# Where the two cost the same under emulation (6.12, TCG, docs/python-driver.md "Batched
+# throughput"): stamping ~25 µs per datagram against ~2.5 µs per message; recording ~31 µs
+# per datagram against ~6 µs per part (at 32, both paths: 42 against 78 µs, 41 against 234).
+STAMP_VECTOR_MIN = 12
+PARTS_VECTOR_MIN = 4
 
 
 class Datagram:
@@ -111,7 +113,7 @@ class Datagram:
                 wire.STAMP.pack_into(self.buf, off + STAMP_AT, wire.WIRE_VERSION,
                                      wire.STAMP.size, 0, 0, 0, 0, 0, 0, 0)
         self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        if size >= wire.STAMP.size and batch >= VECTOR_MIN:
+        if size >= wire.STAMP.size and batch >= STAMP_VECTOR_MIN:
             # each message's nlmsg_seq, stamp.seq and stamp.user_send_ns, as three columns
             fields = np.frombuffer(self.buf, dtype=np.dtype({
                 "names": ["nl_seq", "seq", "sent"],
@@ -128,7 +130,7 @@ class Datagram:
     def stamp(self, seq: int, t: int, nb: int) -> None:
         """Numbers the first ``nb`` messages ``seq``, ``seq + 1``, ... (nlmsg_seq takes the low
         32 bits, stamp.seq all 64) and gives them the send time ``t``."""
-        if self._columns is not None and nb >= VECTOR_MIN:
+        if self._columns is not None and nb >= STAMP_VECTOR_MIN:
             nl_seq, seqs, sent = self._columns
             steps, numbers = self._steps, self._numbers
             if nb < self.batch:  # a last, shorter datagram
@@ -230,7 +232,7 @@ class PartsReader:
             length = LEN_TYPE.unpack_from(rbuf, 0)[0]
             stride = (length + 3) & ~3
             parts = (n - wire.NLMSG_HDRLEN) // stride
-            if length >= STAMPED_MIN and parts >= VECTOR_MIN:
+            if length >= STAMPED_MIN and parts >= PARTS_VECTOR_MIN:
                 done_len, done_type = LEN_TYPE.unpack_from(rbuf, parts * stride)
                 if done_type == wire.NLMSG_DONE and parts * stride + ((done_len + 3) & ~3) == n:
                     lengths, stamps, want = (self._views.get((length, parts))
