@@ -3,11 +3,11 @@
 A case has a probed pass — with probes attached when the scenario asks — and, with
 ``probes.control``, a probes-off control pass (the observer effect); both are the same code.
 The order of the runs and when ``repetitions: auto`` stops are nlperf/design.py's: by default
-the cases take turns round by round, each probed repetition followed by its control
-repetition. After every repetition the case's blocks are pooled again, so a run that stops
-keeps what finished. Nothing here writes a file: the caller persists the GroupResult and the
-repetition's samples (``on_repetition``) and the result once more when the run stops
-(nlperf/runner.py).
+the cases take turns round by round, a case's probed and control repetition r back to back
+in round r, probed first in even rounds and control first in odd ones. After every
+repetition the case's blocks are pooled again, so a run that stops keeps what finished.
+Nothing here writes a file: the caller persists the GroupResult and the repetition's samples
+(``on_repetition``) and the result once more when the run stops (nlperf/runner.py).
 """
 
 from __future__ import annotations
@@ -110,24 +110,33 @@ class _CaseRun:
                 self.entry.control = models.Control(repetitions=[])
             self.entry.control.repetitions.append(rep.block)
             self.entry.control.take(pool_case(self.case, self.control))
-            if self.entry.probes is not None:
-                # interleaved, the control repetitions so far pair with as many probed ones
-                self.entry.probes.overhead = observer_effect(self.entry, self.entry.control)
         else:
             self.probed.append(rep)
             self.entry.repetitions.append(rep.block)
             self.entry.take(pool_case(self.case, self.probed))
             blocks = [r.block.probes for r in self.probed if r.block.probes is not None]
             if blocks:
-                overhead = self.entry.probes.overhead if self.entry.probes else None
                 self.entry.probes = pool_probes(
                     blocks[0].attach, [b.document() for b in blocks],
                     [r.probe_histograms for r in self.probed])
-                if overhead is not None:
-                    self.entry.probes.overhead = overhead
             rule = self.case.scenario.auto
             if rule is not None:
                 self.entry.repetitions_auto = design.auto_verdict(self.entry.repetitions, rule)
+        self._observe()
+
+    def _observe(self) -> None:
+        """The observer effect over the pairs so far: repetitions 0 … k−1 of both passes.
+
+        Rounds alternate which pass goes first (nlperf/design.py), so mid-round either pass
+        can be one repetition ahead; its extra repetition waits for its partner.
+        """
+        if self.entry.probes is None or self.entry.control is None:
+            return
+        k = min(len(self.probed), len(self.control))
+        probed = self.entry if k == len(self.probed) else pool_case(self.case, self.probed[:k])
+        control = (self.entry.control if k == len(self.control)
+                   else pool_case(self.case, self.control[:k]))
+        self.entry.probes.overhead = observer_effect(probed, control)
 
 
 class _Boot:

@@ -13,9 +13,20 @@ between A and B. So the cases of one boot take turns:
 * ``sequential``: case after case, each case's control repetitions after its probed ones
   (the behaviour before rounds existed).
 
-With a probes-off control pass, each probed repetition is followed by its control repetition
-(probed r0, control r0, probed r1, ...), so the observer effect is measured under the same
-drift too.
+With a probes-off control pass, a case's probed and control repetition r run back to back in
+round r, so the observer effect is measured under the same drift too. Which of the two goes
+first alternates by round: probed first in even rounds, control first in odd ones (probed r0,
+control r0, control r1, probed r1, probed r2, ...; with ``random`` too, whatever the cases'
+order in the round). The pair shares one module load (nlperf/measure.py ``ModuleSlot``), so
+one of them is the first run on a fresh load and the other the second on a kept one: a
+position effect (docs/ARCHITECTURE.md, "What a repetition resets") then favours the probed
+run in half the rounds and the control run in the other half, and cancels in the paired
+observer effect (the mean per-round log ratio) over an even number of rounds; over an odd
+number 1/n of it is left. The alternation is by round, and round r is every running case's
+repetition r, so each repetition's ``run_index`` says which went first. ``sequential`` does
+not alternate: its control pass runs after all the case's probed repetitions, so a probed
+run and its control run share a load only with one repetition (ModuleSlot keeps a load for
+the same repetition index alone).
 
 Pairing (nlperf/verdict.py). With rounds (``round-robin``, ``random``), repetition r of every
 case of a boot, and each case's control repetition r, ran in round r, next to each other in
@@ -33,11 +44,15 @@ one more, until it has ``max``. Headline metrics, where the case has them: the u
 trip's p50 and p99 and the unicast throughput (``unicast.rtt_us.p50``, ``unicast.rtt_us.p99``,
 ``unicast.throughput_per_s``), and each multicast receiver's latency p50
 (``multicast.receivers[<id>].latency_us.p50``). The rule is stats.target_met with
-``min_repetitions`` = ``min``; the probed pass decides, the control pass follows it.
+``min_repetitions`` = ``min``; the probed pass decides, the control pass follows it. The
+decision is taken once per round, before its runs: a control repetition that goes first
+(odd rounds) is always followed by its probed one, and a case never ends a round with more
+control repetitions than probed ones.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -61,7 +76,8 @@ def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool]
 
     ``done(case)`` is how many probed repetitions a case has; ``on_round(cases)`` is told
     which cases take one more repetition before their runs are handed out (for an honest
-    progress total).
+    progress total). With rounds, a case with a control pass runs probed then control in
+    even rounds and control then probed in odd ones (see the module docstring).
     """
     if kind == "sequential":
         for case in range(n_cases):
@@ -72,17 +88,20 @@ def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool]
                 for _ in range(done(case)):
                     yield Run(case, True)
         return
-    while True:
+    for round_index in itertools.count():
         active = [case for case in range(n_cases) if wants_more(case)]
         if not active:
             return
         if kind == "random":
             rng.shuffle(active)
         on_round(active)
+        control_first = round_index % 2 == 1  # the position on a shared load, balanced
         for case in active:
-            yield Run(case, False)
-            if has_control(case):
-                yield Run(case, True)
+            # wants_more is not asked again within the round: a control run that goes first
+            # always has its probed partner right after it
+            passes = (False, True) if has_control(case) else (False,)
+            for control in (passes[::-1] if control_first else passes):
+                yield Run(case, control)
 
 
 ROUND_ORDERS: tuple[OrderKind, ...] = ("round-robin", "random")

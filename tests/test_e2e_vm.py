@@ -66,11 +66,13 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     env = json.loads((out / "env.json").read_text())
     assert env["target"] == "vm" and env["kernel"] == summary["kernel"]
     # 4 cases × 2 repetitions, each again as the probes-off control run; the cases take
-    # turns and each probed repetition is followed by its control repetition
+    # turns, a case's probed and control repetition r back to back, probed first in round 0
+    # and control first in round 1 (on the load the pair shares)
     progress = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
     assert len(progress) == 16
     assert [(p["case"], p["rep"], p["control"]) for p in progress] == [
-        (c, r, control) for r in range(2) for c in range(4) for control in (False, True)]
+        (c, r, control) for r in range(2) for c in range(4)
+        for control in ((False, True) if r == 0 else (True, False))]
     assert [p["done"] for p in progress] == list(range(1, 17))
     assert all(p["total"] == 16 and p["elapsed_s"] > 0 for p in progress)
     assert summary["order"] == {"kind": "round-robin"}
@@ -87,9 +89,9 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
     assert set(cases) == {f"mode={m},traffic={t}" for m in ("callback", "kthread")
                           for t in ("unicast", "multicast")}
     for ci, case in enumerate(summary["cases"]):
-        assert [r["run_index"] for r in case["repetitions"]] == [2 * ci, 8 + 2 * ci]
+        assert [r["run_index"] for r in case["repetitions"]] == [2 * ci, 9 + 2 * ci]
         assert [r["run_index"] for r in case["control"]["repetitions"]] == [2 * ci + 1,
-                                                                            9 + 2 * ci]
+                                                                            8 + 2 * ci]
     # samples.parquet holds the samples behind every percentile of every repetition
     frame = pd.read_parquet(out / "samples.parquet")
     assert list(frame.columns) == ["case", "repetition", "control", "source", "rtt_ns",
@@ -123,6 +125,10 @@ def test_run_through_the_vm_gives_trustworthy_results(tmp_path: Path) -> None:
             # batch 2: one datagram to the kernel per two messages, one reply per message
             assert calls["to_kernel"]["calls"] == rep["unicast"]["sent"] // 2
             assert calls["kernel_to_user"]["calls"] == rep["unicast"]["received"]
+            # the module's probes saw every datagram, in repetition 1 too: it ran second on
+            # its load, after its control run, with the probes attached to the kept module
+            assert rep["probes"]["module"]["nlperf_input"]["count"] == calls["to_kernel"][
+                "calls"]
         # and the case pools them: counts summed, latencies from the pooled histograms
         case = cases[f"mode={mode},traffic=unicast"]
         pooled = case["probes"]["netlink_unicast"]["by_direction"]["to_kernel"]

@@ -228,22 +228,24 @@ def _env(cases: list[scenario.Case]) -> models.Env:
 CB, KT = "mode=callback", "mode=kthread"
 
 
-def test_cases_take_turns_and_each_control_follows_its_probed_repetition(
+def test_cases_take_turns_and_a_cases_pair_alternates_which_pass_goes_first(
         monkeypatch: pytest.MonkeyPatch) -> None:
     loop = _loop(monkeypatch)
     assert loop.raised is None
+    # round 0 probed first, round 1 control first (nlperf/design.py)
     assert [(p.case, p.id, p.rep, p.control, p.done, p.total) for p in loop.lines] == [
         (0, CB, 0, False, 1, 8), (0, CB, 0, True, 2, 8),
         (1, KT, 0, False, 3, 8), (1, KT, 0, True, 4, 8),
-        (0, CB, 1, False, 5, 8), (0, CB, 1, True, 6, 8),
-        (1, KT, 1, False, 7, 8), (1, KT, 1, True, 8, 8)]
-    # every repetition knows its place in the boot's order (drift can be analysed)
+        (0, CB, 1, True, 5, 8), (0, CB, 1, False, 6, 8),
+        (1, KT, 1, True, 7, 8), (1, KT, 1, False, 8, 8)]
+    # every repetition knows its place in the boot's order (drift can be analysed, and
+    # which pass went first read)
     first, second = loop.group.cases
     assert first.control is not None and second.control is not None
-    assert [r.run_index for r in first.repetitions] == [0, 4]
-    assert [r.run_index for r in first.control.repetitions] == [1, 5]
-    assert [r.run_index for r in second.repetitions] == [2, 6]
-    assert [r.run_index for r in second.control.repetitions] == [3, 7]
+    assert [r.run_index for r in first.repetitions] == [0, 5]
+    assert [r.run_index for r in first.control.repetitions] == [1, 4]
+    assert [r.run_index for r in second.repetitions] == [2, 7]
+    assert [r.run_index for r in second.control.repetitions] == [3, 6]
     assert [r.index for r in second.control.repetitions] == [0, 1]
     # a case keeps today's shape
     case = first
@@ -344,13 +346,43 @@ def test_repetitions_auto_control_follows_and_counts_in_the_total(
         monkeypatch: pytest.MonkeyPatch) -> None:
     rule = {"min": 2, "max": 3, "target_ci_pct": 5}
     loop = _loop(monkeypatch, rtt=_noisy_kthread, repetitions=rule)
+    # round 1's control runs go first: the probed pass decided before the round, so each
+    # is followed by its probed partner, and kthread's third round runs probed first again
     assert [(p.id, p.rep, p.control, p.total) for p in loop.lines] == [
         (CB, 0, False, 8), (CB, 0, True, 8), (KT, 0, False, 8), (KT, 0, True, 8),
-        (CB, 1, False, 8), (CB, 1, True, 8), (KT, 1, False, 8), (KT, 1, True, 8),
+        (CB, 1, True, 8), (CB, 1, False, 8), (KT, 1, True, 8), (KT, 1, False, 8),
         (KT, 2, False, 10), (KT, 2, True, 10)]
-    noisy = loop.group.cases[1]
+    quiet, noisy = loop.group.cases
     assert noisy.control is not None and len(noisy.control.repetitions) == 3
     assert noisy.repetitions_auto is not None and noisy.repetitions_auto.rounds == 3
+    assert quiet.control is not None and len(quiet.control.repetitions) == 2
+    assert len(quiet.repetitions) == 2
+    assert quiet.status is noisy.status is Status.complete
+
+
+def _rising(case: scenario.Case, index: int, probed: bool) -> int:
+    """Repetition r's round trip: probed 2000 + 2000 r ns, control 1000 + 2000 r ns."""
+    return (2000 if probed else 1000) + 2000 * index
+
+
+def test_the_observer_effect_pairs_the_repetitions_both_passes_have(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = _loop(monkeypatch, rtt=_rising)
+    # pooled p50s: probed 3 µs (2 and 4), control 2 µs (1 and 3); round 1 ended on its
+    # probed run, so the overhead includes it
+    for case in loop.group.cases:
+        assert case.probes is not None and case.probes.document()["overhead"] == {
+            "throughput_pct": 0.0, "p50_pct": 50.0}
+    # stopped mid-round 1, after callback's control repetition 1 and before its probed one:
+    # repetition 0 of each pass (2 µs against 1 µs), not the control's 2 µs pooled over both
+    loop = _loop(monkeypatch, rtt=_rising, fail_at=6, fail_with=KeyboardInterrupt())
+    assert isinstance(loop.raised, KeyboardInterrupt) and len(loop.lines) == 5
+    first = loop.group.cases[0]
+    assert first.status is Status.interrupted
+    assert first.control is not None and len(first.control.repetitions) == 2
+    assert len(first.repetitions) == 1
+    assert first.probes is not None and first.probes.document()["overhead"] == {
+        "throughput_pct": 0.0, "p50_pct": 100.0}
 
 
 def test_a_pass_that_stops_keeps_and_pools_what_finished(monkeypatch: pytest.MonkeyPatch
