@@ -3,8 +3,8 @@
 A case has a probed pass — with probes attached when the scenario asks — and, with
 ``probes.control``, a probes-off control pass (the observer effect); both are the same code.
 The order of the runs and when ``repetitions: auto`` stops are nlperf/design.py's: by default
-the cases take turns round by round, a case's probed and control repetition r back to back
-in round r, probed first in even rounds and control first in odd ones. After every
+the cases take turns round by round, a case's probed and control repetition r both in
+round r, by load group, and every probe detached for a control run. After every
 repetition the case's blocks are pooled again, so a run that stops keeps what finished.
 Nothing here writes a file: the caller persists the GroupResult and the repetition's samples
 (``on_repetition``) and the result once more when the run stops (nlperf/runner.py).
@@ -21,7 +21,7 @@ from typing import Any
 
 from nlperf import capacity, design, models, samples
 from nlperf.errors import RunFailed
-from nlperf.measure import ModuleSlot, RepResult, pool_case, run_repetition
+from nlperf.measure import ModuleSlot, RepResult, module_params, pool_case, run_repetition
 from nlperf.metrics import observer_effect
 from nlperf.probe_pool import pool_probes
 from nlperf.probes import ProbeSession
@@ -158,6 +158,10 @@ class _Boot:
     def total(self) -> int:
         return sum(r.planned * r.passes for r in self.runs)
 
+    def _load_key(self, i: int) -> tuple[tuple[str, str], ...]:
+        """Cases with equal load parameters can share a module load (ModuleSlot)."""
+        return tuple(sorted(module_params(self.runs[i].case.scenario).items()))
+
     def _plan_round(self, cases: list[int]) -> None:
         """``cases`` take one more repetition: the progress total grows now, not later."""
         for i in cases:
@@ -171,13 +175,15 @@ class _Boot:
                     self.order, len(self.runs), wants_more=lambda i: self.runs[i].wants_more(),
                     has_control=lambda i: has_control(self.runs[i].case),
                     done=lambda i: len(self.runs[i].probed), on_round=self._plan_round,
-                    rng=self.rng):
+                    rng=self.rng, load_key=self._load_key):
                 current = self.runs[planned.case]
                 self._one(current, planned.control)
                 if current.finished():
                     current.entry.status = models.Status.complete
             for current in self.runs:  # a capacity section: its sweep, after the case's runs
                 if current.case.scenario.capacity is not None:
+                    for ps in self.sessions.values():  # the sweep reads no probe
+                        ps.suspend()
                     current.entry.status = models.Status.failed  # until the sweep is done
                     current.entry.capacity = capacity.sweep(current.case, self.module,
                                                             self.case_timeout)
@@ -225,7 +231,8 @@ class _Boot:
         case = run.case
         probes = None if control else _probe_session(case, self.sessions)
         index = len(run.control if control else run.probed)
-        rep = run_repetition(case, index, self.module, self.case_timeout, probes)
+        quiet = [ps for ps in self.sessions.values() if ps is not probes]
+        rep = run_repetition(case, index, self.module, self.case_timeout, probes, quiet=quiet)
         rep.block.run_index = self.done
         run.record(rep, control)
         if rep.probe_histograms is not None:

@@ -13,20 +13,30 @@ between A and B. So the cases of one boot take turns:
 * ``sequential``: case after case, each case's control repetitions after its probed ones
   (the behaviour before rounds existed).
 
-With a probes-off control pass, a case's probed and control repetition r run back to back in
-round r, so the observer effect is measured under the same drift too. Which of the two goes
-first alternates by round: probed first in even rounds, control first in odd ones (probed r0,
-control r0, control r1, probed r1, probed r2, ...; with ``random`` too, whatever the cases'
-order in the round). The pair shares one module load (nlperf/measure.py ``ModuleSlot``), so
-one of them is the first run on a fresh load and the other the second on a kept one: a
-position effect (docs/ARCHITECTURE.md, "What a repetition resets") then favours the probed
-run in half the rounds and the control run in the other half, and cancels in the paired
-observer effect (the mean per-round log ratio) over an even number of rounds; over an odd
-number 1/n of it is left. The alternation is by round, and round r is every running case's
-repetition r, so each repetition's ``run_index`` says which went first. ``sequential`` does
-not alternate: its control pass runs after all the case's probed repetitions, so a probed
-run and its control run share a load only with one repetition (ModuleSlot keeps a load for
-the same repetition index alone).
+With a probes-off control pass, a case's probed and control repetition r both run in round
+r, next to each other, so the observer effect is measured under the same drift too. The
+control pass is probes-off for real: every probe is detached for it and attached again for
+the next probed run (nlperf/probe_attach.py ``suspend``), and a detach waits in the kernel
+(~1 s for the whole suite under TCG). So a round keeps the runs that need the same probes
+together, and its cases that share a module load (``load_key``: equal load parameters;
+nlperf/measure.py ``ModuleSlot``) run as one *load group*: the group's probed runs, then its
+control runs, or the other way round, alternating from group to group (so the probes change
+once per group) and from round to round:
+
+    round 0: P(a) P(b) C(a) C(b) | C(c) C(d) P(c) P(d) | ...
+    round 1: C(a) C(b) P(a) P(b) | P(c) P(d) C(c) C(d) | ...
+
+Which goes first is ``(round + g) % 2`` for the g-th load group of the boot (in case order,
+fixed for the boot, also with ``random``), so every group alternates from round to round.
+The runs of a load group share one load, so a run's place on it (first on a fresh load, or
+later on a kept one: a position effect, docs/ARCHITECTURE.md "What a repetition resets")
+differs between a case's probed and control run; it favours the probed run in half the
+rounds and the control run in the other half, and cancels in the paired observer effect
+(the mean per-round log ratio) over an even number of rounds; over an odd number 1/n of it
+is left. Each repetition's ``run_index`` says where it ran. ``sequential`` does not
+alternate: its control pass runs after all the case's probed repetitions, so a probed run
+and its control run share a load only with one repetition (ModuleSlot keeps a load for the
+same repetition index alone).
 
 Pairing (nlperf/verdict.py). With rounds (``round-robin``, ``random``), repetition r of every
 case of a boot, and each case's control repetition r, ran in round r, next to each other in
@@ -54,7 +64,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, NamedTuple
 
 from nlperf import stats
@@ -71,13 +81,14 @@ class Run(NamedTuple):
 
 def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool],
              has_control: Callable[[int], bool], done: Callable[[int], int],
-             on_round: Callable[[list[int]], None], rng: random.Random) -> Iterator[Run]:
+             on_round: Callable[[list[int]], None], rng: random.Random,
+             load_key: Callable[[int], Hashable] = lambda case: case) -> Iterator[Run]:
     """The boot's runs, decided lazily: ``wants_more(case)`` is asked with the results so far.
 
     ``done(case)`` is how many probed repetitions a case has; ``on_round(cases)`` is told
     which cases take one more repetition before their runs are handed out (for an honest
-    progress total). With rounds, a case with a control pass runs probed then control in
-    even rounds and control then probed in odd ones (see the module docstring).
+    progress total). With rounds, the cases of a round run by load group (``load_key``),
+    each group's passes in the order the module docstring gives.
     """
     if kind == "sequential":
         for case in range(n_cases):
@@ -88,6 +99,9 @@ def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool]
                 for _ in range(done(case)):
                     yield Run(case, True)
         return
+    ordinal: dict[Hashable, int] = {}  # a load group's place in the boot, fixed
+    for case in range(n_cases):
+        ordinal.setdefault(load_key(case), len(ordinal))
     for round_index in itertools.count():
         active = [case for case in range(n_cases) if wants_more(case)]
         if not active:
@@ -95,13 +109,16 @@ def schedule(kind: OrderKind, n_cases: int, *, wants_more: Callable[[int], bool]
         if kind == "random":
             rng.shuffle(active)
         on_round(active)
-        control_first = round_index % 2 == 1  # the position on a shared load, balanced
+        groups: dict[Hashable, list[int]] = {}
         for case in active:
-            # wants_more is not asked again within the round: a control run that goes first
-            # always has its probed partner right after it
-            passes = (False, True) if has_control(case) else (False,)
-            for control in (passes[::-1] if control_first else passes):
-                yield Run(case, control)
+            groups.setdefault(load_key(case), []).append(case)
+        # wants_more is not asked again within the round: a control run that goes first
+        # always has its probed run later in the same round
+        for key, cases in groups.items():
+            control_first = (round_index + ordinal[key]) % 2 == 1
+            for control in (control_first, not control_first):
+                yield from (Run(case, control) for case in cases
+                            if not control or has_control(case))
 
 
 ROUND_ORDERS: tuple[OrderKind, ...] = ("round-robin", "random")

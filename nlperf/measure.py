@@ -14,6 +14,7 @@ import os
 import platform
 import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
@@ -194,9 +195,12 @@ def _idle(proto: int, wait_s: float) -> bool:
 
 
 def run_repetition(case: Case, index: int, module: ModuleSlot | Path, case_timeout: float,
-                   probes: ProbeSession | None = None) -> RepResult:
+                   probes: ProbeSession | None = None,
+                   quiet: Sequence[ProbeSession] = ()) -> RepResult:
     """One repetition. ``module``: the boot's slot (the module stays loaded for the next run
-    when it can), or a built module to load and unload around this run alone."""
+    when it can), or a built module to load and unload around this run alone. ``probes``
+    is attached for the run, every session in ``quiet`` detached (a probes-off run has no
+    ``probes``)."""
     s = case.scenario
     proto = s.module.proto
     laps = phases.Laps()
@@ -205,7 +209,10 @@ def run_repetition(case: Case, index: int, module: ModuleSlot | Path, case_timeo
     procs: list[Any] = []
     ok = False
     try:
+        for other in quiet:
+            other.suspend()
         if probes:
+            probes.resume()
             probes.attach_module()
         laps.lap("load")
         rep = _measure(case, index, proto, procs, case_timeout, probes, laps)

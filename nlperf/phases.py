@@ -3,7 +3,8 @@
 Each repetition records its own (``Repetition.phases_s``), in the order they happen:
 
 - ``load``: insmod with the case's parameters (unless the last run's load is kept: see
-  ``ModuleSlot`` in nlperf/measure.py), and the module probes attached;
+  ``ModuleSlot`` in nlperf/measure.py), every probe of other runs detached and this run's
+  attached (a probes-off run detaches them all: ~1 s under TCG when they were on);
 - ``start``: the worker processes forked, their sockets made, until every one is ready;
 - ``warmup``: the senders' warm-up traffic, the counters reset, the probes told whom to watch;
 - ``measure``: the measured window (generator included), until every worker has reported;

@@ -57,6 +57,7 @@ class ProbeAttaching:
     _missed_base: dict[str, int]
     _workqueue_measured: bool
     _fentry_refused: bool
+    _suspended: bool
     _work_fn: ModuleSymbol
 
     def _try_fentry(self, func: str, entry: bool, exit_too: bool) -> bool:
@@ -229,6 +230,42 @@ class ProbeAttaching:
                 b.detach_raw_tracepoint(tp=event.encode())
             elif kind == "tracepoint":
                 b.detach_tracepoint(tp=event.encode())
+
+    def suspend(self) -> None:
+        """Detach the core probes, so nothing of this session fires (a probes-off control run,
+        or a run that another session probes); the compiled object and its maps stay. Module
+        probes are attached per probed run and are off between runs already. Each detach
+        waits in the kernel for its hook to quiesce (a trampoline rewrite, an RCU grace
+        period): ~1 s for the whole suite under TCG, the waits serialized by the kernel."""
+        if self._bpf is None or self._suspended:
+            return
+        for item in self._attached:
+            self._detach(item)
+        self._suspended = True
+
+    def resume(self) -> None:
+        """Attach again exactly what ``suspend()`` detached (same kinds, same events)."""
+        if self._bpf is None or not self._suspended:
+            return
+        b = self._bpf
+        for kind, event, fn in self._attached:
+            try:
+                if kind == "kfunc":
+                    b.attach_kfunc(fn_name=fn.encode())
+                elif kind == "kretfunc":
+                    b.attach_kretfunc(fn_name=fn.encode())
+                elif kind == "kprobe":
+                    b.attach_kprobe(event=event.encode(), fn_name=fn.encode())
+                elif kind == "kretprobe":
+                    self._attach_kretprobe(event)
+                elif kind == "raw_tracepoint":
+                    b.attach_raw_tracepoint(tp=event.encode(), fn_name=fn.encode())
+                elif kind == "tracepoint":
+                    b.attach_tracepoint(tp=event.encode(), fn_name=fn.encode())
+            except Exception as e:
+                raise RunFailed(f"probes: {event} did not attach again after a probes-off "
+                                f"run: {e}") from None
+        self._suspended = False
 
     def attach_module(self) -> None:
         """Attach the module-function probes and arm the work-function filter (after insmod)."""

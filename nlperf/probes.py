@@ -141,6 +141,7 @@ class ProbeSession(ProbeAttaching):
         self._workqueue_measured = True  # False: nlperf_work_fn's address is unknown
         self._kthread_pid: int | None = None
         self._fentry_refused = False
+        self._suspended = False  # core probes detached by suspend()
         t0 = time.monotonic()
         bcc = import_bcc()  # ~5.5 s under TCG: counted as part of the compile
         try:

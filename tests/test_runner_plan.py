@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -137,6 +137,15 @@ class FakeProbes:
     attach_kinds: ClassVar[dict[str, str]] = {"netlink_unicast": "fentry/fexit"}
     compile_s, attach_s = 9.5, 0.75
 
+    def __init__(self) -> None:
+        self.attached = True  # a session attaches its core probes when it is made
+
+    def suspend(self) -> None:
+        self.attached = False
+
+    def resume(self) -> None:
+        self.attached = True
+
     def close(self) -> None:
         pass
 
@@ -178,6 +187,7 @@ class Loop:
     lines: list[models.Progress]
     tables: list[object]
     raised: BaseException | None
+    attached: list[bool]  # per run: whether any probe session was attached while it ran
 
     def runs(self) -> list[tuple[str, int, bool]]:
         return [(p.id, p.rep, p.control) for p in self.lines]
@@ -190,23 +200,38 @@ def _loop(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None,
     calls: list[int] = []
 
     def run_repetition(case: scenario.Case, index: int, ko: Path, timeout: float,
-                       probes: object = None) -> RepResult:
+                       probes: FakeProbes | None = None,
+                       quiet: Sequence[FakeProbes] = ()) -> RepResult:
         calls.append(index)
+        for other in quiet:  # as measure.run_repetition does
+            other.suspend()
+        if probes is not None:
+            probes.resume()
+        loop.attached.append(any(ps.attached for ps in made))
         if fail_at is not None and len(calls) == fail_at:
             assert fail_with is not None
             raise fail_with
         return _rep(case, index, probes is not None, rtt(case, index, probes is not None))
 
+    made: list[FakeProbes] = []
+
+    def probe_session(case: scenario.Case, sessions: dict[object, FakeProbes]) -> FakeProbes | None:
+        if not case.scenario.probes.enabled:
+            return None
+        if not sessions:
+            made.append(FakeProbes())
+            sessions[(31, (), True)] = made[-1]
+        return sessions[(31, (), True)]
+
     monkeypatch.setattr(cases_mod, "run_repetition", run_repetition)
-    monkeypatch.setattr(cases_mod, "_probe_session", lambda case, sessions: sessions.setdefault(
-        (31, (), True), FakeProbes()) if case.scenario.probes.enabled else None)  # type: ignore
+    monkeypatch.setattr(cases_mod, "_probe_session", probe_session)
     raw = {"name": "p", "repetitions": 2, "unicast": {"count": 4},
            "probes": {"enabled": True, "control": True},
            "matrix": {"module.mode": ["callback", "kthread"]}} | scenario_keys
     cases = scenario.expand(raw)[1]
     group = models.GroupResult(status=Status.running, env=_env(cases), cases=[],
                                probe_histograms={})
-    loop = Loop(group, [], [], None)
+    loop = Loop(group, [], [], None, [])
 
     def on_repetition(line: models.Progress, table: object) -> None:
         loop.lines.append(line)
@@ -232,20 +257,24 @@ def test_cases_take_turns_and_a_cases_pair_alternates_which_pass_goes_first(
         monkeypatch: pytest.MonkeyPatch) -> None:
     loop = _loop(monkeypatch)
     assert loop.raised is None
-    # round 0 probed first, round 1 control first (nlperf/design.py)
+    # callback and kthread never share a load: each is a load group of its own, and the
+    # groups alternate which pass goes first, from one to the next and round to round
+    # (nlperf/design.py)
     assert [(p.case, p.id, p.rep, p.control, p.done, p.total) for p in loop.lines] == [
         (0, CB, 0, False, 1, 8), (0, CB, 0, True, 2, 8),
-        (1, KT, 0, False, 3, 8), (1, KT, 0, True, 4, 8),
+        (1, KT, 0, True, 3, 8), (1, KT, 0, False, 4, 8),
         (0, CB, 1, True, 5, 8), (0, CB, 1, False, 6, 8),
-        (1, KT, 1, True, 7, 8), (1, KT, 1, False, 8, 8)]
+        (1, KT, 1, False, 7, 8), (1, KT, 1, True, 8, 8)]
+    # the control runs are probes-off: no probe session is attached while they run
+    assert loop.attached == [not p.control for p in loop.lines]
     # every repetition knows its place in the boot's order (drift can be analysed, and
     # which pass went first read)
     first, second = loop.group.cases
     assert first.control is not None and second.control is not None
     assert [r.run_index for r in first.repetitions] == [0, 5]
     assert [r.run_index for r in first.control.repetitions] == [1, 4]
-    assert [r.run_index for r in second.repetitions] == [2, 7]
-    assert [r.run_index for r in second.control.repetitions] == [3, 6]
+    assert [r.run_index for r in second.repetitions] == [3, 6]
+    assert [r.run_index for r in second.control.repetitions] == [2, 7]
     assert [r.index for r in second.control.repetitions] == [0, 1]
     # a case keeps today's shape
     case = first
@@ -278,7 +307,8 @@ def test_cases_take_turns_and_a_cases_pair_alternates_which_pass_goes_first(
     assert [p.elapsed_s for p in loop.lines] == sorted(p.elapsed_s for p in loop.lines)
     # and each repetition hands over its samples: 4 round trips each
     assert [t.num_rows for t in loop.tables] == [4] * 8  # type: ignore[attr-defined]
-    assert loop.tables[3].to_pydict()["control"] == [True] * 4  # type: ignore[attr-defined]
+    assert [t.to_pydict()["control"] for t in loop.tables] == [  # type: ignore[attr-defined]
+        [p.control] * 4 for p in loop.lines]
 
 
 def test_order_sequential_keeps_the_old_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,7 +338,9 @@ def test_order_random_is_a_seeded_shuffle_of_each_round(monkeypatch: pytest.Monk
     # the summary lists cases in plan order whatever order they started in
     assert [c.id for c in loop.group.cases] == [CB, KT, WQ]
     with_control = _loop(monkeypatch, order="random", seed=1, repetitions=1)
-    assert with_control.runs() == [(KT, 0, False), (KT, 0, True), (CB, 0, False),
+    # kthread (the boot's second load group) goes control-first in round 0, wherever the
+    # shuffle puts it
+    assert with_control.runs() == [(KT, 0, True), (KT, 0, False), (CB, 0, False),
                                    (CB, 0, True)]
 
 
@@ -346,12 +378,12 @@ def test_repetitions_auto_control_follows_and_counts_in_the_total(
         monkeypatch: pytest.MonkeyPatch) -> None:
     rule = {"min": 2, "max": 3, "target_ci_pct": 5}
     loop = _loop(monkeypatch, rtt=_noisy_kthread, repetitions=rule)
-    # round 1's control runs go first: the probed pass decided before the round, so each
-    # is followed by its probed partner, and kthread's third round runs probed first again
+    # a control run that goes first is followed by its probed partner (the probed pass
+    # decided before the round), and kthread's third round runs control first again
     assert [(p.id, p.rep, p.control, p.total) for p in loop.lines] == [
-        (CB, 0, False, 8), (CB, 0, True, 8), (KT, 0, False, 8), (KT, 0, True, 8),
-        (CB, 1, True, 8), (CB, 1, False, 8), (KT, 1, True, 8), (KT, 1, False, 8),
-        (KT, 2, False, 10), (KT, 2, True, 10)]
+        (CB, 0, False, 8), (CB, 0, True, 8), (KT, 0, True, 8), (KT, 0, False, 8),
+        (CB, 1, True, 8), (CB, 1, False, 8), (KT, 1, False, 8), (KT, 1, True, 8),
+        (KT, 2, True, 10), (KT, 2, False, 10)]
     quiet, noisy = loop.group.cases
     assert noisy.control is not None and len(noisy.control.repetitions) == 3
     assert noisy.repetitions_auto is not None and noisy.repetitions_auto.rounds == 3
@@ -387,14 +419,15 @@ def test_the_observer_effect_pairs_the_repetitions_both_passes_have(
 
 def test_a_pass_that_stops_keeps_and_pools_what_finished(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    # the 4th run is kthread's first control repetition
+    # the 4th run is kthread's first probed repetition, after its first control one
     loop = _loop(monkeypatch, fail_at=4, fail_with=RunFailed("sender 0 failed: EPERM"))
     assert isinstance(loop.raised, RunFailed) and len(loop.lines) == 3
     first, second = loop.group.cases
     assert (second.status, second.error) == (Status.failed, "sender 0 failed: EPERM")
-    assert second.unicast is not None and second.unicast.sent == 4
-    assert second.control is None
-    assert second.probes is not None and second.probes.overhead is None
+    assert second.control is not None and len(second.control.repetitions) == 1
+    assert second.control.unicast is not None and second.control.unicast.sent == 4
+    assert second.unicast is None and second.repetitions == []
+    assert second.probes is None
     # the case that took its turn before keeps its pair, and says why it did not finish
     assert (first.status, first.error) == (
         Status.failed, "not finished: the run stopped when mode=kthread failed")
@@ -686,8 +719,18 @@ def test_a_boot_keeps_the_module_loaded_only_within_a_repetition_of_equal_parame
     monkeypatch.setattr(measure, "_idle", lambda proto, wait_s: True)
     shared: dict[tuple[str, int], set[int]] = {}  # (case, rep) -> the loads it ran on
 
+    session = FakeProbes()
+    detaches: list[int] = []  # the runs before which the probes were detached (~1 s each)
+
     def run_repetition(case: scenario.Case, index: int, slot: measure.ModuleSlot,
-                       timeout: float, probes: object = None) -> RepResult:
+                       timeout: float, probes: FakeProbes | None = None,
+                       quiet: Sequence[FakeProbes] = ()) -> RepResult:
+        if session.attached and session in quiet:
+            detaches.append(len(shared))
+        for other in quiet:
+            other.suspend()
+        if probes is not None:
+            probes.resume()
         slot.take(measure.module_params(case.scenario), index)
         shared.setdefault((case.id, index), set()).add(len(loaded))
         return _rep(case, index, probes is not None, 10_000.0)
@@ -696,7 +739,7 @@ def test_a_boot_keeps_the_module_loaded_only_within_a_repetition_of_equal_parame
     monkeypatch.setattr(cases_mod, "pool_case", lambda case, reps: models.Blocks())
     monkeypatch.setattr(cases_mod, "observer_effect", lambda entry, control: None)
     monkeypatch.setattr(cases_mod, "_probe_session", lambda case, sessions: sessions.setdefault(
-        (31, (), True), FakeProbes()) if case.scenario.probes.enabled else None)  # type: ignore
+        (31, (), True), session) if case.scenario.probes.enabled else None)  # type: ignore
     raw = {"name": "p", "repetitions": 3, "order": order, "unicast": {"count": 4},
            "multicast": {"receivers": [{"groups": [1]}], "count": 4},
            "probes": {"enabled": True, "control": True},
@@ -715,6 +758,11 @@ def test_a_boot_keeps_the_module_loaded_only_within_a_repetition_of_equal_parame
     for (cid, _), v in shared.items():
         by_case.setdefault(cid, []).extend(v)
     assert all(len(set(v)) == len(v) for v in by_case.values())
+    # a control run has no probe attached, and detaching them costs: round-robin does it
+    # within each of the 6 load groups only when its passes change over, 3 per round, and
+    # once more where round 1 starts control-first after round 0 ended probed (10 of 36
+    # control runs); sequential after each case's probed repetitions (12)
+    assert len(detaches) == (10 if order == "round-robin" else 12)
 
 
 def test_the_inner_result_writer_writes_the_whole_document_reserializing_only_what_changed(

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,42 @@ def test_timed_echoes_give_two_unicasts_each(probed: tuple[Loaded, ProbeSession]
         assert k["pid"] == kthread and k["wakeups"] > 0 and k["voluntary"] > 0
         assert k["wakeup_to_run_ns"]["count"] > 0
         assert "wakeup/kthread" in hist
+
+
+def test_a_suspended_session_sees_nothing_and_resumes_as_it_was(
+        probed: tuple[Loaded, ProbeSession]) -> None:
+    """A probes-off control run: no probe of the session fires (core and module probes
+    detached), and resume() attaches the same probes again, counting from there."""
+    module, ps = probed
+    kthread = load(module, ps, mode="kthread")  # the scheduler probes have work too
+    s = client()
+
+    def echoes(n: int) -> dict[str, Any]:
+        ps.watch([os.getpid()], kthread)
+        ps.reset()
+        for i in range(n):
+            s.send(wire.nlmsg(wire.MSG_TIMED_ECHO, wire.stamp(i, time.monotonic_ns()), seq=i))
+            assert len(recv_msgs(s, 1)) == 1
+        return ps.read()
+
+    kinds = dict(ps.attach_kinds)
+    ps.detach_module()
+    ps.suspend()
+    off = echoes(100)
+    assert off["netlink_unicast"]["calls"] == 0
+    assert off["deliveries"]["total"] == 0
+    assert off["module"]["nlperf_input"]["count"] == 0
+    assert off["sched"]["kthread"] is None or off["sched"]["kthread"]["wakeups"] == 0
+    assert off["send_syscall_ns"]["count"] == 0
+    ps.resume()
+    ps.attach_module()
+    on = echoes(100)
+    s.close()
+    assert ps.attach_kinds == kinds
+    assert on["netlink_unicast"]["calls"] == 200
+    assert on["module"]["nlperf_input"]["count"] == 100
+    assert on["sched"]["kthread"]["wakeups"] > 0
+    assert on["send_syscall_ns"]["count"] == 100
 
 
 def test_the_send_syscall_holds_the_sender_through_processing_in_callback_mode_only(
