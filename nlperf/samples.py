@@ -203,13 +203,20 @@ def part_name(run_index: int) -> str:
 
 
 def write_part(parts_dir: Path, run_index: int, table: Any) -> None:
-    """One repetition's samples, renamed into place whole."""
+    """One repetition's samples, renamed into place whole.
+
+    Encoded in memory and written in one call: in the lab VM the parts directory is a 9p
+    share, where each of the parquet writer's small writes is a round trip to the host
+    (~55 ms a part under TCG, ~20 ms this way)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts_dir.mkdir(exist_ok=True)
     final = parts_dir / part_name(run_index)
     tmp = final.with_name(f".{final.name}.tmp")
-    pq.write_table(table, tmp)
+    encoded = pa.BufferOutputStream()
+    pq.write_table(table, encoded)
+    tmp.write_bytes(encoded.getvalue())  # type: ignore[arg-type]  # a buffer
     os.replace(tmp, final)
 
 
