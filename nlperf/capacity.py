@@ -3,15 +3,14 @@
 For each (receiver cost ``delay_us``, ``rcvbuf``, ``no_enobufs``) of a scenario's ``capacity``
 section, the generator's rate is bisected (geometrically) between ``rates`` [lo, hi]: each
 probe is one repetition (measure.run_repetition) of the case with that rate and a burst of
-``messages`` per group, and every probe is recorded. The knee is the highest rate probed with
-zero loss, confirmed ``confirm`` more times. The kernel's charge for one queued message
+``messages`` per group, and every probe is recorded as it is measured. The search reasons on
+the rate each run ACHIEVED, not the rate asked (an emulated generator falls short of high
+asked rates): see find_knee and docs/scenarios.md. The kernel's charge for one queued message
 (truesize) is measured per payload size, and the planning rule follows from it.
 
-The search assumes loss is monotonic in the rate for a fixed burst (a faster burst never loses
-less): under that assumption, the knee lies within a factor ``resolution`` of the first rate
-found to lose, or ``max_steps`` bisection probes were spent. Emulation makes single probes
-noisy; the confirmation runs are the guard: a knee that loses in one falls back to the next
-lower zero-loss rate probed, which is confirmed in turn.
+The search assumes loss is monotonic in the achieved rate for a fixed burst; a lossy run caps
+the knee below its rate even when a faster run did not lose (emulation noise), and the
+confirmation runs at the knee guard against one lucky run.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import numpy as np
 from nlperf import kmod, models
 from nlperf.errors import RunFailed
 from nlperf.measure import ModuleSlot, RepResult, module_params, run_repetition
+from nlperf.models_capacity import KneeOutcome
 from nlperf.nlsock import Control, netlink_drops, open_socket, rmem_alloc, socket_inode
 from nlperf.scenario import Capacity, Case
 
@@ -35,54 +35,80 @@ Probe = Callable[[float, bool], models.CapacityPoint]
 TRUESIZE_RCVBUF = 64 << 20  # large enough that the measuring queue never overruns
 
 
+SHORT = 0.9  # a run whose generator achieved less than this × the rate asked fell short
+
+
+def reached(p: models.CapacityPoint) -> float:
+    """The rate a run achieved (the rate asked when no pair of its messages arrived)."""
+    return p.achieved_per_s if p.achieved_per_s is not None else p.rate_per_s
+
+
+def fell_short(p: models.CapacityPoint) -> bool:
+    return reached(p) < SHORT * p.rate_per_s
+
+
 @dataclass
 class Knee:
-    knee: float | None  # highest zero-loss rate (None: the lowest rate lost)
-    failed_at: float | None  # lowest rate that lost above the knee (None: none did)
+    knee: float | None  # highest achieved zero-loss rate, held in every confirmation
+    failed_at: float | None  # lowest achieved rate that lost (None: none did)
     confirmed: bool
+    outcome: KneeOutcome
     points: list[models.CapacityPoint] = field(default_factory=list)
 
 
 def find_knee(probe: Probe, lo: float, hi: float, resolution: float, max_steps: int,
               confirm: int) -> Knee:
-    """Bisect (geometric mean) for the highest zero-loss rate in [lo, hi]; see the module doc.
+    """Bisect on ACHIEVED rates for the highest zero-loss rate; see docs/scenarios.md.
 
-    Probes lo, then hi, then up to ``max_steps`` midpoints until hi/lo < ``resolution``; then
-    ``confirm`` more runs at the knee. A confirmation that loses makes the knee the failure
-    (``failed_at``) and falls back to the next lower zero-loss rate probed.
+    A zero-loss run proves capacity >= the rate it achieved; a lossy one shows loss at the rate
+    it achieved. The bracket is (the highest achieved zero-loss rate below the lowest achieved
+    lossy rate, that lowest lossy rate): a lossy run caps the knee whatever was asked. Probes
+    lo, hi, then ask the geometric mean of the bracket (up to ``max_steps`` times) until its
+    ratio is below ``resolution``. With no loss seen, the search stops: the knee is a lower
+    bound (the top of ``rates``, or the generator's reach when it fell short of hi). The knee
+    is then run ``confirm`` more times, asking the rate it achieved when the generator fell
+    short; a confirmation that loses rejects that knee and the search goes on.
     """
     points: list[models.CapacityPoint] = []
+    rejected: set[int] = set()  # indices of knees a confirmation run refuted
 
-    def run(rate: float, confirming: bool = False) -> bool:
+    def run(rate: float, confirming: bool = False) -> models.CapacityPoint:
         p = probe(rate, confirming)
         points.append(p)
-        return p.lost == 0
+        return p
 
-    if not run(lo):
-        return Knee(None, lo, False, points)
-    passed = [lo]
-    if run(hi):
-        good, bad = hi, None
-        passed.append(hi)
-    else:
-        good, bad = lo, hi
-        for _ in range(max_steps):
-            if bad / good < resolution:
-                break
-            mid = math.sqrt(good * bad)
-            if run(mid):
-                good = mid
-                passed.append(mid)
-            else:
-                bad = mid
+    first = run(lo)
+    if first.lost:
+        return Knee(None, reached(first), False, "no_knee", points)
+    run(hi)
+    steps = 0
     while True:
-        if all(run(good, confirming=True) for _ in range(confirm)):
-            return Knee(good, bad, True, points)
-        bad = good
-        lower = [r for r in passed if r < good]
-        if not lower:
-            return Knee(None, bad, False, points)
-        good = max(lower)
+        lossy = [reached(p) for p in points if p.lost]
+        bad = min(lossy) if lossy else None
+        candidates = [i for i, p in enumerate(points) if not p.lost and not p.confirm
+                      and i not in rejected and (bad is None or reached(p) < bad)]
+        if not candidates:
+            return Knee(None, bad, False, "no_knee", points)
+        best = max(candidates, key=lambda i: reached(points[i]))
+        good = reached(points[best])
+        if bad is not None and bad / good >= resolution and steps < max_steps:
+            steps += 1
+            run(math.sqrt(good * bad))
+            continue
+        candidate = points[best]
+        ask = reached(candidate) if fell_short(candidate) else candidate.rate_per_s
+        held = [candidate]
+        for _ in range(confirm):
+            held.append(run(ask, confirming=True))
+            if held[-1].lost:
+                break
+        if held[-1].lost:
+            rejected.add(best)
+            continue
+        knee = min(reached(p) for p in held)
+        outcome: KneeOutcome = "loss" if bad is not None else (
+            "rates" if knee >= SHORT * hi else "generator")
+        return Knee(knee, bad, True, outcome, points)
 
 
 def point_of(rate: float, rep: RepResult, confirm: bool) -> models.CapacityPoint:
@@ -174,29 +200,36 @@ def rules(cap: Capacity, size: int, series: list[models.CapacitySeries],
                    f"({t.ratio:.2f}× the payload): a burst of 1000 needs sk_rcvbuf >= "
                    f"{1000 * t.truesize:.0f} bytes")
     for sr in series:
-        knee = "none (the lowest rate lost)" if sr.knee_per_s is None \
-            else f"{sr.knee_per_s:.0f}/s" + ("" if sr.confirmed else " (unconfirmed)")
+        knee = "none (no zero-loss rate below a loss)" if sr.knee_per_s is None \
+            else knee_text(sr).replace(",", "")
         above = "" if sr.failed_at_per_s is None else f", loss from {sr.failed_at_per_s:.0f}/s"
         out.append(f"delay_us={sr.delay_us} rcvbuf={sr.rcvbuf} no_enobufs={sr.no_enobufs}: "
                    f"zero loss for bursts of {cap.messages} × {size} B up to {knee}{above}")
     return out
 
 
-def sweep(case: Case, module: ModuleSlot, case_timeout: float) -> models.Capacity:
+def sweep(case: Case, module: ModuleSlot, case_timeout: float,
+          on_change: Callable[[models.Capacity], None] = lambda _block: None
+          ) -> models.Capacity:
     """The case's whole capacity section: truesize per size, then one knee search per
-    (delay_us, rcvbuf, no_enobufs)."""
+    (delay_us, rcvbuf, no_enobufs). ``on_change`` gets the block (the same object, grown)
+    once made and after every measurement, so that a sweep that stops keeps what it
+    measured; a series still searching says ``outcome: unfinished``."""
     cap = case.scenario.capacity
     m = case.scenario.active_multicast
     assert cap is not None and m is not None
     block = models.Capacity(messages=cap.messages, size=m.size, series=[], truesize=[],
                             rules=[])
-    block.truesize = [measure_truesize(case, module, size, cap.truesize_messages)
-                      for size in cap.sizes]
+    on_change(block)
+    for size in cap.sizes:
+        block.truesize = [*block.truesize,
+                          measure_truesize(case, module, size, cap.truesize_messages)]
+        on_change(block)
     for delay_us, rcvbuf, no_enobufs in itertools.product(cap.delay_us, cap.rcvbuf,
                                                           cap.no_enobufs):
         series = models.CapacitySeries(delay_us=delay_us, rcvbuf=rcvbuf, no_enobufs=no_enobufs,
                                        knee_per_s=None, failed_at_per_s=None, confirmed=False,
-                                       points=[])
+                                       outcome="unfinished", points=[])
         block.series = [*block.series, series]
 
         def probe(rate: float, confirm: bool, series: models.CapacitySeries = series,
@@ -206,6 +239,7 @@ def sweep(case: Case, module: ModuleSlot, case_timeout: float) -> models.Capacit
             rep = run_repetition(derived, len(series.points), module, case_timeout)
             p = point_of(rate, rep, confirm)
             series.points = [*series.points, p]
+            on_change(block)
             return p
 
         knee = find_knee(probe, cap.rates[0], cap.rates[1], cap.resolution, cap.max_steps,
@@ -213,8 +247,24 @@ def sweep(case: Case, module: ModuleSlot, case_timeout: float) -> models.Capacit
         series.knee_per_s = None if knee.knee is None else round(knee.knee, 3)
         series.failed_at_per_s = None if knee.failed_at is None else round(knee.failed_at, 3)
         series.confirmed = knee.confirmed
+        series.outcome = knee.outcome
+        on_change(block)
     block.rules = rules(cap, m.size, block.series, block.truesize)
+    on_change(block)
     return block
+
+
+def knee_text(series: models.CapacitySeries) -> str:
+    """The knee as the summary and the report print it: '≥ ' when it is a lower bound."""
+    if series.outcome == "unfinished":
+        return "unfinished"
+    if series.knee_per_s is None:
+        return "none"
+    bound = {"rates": "≥ ", "generator": "≥ "}.get(series.outcome or "", "")
+    why = {"rates": " (no loss up to the top of rates)",
+           "generator": " (no loss as fast as the generator went)"}.get(series.outcome or "", "")
+    return f"{bound}{series.knee_per_s:,.0f}/s{why}" + ("" if series.confirmed
+                                                      else " (unconfirmed)")
 
 
 def summary_lines(case_id: str, block: models.Capacity) -> list[str]:
@@ -222,15 +272,6 @@ def summary_lines(case_id: str, block: models.Capacity) -> list[str]:
     head = f"capacity {case_id}: knees (max zero-loss rate, bursts of {block.messages} × " \
            f"{block.size} B)"
     rows = [f"  delay_us={s.delay_us:<6} rcvbuf={s.rcvbuf:<9} no_enobufs={s.no_enobufs!s:<5} "
-            f"knee={'none' if s.knee_per_s is None else f'{s.knee_per_s:.0f}/s'}"
-            + _achieved(s) for s in block.series]
+            f"knee={knee_text(s).replace(',', '')}" for s in block.series]
     return [head, *rows, *(f"  {r}" for r in block.rules[:1 + len(block.truesize)])]
 
-
-def _achieved(series: models.CapacitySeries) -> str:
-    """', achieved N/s' at the knee when the generator fell short of it by over 10 %."""
-    got = [p.achieved_per_s for p in series.points
-           if p.rate_per_s == series.knee_per_s and p.achieved_per_s is not None]
-    if series.knee_per_s is None or not got or min(got) > 0.9 * series.knee_per_s:
-        return ""
-    return f" (achieved {min(got):.0f}/s)"

@@ -32,16 +32,21 @@ Sessions = dict[tuple[int, tuple[str, ...], bool], ProbeSession]
 
 # after every repetition: its progress line and its samples (a pyarrow table)
 OnRepetition = Callable[[models.Progress, Any], None]
+# a case's results changed outside a repetition (a capacity probe point): persist them
+OnChange = Callable[[str], None]
 
 
 def run_cases(cases: list[Case], ko: Path, group: models.GroupResult, on_repetition: OnRepetition,
-              case_timeout: float = 600.0, *, started: dt.datetime | None = None) -> None:
+              case_timeout: float = 600.0, *, started: dt.datetime | None = None,
+              on_change: OnChange | None = None) -> None:
     """Run every case × repetition into ``group``, calling ``on_repetition`` after each one.
 
     ``started`` is when the whole run started (progress lines count seconds from it).
     """
-    _Boot(cases, ko, group, on_repetition, case_timeout,
-          started or dt.datetime.now(dt.UTC)).run()
+    boot = _Boot(cases, ko, group, on_repetition, case_timeout,
+                 started or dt.datetime.now(dt.UTC))
+    boot.on_change = on_change or (lambda _case_id: None)
+    boot.run()
 
 
 def runs_per_case(case: Case) -> int:
@@ -83,6 +88,7 @@ class _CaseRun:
         self.control: list[RepResult] = []
         self.planned = case.scenario.first_repetitions  # probed repetitions, so far
         self.started = False
+        self.swept = case.scenario.capacity is None  # its capacity sweep done, if it has one
 
     @property
     def passes(self) -> int:
@@ -99,7 +105,7 @@ class _CaseRun:
         return n < rule.max and not (verdict is not None and verdict.met)
 
     def finished(self) -> bool:
-        return not self.wants_more() and (self.passes == 1 or len(self.control)
+        return self.swept and not self.wants_more() and (self.passes == 1 or len(self.control)
                                           == len(self.probed))
 
     def record(self, rep: RepResult, control: bool) -> None:
@@ -148,6 +154,7 @@ class _Boot:
         self.on_repetition, self.case_timeout, self.started = on_repetition, case_timeout, started
         self.runs = [_CaseRun(i, c) for i, c in enumerate(cases)]
         self.sessions: Sessions = {}
+        self.on_change: OnChange = lambda _case_id: None
         self.done = 0
         first = cases[0].scenario if cases else None
         self.order: models.OrderKind = first.order if first else "round-robin"
@@ -181,12 +188,12 @@ class _Boot:
                 if current.finished():
                     current.entry.status = models.Status.complete
             for current in self.runs:  # a capacity section: its sweep, after the case's runs
-                if current.case.scenario.capacity is not None:
+                if not current.swept:
                     for ps in self.sessions.values():  # the sweep reads no probe
                         ps.suspend()
-                    current.entry.status = models.Status.failed  # until the sweep is done
-                    current.entry.capacity = capacity.sweep(current.case, self.module,
-                                                            self.case_timeout)
+                    capacity.sweep(current.case, self.module, self.case_timeout,
+                                   lambda block, run=current: self._swept_some(run, block))
+                    current.swept = True
                     current.entry.status = models.Status.complete
         except KeyboardInterrupt:
             for r in self.runs:
@@ -208,6 +215,11 @@ class _Boot:
             self.module.release()
             self.group.phases_s = {**self.group.phases_s,
                                    "teardown": round(time.monotonic() - t0, 3)}
+
+    def _swept_some(self, run: _CaseRun, block: models.Capacity) -> None:
+        """A capacity measurement finished: the entry holds the block, written at once."""
+        run.entry.capacity = block
+        self.on_change(run.case.id)
 
     def _note_attach_kinds(self) -> None:
         """env.json says how each probe was attached (fentry, kprobe, tracepoint, unavailable)."""

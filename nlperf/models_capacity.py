@@ -3,7 +3,7 @@ nlperf/models.py puts it on the case)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -27,11 +27,18 @@ class CapacityPoint(Model):
     confirm: bool = Field(False, description="a confirmation run at the knee")
 
 
+# how a knee search ended (docs/scenarios.md): loss: loss seen above the knee
+# (failed_at_per_s); rates / generator: no loss seen, the knee is a lower bound (>=): the top
+# of `rates` was reached / the generator fell short of it; no_knee: every zero-loss rate lay
+# above a loss (or the lowest rate lost); unfinished: the sweep stopped during this search
+KneeOutcome = Literal["loss", "rates", "generator", "no_knee", "unfinished"]
+
+
 class CapacitySeries(Model):
     """One (delay_us, rcvbuf, no_enobufs) of the sweep: its probe points in run order and the
-    knee, the highest rate probed with zero loss (null: the lowest rate lost messages), with
-    ``failed_at_per_s`` the lowest rate that lost (null: none did); ``confirmed``: the knee
-    held zero loss in every confirmation run."""
+    knee, the highest ACHIEVED rate with zero loss below the lowest achieved rate that lost
+    (``failed_at_per_s``; null: none did), held in every confirmation run (null: no knee);
+    ``outcome`` says how the search ended (>= when no loss was seen)."""
 
     delay_us: Count
     rcvbuf: Count
@@ -39,6 +46,10 @@ class CapacitySeries(Model):
     knee_per_s: float | None
     failed_at_per_s: float | None
     confirmed: bool
+    outcome: Opt[KneeOutcome] = Field(None, description=(
+        "loss: loss seen above the knee; rates / generator: none seen, the knee is a lower "
+        "bound (the top of rates / the generator's reach); no_knee; unfinished: the sweep "
+        "stopped during this search. Absent in results written before it was recorded"))
     points: list[CapacityPoint]
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from nlperf import plots
 from nlperf.analysis import CaseAnalysis, CountEstimate, RunAnalysis, ValueEstimate
+from nlperf.capacity import knee_text
 from nlperf.catalog import Metric, fmt, fmt_metric
 from nlperf.reportdoc import Block, Cell, Details, Para, Section, Span, Table
 
@@ -390,8 +391,7 @@ def capacity_section(run: RunAnalysis) -> Section:
             cells: list[Cell] = [str(delay), "yes" if ne else "no"]
             for b in rcvbufs:
                 sr = by_buf.get(b)
-                cell = "–" if sr is None else _rate(sr.knee_per_s) + (
-                    "" if sr.confirmed else " (unconfirmed)")
+                cell = "–" if sr is None else knee_text(sr)
                 cells.append(cell)
             rows.append(cells)
         s.blocks.append(Table(["delay_us", "NO_ENOBUFS", *[f"rcvbuf {b}" for b in rcvbufs]],

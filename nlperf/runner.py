@@ -199,12 +199,13 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
 
 
 def _execute(cases: list[scenario.Case], ko: Path, result: GroupResult,
-             on_repetition: OnRepetition, started: dt.datetime) -> RunState:
+             on_repetition: OnRepetition, started: dt.datetime,
+             on_change: Callable[[str], None]) -> RunState:
     """Run ``cases`` here into ``result``; the module is unloaded whatever happens."""
     state = RunState()
     try:
         with settles(state):
-            run_cases(cases, ko, result, on_repetition, started=started)
+            run_cases(cases, ko, result, on_repetition, started=started, on_change=on_change)
     finally:
         with settles(state):
             kmod.unload()
@@ -231,7 +232,8 @@ def _run_native(req: RunRequest, files: results.RunFiles, slot: int, group: Grou
         feed.line(slot, line)
 
     try:
-        return _execute(group.cases, ko, result, on_repetition, started)
+        return _execute(group.cases, ko, result, on_repetition, started,
+                        lambda _case_id: files.publish(slot, result))
     finally:
         files.publish(slot, result)
 
@@ -260,7 +262,8 @@ def run_inner(handoff_file: Path, raw: dict[str, Any], source: str) -> RunOutcom
 
     try:
         state = _execute(cases, h.ko, result, on_repetition,
-                         dt.datetime.fromisoformat(h.started))
+                         dt.datetime.fromisoformat(h.started),
+                         lambda case_id: out.write(result, changed=case_id))
     finally:
         result.phases_s = {**result.phases_s, "inner_run": round(time.monotonic() - t0, 3)}
         out.write(result)

@@ -463,7 +463,8 @@ class FakeLab:
 
     def run_cases(self, cases: list[scenario.Case], ko: Path, group: models.GroupResult,
                   on_repetition: cases_mod.OnRepetition, case_timeout: float = 600.0, *,
-                  started: dt.datetime | None = None) -> None:
+                  started: dt.datetime | None = None,
+                  on_change: cases_mod.OnChange | None = None) -> None:
         assert ko == self.run_dir.parent / "build" / "nlperf.ko"
         assert started is not None
         self.started.append(started.isoformat())
