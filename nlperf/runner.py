@@ -200,7 +200,7 @@ def plan(cases: list[scenario.Case], req: RunRequest, say: Say) -> list[Group]:
 
 def _execute(cases: list[scenario.Case], ko: Path, result: GroupResult,
              on_repetition: OnRepetition, started: dt.datetime,
-             on_change: Callable[[str], None]) -> RunState:
+             on_change: Callable[[str], None] = lambda _case_id: None) -> RunState:
     """Run ``cases`` here into ``result``; the module is unloaded whatever happens."""
     state = RunState()
     try:

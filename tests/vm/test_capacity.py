@@ -44,9 +44,16 @@ def test_sweep_accounts_for_every_message_at_every_probe_point(
                 assert p.enobufs == 0, p
             else:  # once per congestion episode, never more often than a drop
                 assert (p.enobufs > 0) == (p.lost > 0) and p.enobufs <= p.lost, p
-        zero = [p.rate_per_s for p in s.points if p.lost == 0]
+        # the search reasons on achieved rates: the knee is one a zero-loss run achieved, below
+        # the lowest achieved rate that lost (failed_at)
+        zero = [round(capacity.reached(p), 3) for p in s.points if p.lost == 0]
+        lossy = [capacity.reached(p) for p in s.points if p.lost]
+        assert s.outcome in ("loss", "rates", "generator", "no_knee"), s
+        assert s.failed_at_per_s == (round(min(lossy), 3) if lossy else None), s
         if s.knee_per_s is not None:
-            assert s.knee_per_s == max(r for r in zero if r < (s.failed_at_per_s or 1e12))
+            assert s.knee_per_s in zero, s
+            assert s.failed_at_per_s is None or s.knee_per_s < s.failed_at_per_s, s
+            assert (s.outcome == "loss") == (s.failed_at_per_s is not None), s
     for t in block.truesize:
         assert t.queued == 16 + 1  # the generator's end marker is queued too
         assert t.truesize > t.size + 16  # header, skb and slab rounding on top of the payload
