@@ -603,11 +603,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
 
 /* ---- workqueue items running the module's work function ---- */
 
-TRACEPOINT_PROBE(workqueue, workqueue_execute_start)
+/*
+ * Raw tracepoints, not perf-event ones: they detach in ~1 ms where a perf event waits for
+ * an RCU grace period (~80 ms under TCG), and a probes-off run detaches them all.
+ * args[0] is the work item; its function is read at OFF_WORK_FUNC (BTF).
+ */
+RAW_TRACEPOINT_PROBE(workqueue_execute_start)
 {
 	u32 zero = 0;
 	u64 *fn = work_fn.lookup(&zero);
-	if (!fn || !*fn || (u64)args->function != *fn)
+	u64 func = 0;
+	if (!fn || !*fn)
+		return 0;
+	bpf_probe_read_kernel(&func, sizeof(func), (void *)ctx->args[0] + OFF_WORK_FUNC);
+	if (func != *fn)
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 now = bpf_ktime_get_ns();
@@ -615,7 +624,7 @@ TRACEPOINT_PROBE(workqueue, workqueue_execute_start)
 	return 0;
 }
 
-TRACEPOINT_PROBE(workqueue, workqueue_execute_end)
+RAW_TRACEPOINT_PROBE(workqueue_execute_end)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 *ts = work_ts.lookup(&tid);

@@ -169,7 +169,10 @@ class ProbeAttaching:
                               "tracepoints measure")
 
     def _attach_sched(self) -> None:
-        for tp in ("sched_switch", "sched_wakeup"):
+        # all raw tracepoints: cheap to detach for a probes-off run (a perf-event tracepoint
+        # waits ~80 ms under TCG)
+        for tp in ("sched_switch", "sched_wakeup", "workqueue_execute_start",
+                   "workqueue_execute_end"):
             try:
                 self._bpf.attach_raw_tracepoint(tp=tp.encode(),
                                                 fn_name=f"raw_tracepoint__{tp}".encode())
@@ -177,16 +180,6 @@ class ProbeAttaching:
                 raise RunFailed(f"probes: raw tracepoint {tp} did not attach: {e}") from None
             self._attached.append(("raw_tracepoint", tp, f"raw_tracepoint__{tp}"))
             self.attach_kinds[tp] = "raw_tracepoint"
-        for ev in ("workqueue_execute_start", "workqueue_execute_end"):
-            try:
-                self._bpf.attach_tracepoint(tp=f"workqueue:{ev}".encode(),
-                                            fn_name=f"tracepoint__workqueue__{ev}".encode())
-            except Exception as e:
-                raise RunFailed(f"probes: tracepoint workqueue:{ev} did not attach: {e}")\
-                    from None
-            self._attached.append(("tracepoint", f"workqueue:{ev}",
-                                   f"tracepoint__workqueue__{ev}"))
-            self.attach_kinds[ev] = "tracepoint"
 
     def _attach_send(self) -> None:
         """The lab senders' send syscalls, timed entry to exit (timing only). A kernel without

@@ -27,7 +27,8 @@ def cflags(proto: int, offsets: dict[tuple[str, str], int], release: str, *, tim
            lin_slots: int = LIN_SLOTS) -> list[str]:
     """The -D defines of bpf/netlink.bpf.c; RunFailed names a field BTF did not give."""
     need = [("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
-            ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid")]
+            ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid"),
+            ("work_struct", "func")]
     missing = [f"{s}.{m}" for s, m in need if (s, m) not in offsets]
     state = offsets.get(("task_struct", "__state"), offsets.get(("task_struct", "state")))
     m = re.match(r"(\d+)\.(\d+)", release)
@@ -45,6 +46,7 @@ def cflags(proto: int, offsets: dict[tuple[str, str], int], release: str, *, tim
             f"-DOFF_SOCKET_INO={sock_ino}",
             f"-DOFF_NLK_FLAGS={offsets[('netlink_sock', 'flags')]}",
             f"-DOFF_TASK_PID={offsets[('task_struct', 'pid')]}",
+            f"-DOFF_WORK_FUNC={offsets[('work_struct', 'func')]}",
             f"-DOFF_TASK_STATE={state or 0}",
             f"-DSWITCH_STATE_ARG={int(switch_state_arg)}",
             f"-DTIMING={int(timing)}",

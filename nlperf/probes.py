@@ -15,7 +15,7 @@ Measures, all aggregated in kernel maps (no per-event output), from bpf/netlink.
 - scheduler, for the pids given to :meth:`ProbeSession.watch` and the module's kthread: voluntary
   and involuntary switches and wakeups (raw tracepoints sched_switch, sched_wakeup), wakeup→run
   latency and blocked time (voluntary switch-out → switch-in) histograms; workqueue items running
-  the module's ``nlperf_work_fn`` (tracepoints workqueue_execute_start/end): count and duration.
+  the module's ``nlperf_work_fn`` (raw tracepoints workqueue_execute_start/end): count and duration.
 - the module's ``nlperf_input`` (one datagram) and ``nlperf_process`` (one message): duration per
   call. Hooks: the module's tracepoints (kmod/nlperf_trace.h) as raw tracepoints, a start/end
   pair each (``probe_attach.MODULE_TRACEPOINTS``); kprobe/kretprobe on the functions only where
@@ -100,7 +100,7 @@ WHICH = ("unicast", "broadcast", "overrun", "sched", "module", "send")
 # (struct, member) pairs the BPF C needs; netlink_sock.flags holds NETLINK_F_KERNEL_SOCKET.
 BTF_MEMBERS = (("sock", "sk_protocol"), ("sock", "sk_socket"), ("socket_alloc", "vfs_inode"),
                ("inode", "i_ino"), ("netlink_sock", "flags"), ("task_struct", "pid"),
-               ("task_struct", "__state"), ("task_struct", "state"))
+               ("task_struct", "__state"), ("task_struct", "state"), ("work_struct", "func"))
 
 
 class ProbeSession(ProbeAttaching):
