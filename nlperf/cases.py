@@ -43,10 +43,8 @@ def run_cases(cases: list[Case], ko: Path, group: models.GroupResult, on_repetit
 
     ``started`` is when the whole run started (progress lines count seconds from it).
     """
-    boot = _Boot(cases, ko, group, on_repetition, case_timeout,
-                 started or dt.datetime.now(dt.UTC))
-    boot.on_change = on_change or (lambda _case_id: None)
-    boot.run()
+    _Boot(cases, ko, group, on_repetition, case_timeout, started or dt.datetime.now(dt.UTC),
+          on_change or (lambda _case_id: None)).run()
 
 
 def runs_per_case(case: Case) -> int:
@@ -149,12 +147,13 @@ class _Boot:
     """This boot's cases in the scenario's order; see nlperf/design.py."""
 
     def __init__(self, cases: list[Case], ko: Path, group: models.GroupResult,
-                 on_repetition: OnRepetition, case_timeout: float, started: dt.datetime) -> None:
+                 on_repetition: OnRepetition, case_timeout: float, started: dt.datetime,
+                 on_change: OnChange) -> None:
         self.module, self.group = ModuleSlot(ko), group
         self.on_repetition, self.case_timeout, self.started = on_repetition, case_timeout, started
+        self.on_change = on_change
         self.runs = [_CaseRun(i, c) for i, c in enumerate(cases)]
         self.sessions: Sessions = {}
-        self.on_change: OnChange = lambda _case_id: None
         self.done = 0
         first = cases[0].scenario if cases else None
         self.order: models.OrderKind = first.order if first else "round-robin"
