@@ -121,13 +121,16 @@ def main() -> None:
             print(f"{'':>9}  {timed_verdict([t / cr for cr, _, t in rounds])}")
             if mode == "callback":
                 c_tput = 1e9 / c
+                judged = 0.0  # the largest batch's coalesced throughput: the target's figure
                 for batch in BATCHES:
                     for coalesce in (False, True):
                         tput = py_open_batched(batch, rate=c_tput * 4, coalesce=coalesce)
                         how = ", coalesced replies" if coalesce else ""
                         print(f"{'':>9}  open loop batch {batch}{how}: {tput:,.0f} msg/s "
                               f"({tput / c_tput:.2f}× C single-message {c_tput:,.0f} msg/s)")
-                print(f"{'':>9}  {batched_verdict(tput / c_tput, BATCHES[-1])}")
+                        if coalesce and batch == BATCHES[-1]:
+                            judged = tput
+                print(f"{'':>9}  {batched_verdict(judged / c_tput, BATCHES[-1])}")
                 t0 = time.monotonic()
                 res = _run(SenderConfig(kind="timed", message_size=64, count=1_000_000,
                                         window=8, batch=8), 1_000_000)
